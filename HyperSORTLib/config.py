@@ -1,0 +1,336 @@
+"""Typed, frozen configuration for models and training runs.
+
+Every section is a frozen dataclass. Configurations come from YAML or JSON dictionaries
+through :func:`from_dict`, which rejects unknown keys (suggesting the closest valid name), so
+a typo fails loudly instead of silently falling back to a default. The command line only
+fills these objects.
+
+Example:
+    >>> cfg = RunConfig.from_dict({"train": {"epochs": 5}, "model": {"unet": {"num_classes": 3}}})
+    >>> cfg.train.epochs, cfg.model.unet.channels
+    (5, (16, 32, 64, 128))
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Optional, TypeVar
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A configuration value or key is invalid; the message names it."""
+
+
+def _suggest(key: str, valid: typing.Iterable[str]) -> str:
+    close = difflib.get_close_matches(key, list(valid), n=1)
+    return f" Did you mean '{close[0]}'?" if close else ""
+
+
+def _require(condition: bool, where: str, expected: str, found: Any) -> None:
+    if not condition:
+        raise ConfigError(f"{where}: expected {expected}, found {found!r}.")
+
+
+@dataclass(frozen=True)
+class UNetConfig:
+    """Architecture of the target 3D UNet whose weights the hyper-network generates.
+
+    Defaults are the reference HyperSORT configuration (4 levels of 16/32/64/128 channels,
+    3 convolutions per level), made multi-class.
+
+    Args:
+        in_channels: image channels (1 for CT).
+        num_classes: output classes including background (2 = binary).
+        channels: feature channels per resolution level, coarsest last.
+        convs_per_level: 3x3x3 convolutions at each level (encoder and decoder).
+    """
+
+    in_channels: int = 1
+    num_classes: int = 2
+    channels: tuple[int, ...] = (16, 32, 64, 128)
+    convs_per_level: int = 3
+
+    def __post_init__(self) -> None:
+        _require(self.in_channels >= 1, "model.unet.in_channels", "an integer >= 1", self.in_channels)
+        _require(self.num_classes >= 2, "model.unet.num_classes", "an integer >= 2 (background + classes)",
+                 self.num_classes)
+        _require(len(self.channels) >= 1 and all(int(c) >= 1 for c in self.channels),
+                 "model.unet.channels", "a non-empty list of positive integers", self.channels)
+        _require(self.convs_per_level >= 1, "model.unet.convs_per_level", "an integer >= 1",
+                 self.convs_per_level)
+
+    @property
+    def divisor(self) -> int:
+        """Every spatial size fed to the UNet must be a multiple of this."""
+        return 2 ** (len(self.channels) - 1)
+
+
+@dataclass(frozen=True)
+class HyperNetConfig:
+    """The weight generator: a trunk MLP from the latent, then one linear head per UNet tensor.
+
+    Args:
+        latent_dim: dimension of each sample's latent vector (2 gives a map that can be read
+            directly).
+        hidden: widths of the trunk layers (ReLU after each).
+        output_scale: generated weights are ``output_scale * tanh(head output)``.
+        head_init_gain: spread of the heads' initial weights relative to each UNet tensor's
+            own initial spread (see ``init_heads_from_target``).
+    """
+
+    latent_dim: int = 2
+    hidden: tuple[int, ...] = (50, 50, 50)
+    output_scale: float = 5.0
+    head_init_gain: float = 0.1
+
+    def __post_init__(self) -> None:
+        _require(self.latent_dim >= 1, "model.hyper.latent_dim", "an integer >= 1", self.latent_dim)
+        _require(len(self.hidden) >= 1 and all(int(h) >= 1 for h in self.hidden),
+                 "model.hyper.hidden", "a non-empty list of positive integers", self.hidden)
+        _require(self.output_scale > 0, "model.hyper.output_scale", "a positive number", self.output_scale)
+        _require(self.head_init_gain >= 0, "model.hyper.head_init_gain", "a number >= 0",
+                 self.head_init_gain)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Target UNet plus weight generator."""
+
+    unet: UNetConfig = field(default_factory=UNetConfig)
+    hyper: HyperNetConfig = field(default_factory=HyperNetConfig)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """How training images and labels are preprocessed (reference defaults).
+
+    Args:
+        class_names: names of the label values 0..K-1, background first; filled from the
+            dataset when empty.
+        spacing: target voxel spacing in mm (image resampled linearly, labels by nearest
+            neighbour); ``None`` keeps each scan's own spacing.
+        patch_size: the centre crop (padded where smaller) fed to the network.
+        intensity: "percentile" (clip to ``percentiles`` of each scan, rescale to [0, 1]) or
+            "window" (clip to the fixed HU ``window``, rescale to [0, 1]).
+        percentiles: lower and upper percentiles for "percentile".
+        window: lower and upper HU for "window".
+    """
+
+    class_names: tuple[str, ...] = ()
+    spacing: Optional[tuple[float, float, float]] = (2.0, 2.0, 2.0)
+    patch_size: tuple[int, int, int] = (168, 168, 168)
+    intensity: str = "percentile"
+    percentiles: tuple[float, float] = (0.5, 99.5)
+    window: tuple[float, float] = (-1000.0, 1000.0)
+
+    def __post_init__(self) -> None:
+        _require(self.spacing is None or all(s > 0 for s in self.spacing), "data.spacing",
+                 "three positive numbers (mm) or null", self.spacing)
+        _require(all(p >= 1 for p in self.patch_size), "data.patch_size", "three positive integers",
+                 self.patch_size)
+        _require(self.intensity in ("percentile", "window"), "data.intensity", "'percentile' or 'window'",
+                 self.intensity)
+        lo, hi = self.percentiles
+        _require(0 <= lo < hi <= 100, "data.percentiles", "0 <= lower < upper <= 100", self.percentiles)
+        _require(self.window[0] < self.window[1], "data.window", "lower < upper", self.window)
+        _require(len(set(self.class_names)) == len(self.class_names), "data.class_names", "unique names",
+                 self.class_names)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Joint training of the hyper-network and the latent table.
+
+    Defaults are the reference configuration: Adam 1e-3 for the hyper-network, one Adam per
+    latent (lr 1e-3, betas 0.7/0.9), latents initialised N(0, 0.05^2), loss soft Dice +
+    cross-entropy + L1(z).
+
+    Args:
+        epochs: passes over the training set.
+        batch_size: samples per step; each sample runs through its own generated UNet.
+        lr: learning rate of the hyper-network.
+        betas: Adam betas of the hyper-network.
+        latent_lr: learning rate of each latent's Adam.
+        latent_betas: Adam betas of each latent.
+        latent_init_std: standard deviation of the initial latents.
+        l1_weight: weight of the L1 norm of the latent in the loss.
+        dice_weight: weight of the soft Dice term.
+        ce_weight: weight of the cross-entropy term.
+        include_background: whether the soft Dice averages over the background class too.
+        seed: seeds initialisation and the sample order of every epoch.
+        device: "auto" (CUDA when present, else CPU), "cpu", "cuda" or "cuda:N".
+        amp: mixed precision (bfloat16) on CUDA; ignored on CPU.
+        checkpoint_every: write a resumable checkpoint every this many epochs (and at the end).
+        num_workers: data-loading worker processes.
+    """
+
+    epochs: int = 100
+    batch_size: int = 1
+    lr: float = 1e-3
+    betas: tuple[float, float] = (0.9, 0.999)
+    latent_lr: float = 1e-3
+    latent_betas: tuple[float, float] = (0.7, 0.9)
+    latent_init_std: float = 0.05
+    l1_weight: float = 1.0
+    dice_weight: float = 1.0
+    ce_weight: float = 1.0
+    include_background: bool = False
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = True
+    checkpoint_every: int = 1
+    num_workers: int = 0
+
+    def __post_init__(self) -> None:
+        _require(self.epochs >= 1, "train.epochs", "an integer >= 1", self.epochs)
+        _require(self.batch_size >= 1, "train.batch_size", "an integer >= 1", self.batch_size)
+        for name in ("lr", "latent_lr"):
+            _require(getattr(self, name) > 0, f"train.{name}", "a positive number", getattr(self, name))
+        for name in ("betas", "latent_betas"):
+            value = getattr(self, name)
+            _require(len(value) == 2 and all(0 <= b < 1 for b in value), f"train.{name}",
+                     "two numbers in [0, 1)", value)
+        for name in ("latent_init_std", "l1_weight", "dice_weight", "ce_weight"):
+            _require(getattr(self, name) >= 0, f"train.{name}", "a number >= 0", getattr(self, name))
+        _require(self.dice_weight + self.ce_weight > 0, "train.dice_weight/ce_weight",
+                 "at least one positive segmentation loss weight", (self.dice_weight, self.ce_weight))
+        _require(self.checkpoint_every >= 1, "train.checkpoint_every", "an integer >= 1",
+                 self.checkpoint_every)
+        _require(self.num_workers >= 0, "train.num_workers", "an integer >= 0", self.num_workers)
+        device = self.device
+        _require(device in ("auto", "cpu", "cuda") or (device.startswith("cuda:") and device[5:].isdigit()),
+                 "train.device", "'auto', 'cpu', 'cuda' or 'cuda:N'", device)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that defines a training run."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        names = self.data.class_names
+        _require(not names or len(names) == self.model.unet.num_classes, "data.class_names",
+                 f"{self.model.unet.num_classes} names (model.unet.num_classes)", names)
+        divisor = self.model.unet.divisor
+        _require(all(p % divisor == 0 for p in self.data.patch_size), "data.patch_size",
+                 f"multiples of {divisor} (the UNet has {len(self.model.unet.channels)} levels)",
+                 self.data.patch_size)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "RunConfig":
+        """Build from a nested dictionary, rejecting unknown keys."""
+        return from_dict(cls, data)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> "RunConfig":
+        """Read a YAML (or JSON) file; errors name the file."""
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"Cannot read configuration file {path}: {exc.strerror}.") from exc
+        import yaml  # local: only needed when reading files
+
+        try:
+            data = yaml.safe_load(text) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"{path}: expected a mapping at the top level, found {type(data).__name__}.")
+        try:
+            return cls.from_dict(data)
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {exc}") from exc
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_dict(self)
+
+    def replace(self, **sections: Any) -> "RunConfig":
+        return dataclasses.replace(self, **sections)
+
+
+def to_dict(obj: Any) -> Any:
+    """Plain-data (JSON-serialisable) view of a config dataclass."""
+    if dataclasses.is_dataclass(obj):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, tuple):
+        return [to_dict(v) for v in obj]
+    return obj
+
+
+def _convert(value: Any, annotation: Any, where: str) -> Any:
+    origin = typing.get_origin(annotation)
+    if dataclasses.is_dataclass(annotation):
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{where}: expected a mapping, found {value!r}.")
+        return from_dict(annotation, value, where)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, found {value!r}.")
+        args = typing.get_args(annotation)
+        item_type = args[0]
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_convert(v, item_type, f"{where}[{i}]") for i, v in enumerate(value))
+        if len(args) != len(value):
+            raise ConfigError(f"{where}: expected {len(args)} values, found {list(value)!r}.")
+        return tuple(_convert(v, t, f"{where}[{i}]") for i, (v, t) in enumerate(zip(value, args)))
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if value is None:
+            return None
+        return _convert(value, args[0], where)
+    if annotation is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false, found {value!r}.")
+        return value
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, found {value!r}.")
+        return value
+    if annotation is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, found {value!r}.")
+        return float(value)
+    if annotation is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, found {value!r}.")
+        return value
+    return value
+
+
+def from_dict(cls: type[T], data: Mapping[str, Any], where: str = "") -> T:
+    """Build the dataclass ``cls`` from ``data``; unknown keys raise :class:`ConfigError`."""
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        path = f"{where}.{key}" if where else str(key)
+        if key not in names:
+            raise ConfigError(f"Unknown configuration key '{path}'; valid keys here are "
+                              f"{', '.join(names)}.{_suggest(str(key), names)}")
+        kwargs[key] = _convert(value, hints[key], path)
+    return cls(**kwargs)
+
+
+def config_hash_fields(config: RunConfig) -> dict[str, Any]:
+    """The parts of a run's configuration that must not change when a run resumes.
+
+    The number of epochs, the checkpoint interval, the worker count and the device may change
+    between a run and its resumption; everything that shapes the model or the optimisation
+    trajectory may not.
+    """
+    data = config.to_dict()
+    for key in ("epochs", "checkpoint_every", "num_workers", "device", "amp"):
+        data["train"].pop(key)
+    return json.loads(json.dumps(data))

@@ -1,0 +1,115 @@
+"""The target network: a plain multi-class 3D UNet.
+
+It is an ordinary ``nn.Module``: it can be trained, saved and run on its own. The
+hyper-network never patches it; generated weights are passed in as a dictionary through
+``torch.func.functional_call`` (see :mod:`HyperSORTLib.model.functional`).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from HyperSORTLib.config import UNetConfig
+
+
+class ConvBlock(nn.Sequential):
+    """3x3x3 convolution -> ReLU -> instance norm with affine parameters (reference order)."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1) -> None:
+        super().__init__(OrderedDict(
+            conv=nn.Conv3d(in_channels, out_channels, kernel_size=3, stride=stride, padding=1),
+            act=nn.ReLU(),
+            norm=nn.InstanceNorm3d(out_channels, affine=True),
+        ))
+
+
+class UpBlock(nn.Sequential):
+    """4x4x4 stride-2 transposed convolution -> ReLU -> instance norm: doubles the size."""
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__(OrderedDict(
+            conv=nn.ConvTranspose3d(in_channels, out_channels, kernel_size=4, stride=2, padding=1),
+            act=nn.ReLU(),
+            norm=nn.InstanceNorm3d(out_channels, affine=True),
+        ))
+
+
+class UNet3D(nn.Module):
+    """Multi-class 3D UNet with skip concatenation and no deep supervision.
+
+    Each encoder level below the first starts with a stride-2 convolution block; each decoder
+    level starts with a transposed convolution, concatenates the encoder's features of the same
+    resolution and applies ``convs_per_level`` blocks. A final 3x3x3 convolution produces one
+    logit per class. With the defaults (16/32/64/128 channels, 3 convolutions per level,
+    2 classes) it has 3.32 M parameters in 110 tensors, the reference HyperSORT UNet.
+
+    Args:
+        in_channels: image channels.
+        num_classes: output classes, background included.
+        channels: channels per level, finest first.
+        convs_per_level: convolution blocks per level.
+
+    Example:
+        >>> net = UNet3D(num_classes=3, channels=(8, 16), convs_per_level=2)
+        >>> net(torch.zeros(1, 1, 16, 16, 16)).shape
+        torch.Size([1, 3, 16, 16, 16])
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 1,
+        num_classes: int = 2,
+        channels: Sequence[int] = (16, 32, 64, 128),
+        convs_per_level: int = 3,
+    ) -> None:
+        super().__init__()
+        self.config = UNetConfig(in_channels=in_channels, num_classes=num_classes,
+                                 channels=tuple(int(c) for c in channels), convs_per_level=convs_per_level)
+        chs = self.config.channels
+        self.encoders = nn.ModuleList()
+        for level, width in enumerate(chs):
+            if level == 0:
+                blocks = [ConvBlock(in_channels, width)]
+                blocks += [ConvBlock(width, width) for _ in range(convs_per_level - 1)]
+            else:
+                blocks = [ConvBlock(chs[level - 1], width, stride=2)]
+                blocks += [ConvBlock(width, width) for _ in range(convs_per_level)]
+            self.encoders.append(nn.Sequential(*blocks))
+        self.upsamplers = nn.ModuleList()
+        self.decoders = nn.ModuleList()
+        for level in range(len(chs) - 1, 0, -1):
+            width = chs[level - 1]
+            self.upsamplers.append(UpBlock(chs[level], width))
+            blocks = [ConvBlock(2 * width, width)]
+            blocks += [ConvBlock(width, width) for _ in range(convs_per_level - 1)]
+            self.decoders.append(nn.Sequential(*blocks))
+        self.head = nn.Conv3d(chs[0], num_classes, kernel_size=3, padding=1)
+
+    @classmethod
+    def from_config(cls, config: UNetConfig) -> "UNet3D":
+        return cls(config.in_channels, config.num_classes, config.channels, config.convs_per_level)
+
+    def check_input_shape(self, shape: Sequence[int]) -> None:
+        """Raise ``ValueError`` unless ``shape`` ([B,] C, X, Y, Z) fits this network."""
+        divisor = self.config.divisor
+        spatial = tuple(shape[-3:])
+        if len(shape) < 4 or shape[-4] != self.config.in_channels:
+            raise ValueError(f"UNet3D expects input of shape [B, {self.config.in_channels}, X, Y, Z], "
+                             f"found {tuple(shape)}.")
+        if any(s % divisor for s in spatial):
+            raise ValueError(f"UNet3D with {len(self.config.channels)} levels needs spatial sizes that are "
+                             f"multiples of {divisor}, found {spatial}.")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skips = []
+        for encoder in self.encoders:
+            x = encoder(x)
+            skips.append(x)
+        skips.pop()  # the coarsest level feeds the decoder directly
+        for upsample, decoder in zip(self.upsamplers, self.decoders):
+            x = decoder(torch.cat([upsample(x), skips.pop()], dim=1))
+        return self.head(x)

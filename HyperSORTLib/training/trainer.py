@@ -1,0 +1,293 @@
+"""Joint training of the weight generator and the latent table.
+
+One step: look up the batch's latents, generate one UNet per sample, run them all in one
+batched pass, and minimise soft Dice + cross-entropy + L1(z). The generator has its own Adam;
+the latents have one Adam per row (:class:`~HyperSORTLib.model.latent.RowwiseAdam`), so a
+latent moves only when its sample is in the batch.
+
+The sample order of epoch ``e`` depends only on ``(seed, e)``, and a checkpoint holds the
+complete optimisation state, so a run resumed from its last checkpoint ends exactly where an
+uninterrupted run would (bit for bit on CPU).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from HyperSORTLib.config import RunConfig, config_hash_fields
+from HyperSORTLib.model.hypersort import HyperSORTModel
+from HyperSORTLib.model.latent import RowwiseAdam
+from HyperSORTLib.training import checkpoint as ckpt
+from HyperSORTLib.training.losses import DiceCELoss
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``"auto"`` -> CUDA when available, else CPU; an unavailable CUDA request is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"Device '{name}' was requested but this PyTorch build sees no CUDA GPU; "
+                         f"use --device cpu (or install a CUDA build of PyTorch).")
+    return device
+
+
+class EpochBatchSampler(Sampler[list[int]]):
+    """Shuffled batches whose order depends only on ``(seed, epoch)``; the last batch may be short."""
+
+    def __init__(self, num_samples: int, batch_size: int, seed: int) -> None:
+        self.num_samples, self.batch_size, self.seed = num_samples, batch_size, seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[list[int]]:
+        rng = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        order = torch.randperm(self.num_samples, generator=rng).tolist()
+        for start in range(0, self.num_samples, self.batch_size):
+            yield order[start:start + self.batch_size]
+
+    def __len__(self) -> int:
+        return math.ceil(self.num_samples / self.batch_size)
+
+
+class Callback:
+    """Hooks called by :class:`Trainer`; override the ones you need."""
+
+    def on_train_start(self, trainer: "Trainer") -> None:
+        """Before the first epoch of this call to ``fit`` (also after a resume)."""
+
+    def on_epoch_end(self, trainer: "Trainer", stats: dict[str, Any]) -> None:
+        """After each epoch, with that epoch's statistics (``trainer.epoch`` is completed epochs)."""
+
+    def on_train_end(self, trainer: "Trainer") -> None:
+        """After the last epoch."""
+
+
+class CheckpointCallback(Callback):
+    """Write the resumable checkpoint, the weights, the latent table and the log."""
+
+    def on_epoch_end(self, trainer: "Trainer", stats: dict[str, Any]) -> None:
+        every = trainer.config.train.checkpoint_every
+        if trainer.epoch % every == 0 or trainer.epoch == trainer.config.train.epochs:
+            trainer.save()
+
+    def on_train_end(self, trainer: "Trainer") -> None:
+        trainer.save()
+
+
+@dataclass
+class TrainResult:
+    """What :meth:`Trainer.fit` returns."""
+
+    run_dir: Path
+    epochs: int
+    history: list[dict[str, Any]] = field(default_factory=list)
+    latents: torch.Tensor | None = None
+    sample_loss: torch.Tensor | None = None
+    resumed_from: int | None = None
+
+
+class Trainer:
+    """Train a :class:`HyperSORTModel` on a dataset, writing a resumable run directory.
+
+    Args:
+        config: the run configuration.
+        dataset: items ``{"image": [C, X, Y, Z], "label": [1, X, Y, Z], "index": row}``;
+            ``case_ids[i]`` names item ``i``.
+        case_ids: one id per dataset item, in order.
+        run_dir: where the run is written; an existing checkpoint there is resumed.
+        callbacks: extra hooks (a :class:`CheckpointCallback` is always added first).
+        progress: show a progress bar with loss and speed.
+
+    Example:
+        >>> trainer = Trainer(cfg, dataset, dataset.case_list.case_ids, "runs/demo")  # doctest: +SKIP
+        >>> result = trainer.fit()  # doctest: +SKIP
+    """
+
+    def __init__(self, config: RunConfig, dataset: Dataset, case_ids: Sequence[str], run_dir: str | Path,
+                 callbacks: Sequence[Callback] = (), progress: bool = True) -> None:
+        if len(case_ids) != len(dataset):
+            raise ValueError(f"{len(case_ids)} case ids for a dataset of {len(dataset)} items.")
+        self.config = config
+        self.dataset = dataset
+        self.case_ids = tuple(case_ids)
+        self.run_dir = Path(run_dir)
+        self.callbacks: list[Callback] = [CheckpointCallback(), *callbacks]
+        self.progress = progress
+        train = config.train
+        self.device = resolve_device(train.device)
+        self.model = HyperSORTModel(config.model, self.case_ids, train.latent_init_std, train.seed).to(self.device)
+        self.hyper_optimizer = torch.optim.Adam(self.model.generator.parameters(), lr=train.lr, betas=train.betas)
+        self.latent_optimizer = RowwiseAdam(self.model.latents.weight, lr=train.latent_lr, betas=train.latent_betas)
+        self.loss_fn = DiceCELoss(train.dice_weight, train.ce_weight, train.include_background)
+        self.sampler = EpochBatchSampler(len(dataset), train.batch_size, train.seed)
+        self.epoch = 0
+        self.global_step = 0
+        self.history: list[dict[str, Any]] = []
+        self.sample_loss = torch.full((len(dataset),), float("nan"))
+        self.amp_dtype = self._amp_dtype()
+
+    def _amp_dtype(self) -> torch.dtype | None:
+        if not (self.config.train.amp and self.device.type == "cuda"):
+            return None
+        # bfloat16 needs no loss scaling; older GPUs without it train in full precision.
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
+
+    # ----------------------------------------------------------------------------- state
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "format": "hypersort-checkpoint",
+            "epoch": self.epoch,
+            "global_step": self.global_step,
+            "model": {k: v.detach().cpu() for k, v in self.model.learned_state().items()},
+            "hyper_optimizer": self.hyper_optimizer.state_dict(),
+            "latent_optimizer": {k: v.cpu() for k, v in self.latent_optimizer.state_dict().items()},
+            "sample_loss": self.sample_loss.clone(),
+            "history": list(self.history),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_learned_state(state["model"], source=str(self.run_dir / ckpt.CHECKPOINT_FILE))
+        self.hyper_optimizer.load_state_dict(state["hyper_optimizer"])
+        self.latent_optimizer.load_state_dict(state["latent_optimizer"])
+        self.sample_loss = state["sample_loss"].clone()
+        self.history = list(state["history"])
+        self.epoch = int(state["epoch"])
+        self.global_step = int(state["global_step"])
+
+    def save(self) -> None:
+        """Write the checkpoint and the files derived from it (each atomically)."""
+        ckpt.save_model_weights(self.run_dir, self.model.learned_state(), self.epoch)
+        ckpt.write_latents_csv(self.run_dir, self.case_ids, self.model.latents.weight.detach().cpu(),
+                               self.sample_loss)
+        ckpt.write_train_log(self.run_dir, self.history)
+        ckpt.save_training_state(self.run_dir, self.state_dict())
+
+    def _resume(self) -> int | None:
+        state = ckpt.load_training_state(self.run_dir)
+        if state is None:
+            return None
+        saved_config, saved_ids, _ = ckpt.read_run_config(self.run_dir)
+        if list(saved_ids) != list(self.case_ids):
+            raise ckpt.RunDirectoryError(
+                f"{self.run_dir} holds a run on a different case list ({len(saved_ids)} cases); "
+                f"choose a new output folder or delete that run.")
+        old, new = config_hash_fields(saved_config), config_hash_fields(self.config)
+        if old != new:
+            diffs = _dict_diff(old, new)
+            raise ckpt.RunDirectoryError(
+                f"{self.run_dir} holds a run with a different configuration ({'; '.join(diffs[:5])}); "
+                f"only epochs, checkpoint_every, num_workers, device and amp may change on resume. "
+                f"Choose a new output folder or delete that run.")
+        self.load_state_dict(state)
+        return self.epoch
+
+    # ----------------------------------------------------------------------------- training
+    def train_step(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """One optimisation step on a batch; returns its per-sample loss terms (detached)."""
+        rows = torch.as_tensor(batch["index"], dtype=torch.long)
+        image = batch["image"].to(self.device, non_blocking=True)
+        label = batch["label"].to(self.device, non_blocking=True)
+        autocast = (torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype
+                    else contextlib.nullcontext())
+        with autocast:
+            z = self.model.latents(rows)
+            logits = self.model.forward_latents(image, z)
+        terms = self.loss_fn(logits, label)
+        l1 = z.float().abs().sum(dim=1)
+        loss = (terms.total + self.config.train.l1_weight * l1).mean()
+        self.hyper_optimizer.zero_grad(set_to_none=True)
+        self.latent_optimizer.zero_grad()
+        loss.backward()
+        self.hyper_optimizer.step()
+        self.latent_optimizer.step(rows)
+        self.global_step += 1
+        return {"rows": rows, "total": terms.total.detach().cpu(), "dice": terms.dice.detach().cpu(),
+                "ce": terms.ce.detach().cpu(), "l1": l1.detach().cpu()}
+
+    def _loader(self) -> DataLoader:
+        return DataLoader(self.dataset, batch_sampler=self.sampler, num_workers=self.config.train.num_workers,
+                          collate_fn=_collate, pin_memory=self.device.type == "cuda")
+
+    def fit(self) -> TrainResult:
+        """Train until ``config.train.epochs``, resuming from the run directory's checkpoint."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        resumed_from = self._resume()
+        if resumed_from is None:
+            ckpt.write_run_config(self.run_dir, self.config, self.case_ids)
+        total_epochs = self.config.train.epochs
+        self.model.train()
+        for callback in self.callbacks:
+            callback.on_train_start(self)
+        loader = self._loader()
+        steps = len(self.sampler)
+        bar = None
+        if self.progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=total_epochs * steps, initial=min(self.epoch, total_epochs) * steps, unit="step",
+                       desc="training", dynamic_ncols=True)
+        try:
+            while self.epoch < total_epochs:
+                stats = self._run_epoch(loader, bar)
+                self.history.append(stats)
+                for callback in self.callbacks:
+                    callback.on_epoch_end(self, stats)
+        finally:
+            if bar is not None:
+                bar.close()
+        for callback in self.callbacks:
+            callback.on_train_end(self)
+        return TrainResult(self.run_dir, self.epoch, list(self.history), self.model.latents.weight.detach().cpu(),
+                           self.sample_loss.clone(), resumed_from)
+
+    def _run_epoch(self, loader: DataLoader, bar: Any) -> dict[str, Any]:
+        self.sampler.set_epoch(self.epoch)
+        start = time.perf_counter()
+        sums = {"total": 0.0, "dice": 0.0, "ce": 0.0, "l1": 0.0}
+        seen = 0
+        for batch in loader:
+            out = self.train_step(batch)
+            self.sample_loss[out["rows"]] = out["total"]
+            count = len(out["rows"])
+            seen += count
+            for key in sums:
+                sums[key] += float(out[key].sum())
+            if bar is not None:
+                elapsed = time.perf_counter() - start
+                bar.set_postfix(epoch=self.epoch + 1, loss=f"{sums['total'] / seen:.4f}",
+                                samples_s=f"{seen / max(elapsed, 1e-9):.2f}")
+                bar.update(1)
+        self.epoch += 1
+        seconds = time.perf_counter() - start
+        return {"epoch": self.epoch, "loss": sums["total"] / seen, "dice_loss": sums["dice"] / seen,
+                "ce_loss": sums["ce"] / seen, "latent_l1": sums["l1"] / seen, "seconds": round(seconds, 3),
+                "samples_per_s": round(seen / max(seconds, 1e-9), 3)}
+
+
+def _collate(items: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "image": torch.stack([it["image"] for it in items]),
+        "label": torch.stack([it["label"] for it in items]),
+        "index": [it["index"] for it in items],
+        "case_id": [it["case_id"] for it in items],
+    }
+
+
+def _dict_diff(old: Any, new: Any, prefix: str = "") -> list[str]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        out: list[str] = []
+        for key in sorted(set(old) | set(new)):
+            out += _dict_diff(old.get(key), new.get(key), f"{prefix}.{key}" if prefix else key)
+        return out
+    return [] if old == new else [f"{prefix}: was {old!r}, now {new!r}"]

@@ -1,0 +1,152 @@
+"""The target UNet, the weight generator and the batched generated-weights path."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.func import functional_call
+
+from HyperSORTLib.config import ConfigError, HyperNetConfig, ModelConfig, UNetConfig
+from HyperSORTLib.model import (HyperSORTModel, UNet3D, WeightGenerator, batched_forward,
+                                init_heads_from_target, looped_forward)
+
+
+def test_reference_unet_size():
+    net = UNet3D()  # reference configuration, binary
+    params = list(net.parameters())
+    assert len(params) == 110
+    assert sum(p.numel() for p in params) == 3_320_162
+
+
+@pytest.mark.parametrize("channels,convs,classes,shape", [
+    ((4,), 1, 2, (5, 7, 3)),
+    ((4, 8), 2, 3, (8, 12, 16)),
+    ((4, 8, 16), 3, 5, (16, 8, 24)),
+])
+def test_unet_output_shape(channels, convs, classes, shape):
+    net = UNet3D(num_classes=classes, channels=channels, convs_per_level=convs)
+    assert net(torch.randn(2, 1, *shape)).shape == (2, classes, *shape)
+
+
+def test_unet_rejects_bad_shapes_and_configs():
+    net = UNet3D(channels=(4, 8, 16))
+    with pytest.raises(ValueError, match="multiples of 4"):
+        net.check_input_shape((1, 1, 16, 16, 10))
+    with pytest.raises(ValueError, match=r"\[B, 1, X, Y, Z\]"):
+        net.check_input_shape((1, 2, 16, 16, 16))
+    with pytest.raises(ConfigError, match="num_classes"):
+        UNet3D(num_classes=1)
+    with pytest.raises(ConfigError, match="channels"):
+        UNet3D(channels=())
+    with pytest.raises(ConfigError, match="convs_per_level"):
+        UNet3D(convs_per_level=0)
+
+
+def test_functional_call_with_own_weights_equals_module():
+    torch.manual_seed(0)
+    net = UNet3D(num_classes=3, channels=(4, 8), convs_per_level=2)
+    x = torch.randn(1, 1, 8, 8, 8)
+    own = {k: v.detach().clone() for k, v in net.named_parameters()}
+    torch.testing.assert_close(functional_call(net, own, (x,)), net(x), rtol=0, atol=0)
+
+
+def _generator(latent_dim=3, gain=0.1):
+    torch.manual_seed(0)
+    net = UNet3D(num_classes=3, channels=(4, 8, 16), convs_per_level=2)
+    return net, WeightGenerator(net, latent_dim=latent_dim, hidden=(16, 16), head_init_gain=gain)
+
+
+def test_generator_outputs_every_tensor_with_batch_dim():
+    net, gen = _generator()
+    weights = gen(torch.randn(5, 3))
+    expected = dict(net.named_parameters())
+    assert list(weights) == list(expected)
+    for name, tensor in weights.items():
+        assert tensor.shape == (5, *expected[name].shape)
+        assert tensor.abs().max() <= gen.config.output_scale
+    with pytest.raises(ValueError, match=r"\[B, 3\]"):
+        gen(torch.zeros(5, 2))
+
+
+def test_reference_generator_size():
+    gen = WeightGenerator(UNet3D())
+    heads = sum(p.numel() for p in gen.heads.parameters())
+    assert 165e6 < heads < 175e6  # the reference release's ~170 M head parameters
+    assert heads == 3_320_162 * 51
+
+
+def test_head_bias_reproduces_unet_initialisation():
+    net, gen = _generator(gain=0.0)  # zero head weights: output is 5*tanh(bias) for every latent
+    weights = gen(torch.randn(2, 3))
+    for name, param in net.named_parameters():
+        torch.testing.assert_close(weights[name][0], param.detach(), rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(weights[name][1], param.detach(), rtol=1e-5, atol=1e-6)
+
+
+def test_head_init_gain_scales_variation_per_tensor():
+    net, gen = _generator(gain=0.1)
+    weights = gen(torch.zeros(1, 3))
+    for name, param in net.named_parameters():
+        if param.numel() > 100:
+            deviation = ((weights[name][0] - param).std() / param.std()).detach()
+            assert 0.005 < float(deviation) < 0.5, name
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_batched_forward_equals_per_sample_loop(batch):
+    net, gen = _generator()
+    z = torch.randn(batch, 3, requires_grad=True)
+    x = torch.randn(batch, 1, 8, 16, 8)
+    batched = batched_forward(net, gen(z), x)
+    looped = looped_forward(net, gen(z), x)
+    torch.testing.assert_close(batched, looped, rtol=1e-4, atol=1e-5)
+    # gradients with respect to the latents and the generator agree as well
+    (grad_b,) = torch.autograd.grad(batched.square().mean(), z)
+    (grad_l,) = torch.autograd.grad(looped_forward(net, gen(z), x).square().mean(), z)
+    torch.testing.assert_close(grad_b, grad_l, rtol=1e-3, atol=1e-6)
+
+
+def test_batched_forward_uses_each_samples_own_weights():
+    net, gen = _generator()
+    x = torch.randn(1, 1, 8, 8, 8).expand(2, -1, -1, -1, -1)
+    out = batched_forward(net, gen(torch.tensor([[0.0, 0.0, 0.0], [2.0, -2.0, 1.0]])), x)
+    assert not torch.allclose(out[0], out[1])
+
+
+def test_batched_forward_rejects_mismatched_batch():
+    net, gen = _generator()
+    with pytest.raises(ValueError, match="one weight set per sample"):
+        batched_forward(net, gen(torch.zeros(2, 3)), torch.zeros(3, 1, 8, 8, 8))
+
+
+def test_init_heads_is_deterministic_under_seed():
+    net, gen_a = _generator()
+    gen_b = WeightGenerator(net, latent_dim=3, hidden=(16, 16))
+    init_heads_from_target(gen_b, [p.detach() for p in net.parameters()])
+    torch.testing.assert_close(gen_a.heads.bias, gen_b.heads.bias)
+
+
+def test_model_decode_matches_batched_path():
+    cfg = ModelConfig(UNetConfig(num_classes=3, channels=(4, 8), convs_per_level=1), HyperNetConfig(hidden=(8,)))
+    model = HyperSORTModel(cfg, ["a", "b", "c"], latent_init_std=0.5)
+    x = torch.randn(1, 1, 8, 8, 8)
+    z = model.latents.weight[1]
+    torch.testing.assert_close(model.decode(z)(x), model(x, torch.tensor([1])), rtol=1e-4, atol=1e-5)
+    assert isinstance(model.decode([0.1, -0.2]), UNet3D)
+    with pytest.raises(ValueError, match="2 coordinates"):
+        model.decode([0.1, 0.2, 0.3])
+
+
+def test_model_is_seeded():
+    cfg = ModelConfig(UNetConfig(channels=(4,), convs_per_level=1), HyperNetConfig(hidden=(8,)))
+    a, b, c = HyperSORTModel(cfg, ["x", "y"], seed=1), HyperSORTModel(cfg, ["x", "y"], seed=1), HyperSORTModel(cfg, ["x", "y"], seed=2)
+    for key, value in a.learned_state().items():
+        torch.testing.assert_close(value, b.learned_state()[key], rtol=0, atol=0)
+    assert not torch.equal(a.learned_state()["latents.weight"], c.learned_state()["latents.weight"])
+
+
+def test_bad_hypernet_config():
+    with pytest.raises(ConfigError, match="latent_dim"):
+        HyperNetConfig(latent_dim=0)
+    with pytest.raises(ConfigError, match="output_scale"):
+        HyperNetConfig(output_scale=0)

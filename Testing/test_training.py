@@ -1,0 +1,188 @@
+"""Joint training: learning, reproducibility, checkpoints and resuming after a kill."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from conftest import tiny_config, write_sphere_dataset
+from HyperSORTLib.data import SegmentationCases, read_nnunet_folder, training_transforms
+from HyperSORTLib.inference import TrainedRun
+from HyperSORTLib.training import Callback, RunDirectoryError, Trainer
+from HyperSORTLib.training import checkpoint as ckpt
+
+
+class Killed(Exception):
+    pass
+
+
+class KillAfter(Callback):
+    """Simulates a kill right after epoch ``n`` was checkpointed."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def on_epoch_end(self, trainer, stats):
+        if trainer.epoch == self.n:
+            raise Killed()
+
+
+def _train(data: Path, run_dir: Path, config, callbacks=()):
+    cases = read_nnunet_folder(data)
+    dataset = SegmentationCases(cases, training_transforms(config.data))
+    return Trainer(config, dataset, cases.case_ids, run_dir, callbacks=callbacks, progress=False).fit()
+
+
+def _weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(run_dir / ckpt.MODEL_FILE))
+
+
+def _assert_same_run(a: Path, b: Path) -> None:
+    wa, wb = _weights(a), _weights(b)
+    assert wa.keys() == wb.keys()
+    for key in wa:
+        torch.testing.assert_close(wa[key], wb[key], rtol=0, atol=0, msg=key)
+    assert (a / ckpt.LATENTS_FILE).read_text() == (b / ckpt.LATENTS_FILE).read_text()
+    log_a = [line.split(",")[:5] for line in (a / ckpt.LOG_FILE).read_text().splitlines()]
+    log_b = [line.split(",")[:5] for line in (b / ckpt.LOG_FILE).read_text().splitlines()]
+    assert log_a == log_b  # losses equal; timing columns differ
+
+
+def test_training_reduces_loss_and_writes_run(sphere_dataset, tmp_path):
+    result = _train(sphere_dataset, tmp_path / "run", tiny_config(epochs=12))
+    losses = [h["loss"] for h in result.history]
+    assert losses[-1] < 0.6 * losses[0]
+    for name in (ckpt.CONFIG_FILE, ckpt.MODEL_FILE, ckpt.CHECKPOINT_FILE, ckpt.LATENTS_FILE, ckpt.LOG_FILE):
+        assert (tmp_path / "run" / name).is_file(), name
+    assert not list((tmp_path / "run").glob(".*.tmp")), "temporary files left behind"
+    config, case_ids, doc = ckpt.read_run_config(tmp_path / "run")
+    assert config == tiny_config(epochs=12)
+    assert case_ids == [f"case_{i:03d}" for i in range(6)]
+    assert doc["config"]["data"]["class_names"] == ["background", "ball_a", "ball_b"]
+    assert torch.isfinite(result.sample_loss).all()
+
+
+def test_same_seed_same_run(sphere_dataset, tmp_path):
+    _train(sphere_dataset, tmp_path / "a", tiny_config())
+    _train(sphere_dataset, tmp_path / "b", tiny_config())
+    _assert_same_run(tmp_path / "a", tmp_path / "b")
+    _train(sphere_dataset, tmp_path / "c", tiny_config(seed=1))
+    assert not torch.equal(_weights(tmp_path / "a")["latents.weight"], _weights(tmp_path / "c")["latents.weight"])
+
+
+def test_latents_move_only_when_visited(sphere_dataset, tmp_path):
+    """With batch size 4 of 6 samples, every epoch leaves 2 latents untouched."""
+    config = tiny_config(epochs=1, batch_size=4)
+    cases = read_nnunet_folder(sphere_dataset)
+    dataset = SegmentationCases(cases, training_transforms(config.data))
+    trainer = Trainer(config, dataset, cases.case_ids, tmp_path / "run", progress=False)
+    before = trainer.model.latents.weight.detach().clone()
+    batch = next(iter(trainer._loader()))
+    trainer.train_step(batch)
+    after = trainer.model.latents.weight.detach()
+    moved = (after != before).any(dim=1).nonzero().flatten().tolist()
+    assert sorted(moved) == sorted(batch["index"])
+    assert trainer.latent_optimizer.steps.sum() == 4
+
+
+def test_resume_after_kill_matches_uninterrupted(sphere_dataset, tmp_path):
+    _train(sphere_dataset, tmp_path / "full", tiny_config(epochs=4))
+    with pytest.raises(Killed):
+        _train(sphere_dataset, tmp_path / "killed", tiny_config(epochs=4), callbacks=[KillAfter(2)])
+    assert ckpt.load_training_state(tmp_path / "killed")["epoch"] == 2
+    result = _train(sphere_dataset, tmp_path / "killed", tiny_config(epochs=4))
+    assert result.resumed_from == 2
+    _assert_same_run(tmp_path / "full", tmp_path / "killed")
+
+
+def test_more_epochs_extends_a_finished_run(sphere_dataset, tmp_path):
+    _train(sphere_dataset, tmp_path / "full", tiny_config(epochs=4))
+    _train(sphere_dataset, tmp_path / "grown", tiny_config(epochs=2))
+    _train(sphere_dataset, tmp_path / "grown", tiny_config(epochs=4))
+    _assert_same_run(tmp_path / "full", tmp_path / "grown")
+
+
+def test_resume_refuses_changed_configuration(sphere_dataset, tmp_path):
+    _train(sphere_dataset, tmp_path / "run", tiny_config(epochs=1))
+    with pytest.raises(RunDirectoryError, match="train.latent_lr: was 0.01, now 0.5"):
+        _train(sphere_dataset, tmp_path / "run", tiny_config(epochs=2, latent_lr=0.5))
+    other = write_sphere_dataset(tmp_path / "other", n_cases=5)
+    with pytest.raises(RunDirectoryError, match="different case list"):
+        _train(other, tmp_path / "run", tiny_config(epochs=2))
+
+
+def test_corrupt_checkpoint_and_foreign_version_give_clear_errors(sphere_dataset, tmp_path):
+    run = tmp_path / "run"
+    _train(sphere_dataset, run, tiny_config(epochs=1))
+    (run / ckpt.CHECKPOINT_FILE).write_bytes(b"not a checkpoint")
+    with pytest.raises(RunDirectoryError, match="checkpoint.pt could not be loaded"):
+        _train(sphere_dataset, run, tiny_config(epochs=2))
+    doc = (run / ckpt.CONFIG_FILE).read_text().replace('"format_version": 1', '"format_version": 99')
+    (run / ckpt.CONFIG_FILE).write_text(doc)
+    with pytest.raises(RunDirectoryError, match="run format 99"):
+        TrainedRun.load(run, device="cpu")
+    (run / ckpt.MODEL_FILE).write_bytes(b"\x00" * 10)
+    with pytest.raises(RunDirectoryError, match="not a HyperSORT run|could not be read|run format"):
+        TrainedRun.load(run, device="cpu")
+
+
+def test_checkpoint_round_trip_and_decoding(sphere_dataset, tmp_path):
+    result = _train(sphere_dataset, tmp_path / "run", tiny_config(epochs=3))
+    run = TrainedRun.load(tmp_path / "run", device="cpu")
+    torch.testing.assert_close(torch.from_numpy(run.latents), result.latents, rtol=0, atol=0)
+    assert run.class_names == ("background", "ball_a", "ball_b")
+    cases = read_nnunet_folder(sphere_dataset)
+    item = SegmentationCases(cases, training_transforms(run.config.data))[4]
+    z = run.latent_of("case_004")
+    with torch.no_grad():
+        expected = run.model(item["image"][None], torch.tensor([4]))
+    torch.testing.assert_close(run.decode(z)(item["image"][None]), expected, rtol=1e-4, atol=1e-5)
+    labels = run.segment(item["image"][0].numpy(), z)
+    assert labels.shape == (16, 16, 16) and labels.dtype.name == "uint8"
+    with pytest.raises(ValueError, match="3-D volume"):
+        run.segment(item["image"][0, 0].numpy(), z)
+
+
+def test_hypersort_train_cli_resumes_after_sigkill(tmp_path):
+    """A real process killed with SIGKILL mid-run resumes and ends where an uninterrupted run ends."""
+    data = write_sphere_dataset(tmp_path / "data", n_cases=6)
+    config = tiny_config(epochs=60, batch_size=1)
+    config_file = tmp_path / "config.yaml"
+    config_file.write_text(yaml.safe_dump(config.to_dict()))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+    def command(out):
+        return [sys.executable, "-m", "HyperSORTLib.cli", "train", "--data", str(data), "--out", str(out),
+                "--config", str(config_file), "--no-progress"]
+
+    subprocess.run(command(tmp_path / "full"), env=env, check=True, capture_output=True, timeout=300)
+    proc = subprocess.Popen(command(tmp_path / "killed"), env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (tmp_path / "killed" / ckpt.CHECKPOINT_FILE).exists() and time.time() < deadline:
+        time.sleep(0.005)
+    time.sleep(0.3)  # somewhere inside a later epoch, possibly mid-write
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    killed_at = ckpt.load_training_state(tmp_path / "killed")["epoch"]
+    assert 1 <= killed_at < 60, "the process was not killed mid-run; make the run longer"
+    done = subprocess.run(command(tmp_path / "killed"), env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    _assert_same_run(tmp_path / "full", tmp_path / "killed")
+
+
+def test_cli_reports_bad_dataset_without_traceback(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "HyperSORTLib.cli", "train", "--data", str(tmp_path / "nowhere"),
+                           "--out", str(tmp_path / "run")], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert "dataset.json is missing" in done.stderr and "Traceback" not in done.stderr
