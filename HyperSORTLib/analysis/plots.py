@@ -1,0 +1,332 @@
+"""Pictures of the latent map.
+
+Figures are built with :class:`matplotlib.figure.Figure` and rendered by the Agg canvas
+directly, so no global pyplot state is touched and no display is needed; callers'
+backend choice is left alone. Every PNG is written through
+:func:`HyperSORTLib.utils.io.atomic_path`, so a reader never sees a half-written image.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+
+from HyperSORTLib.analysis.latent_space import _as_latent_table
+from HyperSORTLib.utils.io import atomic_path
+
+__all__ = ["plot_latent_map", "plot_latent_maps", "project_2d"]
+
+DPI = 150
+
+# Okabe-Ito palette: distinguishable under the common colour-vision deficiencies.
+# Markers cycle alongside so that more than 8 groups (or greyscale prints) stay readable.
+_PALETTE = (
+    "#0072B2", "#E69F00", "#009E73", "#CC79A7",
+    "#56B4E9", "#D55E00", "#F0E442", "#000000",
+)
+_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+_HIGHLIGHT = "#D55E00"
+
+
+# --------------------------------------------------------------------------- geometry
+def project_2d(latents: Any) -> tuple[np.ndarray, tuple[str, str]]:
+    """Return 2-D plotting coordinates and matching axis labels for a latent table.
+
+    ``D == 2`` is used as is (``"z1"``, ``"z2"``). ``D > 2`` is projected on the first
+    two principal axes, and the labels say so together with the explained variance.
+    ``D == 1`` is drawn on a line (``y = 0``).
+
+    Args:
+        latents: Latent table ``[n_samples, latent_dim]`` (at least 1 row).
+
+    Returns:
+        ``(xy, (x_label, y_label))`` with ``xy`` of shape ``[n_samples, 2]``.
+
+    Example:
+        >>> xy, names = project_2d(np.eye(3))
+        >>> xy.shape, names[0].startswith("PC1")
+        ((3, 2), True)
+    """
+    table = _as_latent_table(latents, min_rows=1)
+    dim = table.shape[1]
+    if dim == 2:
+        return table.copy(), ("z1", "z2")
+    if dim == 1:
+        return np.column_stack([table[:, 0], np.zeros(table.shape[0])]), ("z1", "(1-D latent)")
+    centred = table - table.mean(axis=0)
+    # SVD gives the principal axes without a scikit-learn dependency here.
+    _, singular, vt = np.linalg.svd(centred, full_matrices=False)
+    variance = singular**2
+    total = float(variance.sum())
+    share = variance / total if total > 0 else np.zeros_like(variance)
+    axes = vt[:2]
+    # Fix each axis' sign (largest loading positive) so repeated plots do not mirror.
+    signs = np.sign(axes[np.arange(axes.shape[0]), np.argmax(np.abs(axes), axis=1)])
+    signs[signs == 0] = 1.0
+    xy = centred @ (axes * signs[:, None]).T
+    labels = tuple(
+        f"PC{i + 1} of z1..z{dim} ({100 * share[i]:.0f}% var.)" for i in range(2)
+    )
+    return xy, (labels[0], labels[1])
+
+
+# --------------------------------------------------------------------------- helpers
+def _check_length(values: Any, n: int, name: str) -> np.ndarray:
+    array = np.asarray(values)
+    if array.ndim != 1 or array.shape[0] != n:
+        raise ValueError(f"{name} must be 1-D with one entry per sample ({n}); "
+                         f"found shape {array.shape}")
+    return array
+
+
+def _group_order(groups: np.ndarray) -> list[Any]:
+    """Distinct groups, sorted when comparable (stable legends), else first appearance."""
+    seen: dict[Any, None] = {}
+    for value in groups.tolist():
+        seen.setdefault(value, None)
+    distinct = list(seen)
+    try:
+        return sorted(distinct)
+    except TypeError:
+        return distinct
+
+
+def _resolve_annotations(
+    annotate: Sequence[Any] | None, ids: np.ndarray | None, n: int
+) -> list[tuple[int, str]]:
+    """Map the ids in ``annotate`` to ``(row index, text)``; ints index rows without ids."""
+    if annotate is None:
+        return []
+    lookup: dict[str, int] = {}
+    if ids is not None:
+        for index, value in enumerate(ids.tolist()):
+            lookup.setdefault(str(value), index)
+    resolved: list[tuple[int, str]] = []
+    for item in annotate:
+        key = str(item)
+        if key in lookup:
+            resolved.append((lookup[key], key))
+        elif ids is None and isinstance(item, (int, np.integer)) and not isinstance(item, bool):
+            if not 0 <= int(item) < n:
+                raise ValueError(f"annotate index {item} is outside [0, {n - 1}]")
+            resolved.append((int(item), str(int(item))))
+        else:
+            where = "labels" if ids is not None else "the row indices"
+            raise ValueError(f"annotate entry {item!r} is not one of {where}")
+    return resolved
+
+
+def _draw_groups(ax: Axes, xy: np.ndarray, groups: np.ndarray, legend_title: str) -> None:
+    order = _group_order(groups)
+    handles = []
+    for i, group in enumerate(order):
+        colour = _PALETTE[i % len(_PALETTE)]
+        marker = _MARKERS[(i // len(_PALETTE) + i) % len(_MARKERS)]
+        member = np.array([value == group for value in groups.tolist()], dtype=bool)
+        ax.scatter(xy[member, 0], xy[member, 1], s=22, c=colour, marker=marker,
+                   edgecolors="white", linewidths=0.4, alpha=0.9, zorder=2)
+        handles.append(Line2D([], [], linestyle="", marker=marker, color=colour,
+                              markeredgecolor="white", markersize=7,
+                              label=f"{group} (n={int(member.sum())})"))
+    # Many groups would cover the data; move the legend outside the axes then.
+    if len(order) > 6:
+        ax.legend(handles=handles, title=legend_title, fontsize=8, title_fontsize=8,
+                  loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
+    else:
+        ax.legend(handles=handles, title=legend_title, fontsize=8, title_fontsize=8,
+                  loc="best", framealpha=0.85)
+
+
+def _draw_score(fig: Figure, ax: Axes, xy: np.ndarray, score: np.ndarray,
+                score_label: str) -> None:
+    # Draw the most suspicious points last so they are not hidden under the crowd.
+    order = np.argsort(score, kind="stable")
+    points = ax.scatter(xy[order, 0], xy[order, 1], c=score[order], cmap="viridis", s=22,
+                        edgecolors="none", alpha=0.95, zorder=2)
+    bar = fig.colorbar(points, ax=ax, fraction=0.046, pad=0.03)
+    bar.set_label(score_label, fontsize=9)
+    bar.ax.tick_params(labelsize=8)
+
+
+def _draw_annotations(ax: Axes, xy: np.ndarray, marks: list[tuple[int, str]]) -> None:
+    if not marks:
+        return
+    rows = np.array([row for row, _ in marks], dtype=int)
+    ax.scatter(xy[rows, 0], xy[rows, 1], s=110, facecolors="none", edgecolors=_HIGHLIGHT,
+               linewidths=1.4, zorder=3)
+    for row, text in marks:
+        ax.annotate(text, xy=(xy[row, 0], xy[row, 1]), xytext=(6, 6),
+                    textcoords="offset points", fontsize=8, color="black", zorder=4,
+                    bbox={"boxstyle": "round,pad=0.2", "facecolor": "white",
+                          "edgecolor": _HIGHLIGHT, "alpha": 0.85, "linewidth": 0.6})
+
+
+def _draw_panel(
+    fig: Figure,
+    ax: Axes,
+    xy: np.ndarray,
+    axis_labels: tuple[str, str],
+    groups: np.ndarray | None,
+    score: np.ndarray | None,
+    marks: list[tuple[int, str]],
+    title: str,
+    legend_title: str,
+    score_label: str,
+) -> None:
+    if groups is not None:
+        _draw_groups(ax, xy, groups, legend_title)
+    elif score is not None:
+        _draw_score(fig, ax, xy, score, score_label)
+    else:
+        ax.scatter(xy[:, 0], xy[:, 1], s=22, c=_PALETTE[0], edgecolors="white",
+                   linewidths=0.4, alpha=0.9, zorder=2)
+    _draw_annotations(ax, xy, marks)
+    ax.set_xlabel(axis_labels[0], fontsize=10)
+    ax.set_ylabel(axis_labels[1], fontsize=10)
+    ax.tick_params(labelsize=8)
+    ax.grid(True, color="#dddddd", linewidth=0.5, zorder=0)
+    ax.set_axisbelow(True)
+    if title:
+        ax.set_title(title, fontsize=11)
+
+
+def _save(fig: Figure, path: str | os.PathLike) -> Path:
+    target = Path(path)
+    FigureCanvasAgg(fig)
+    with atomic_path(target) as tmp:
+        # The temporary name ends in ".tmp", so the format must be explicit.
+        fig.savefig(tmp, format="png", dpi=DPI, bbox_inches="tight")
+    return target
+
+
+def _prepare(
+    latents: Any,
+    colour_by: Any,
+    labels: Any,
+    annotate: Sequence[Any] | None,
+    score: Any,
+) -> tuple[np.ndarray, tuple[str, str], np.ndarray | None, np.ndarray | None,
+           list[tuple[int, str]]]:
+    table = _as_latent_table(latents, min_rows=1)
+    n = table.shape[0]
+    xy, axis_labels = project_2d(table)
+    groups = None if colour_by is None else _check_length(colour_by, n, "colour_by")
+    ids = None if labels is None else _check_length(labels, n, "labels")
+    values = None
+    if score is not None:
+        values = _check_length(score, n, "score").astype(np.float64)
+        if not np.all(np.isfinite(values)):
+            raise ValueError("score must be finite; found NaN/inf")
+    marks = _resolve_annotations(annotate, ids, n)
+    return xy, axis_labels, groups, values, marks
+
+
+# --------------------------------------------------------------------------- public
+def plot_latent_map(
+    latents: Any,
+    path: str | os.PathLike,
+    colour_by: Sequence[Any] | np.ndarray | None = None,
+    labels: Sequence[Any] | np.ndarray | None = None,
+    title: str = "",
+    annotate: Sequence[Any] | None = None,
+    score: Sequence[float] | np.ndarray | None = None,
+    legend_title: str = "group",
+    score_label: str = "suspicion score",
+) -> Path:
+    """Scatter plot of the latent table, written atomically as a PNG (150 dpi).
+
+    Args:
+        latents: Latent table ``[n_samples, latent_dim]``. With ``latent_dim > 2`` the
+            points are projected on the first two principal axes (the axis labels say
+            so); with 2 the axes are ``z1``/``z2``.
+        path: Output PNG path; parent folders are created.
+        colour_by: Optional categorical value per sample (e.g. annotation style);
+            points get a colour-blind-friendly colour + marker per group and a legend
+            with the group names and sizes.
+        labels: Optional sample id per sample (e.g. case names), used to find the
+            ``annotate`` entries.
+        title: Figure title.
+        annotate: Optional ids to circle and label, e.g. the top suspicious samples.
+            Entries are looked up in ``labels``; without ``labels`` they are row indices.
+        score: Optional continuous value per sample (e.g. :func:`outlier_scores`),
+            shown with a colour bar. Give either ``colour_by`` or ``score``; use
+            :func:`plot_latent_maps` to show both side by side.
+        legend_title: Legend heading for ``colour_by``.
+        score_label: Colour-bar label for ``score``.
+
+    Returns:
+        ``Path(path)``.
+
+    Raises:
+        ValueError: On an invalid latent table, per-sample arrays of the wrong length,
+            non-finite scores, unknown ``annotate`` ids, or both ``colour_by`` and
+            ``score``.
+
+    Example:
+        >>> z = np.random.default_rng(0).normal(size=(20, 2))
+        >>> plot_latent_map(z, "out/map.png", colour_by=[0, 1] * 10,
+        ...                 annotate=[3])  # doctest: +SKIP
+        PosixPath('out/map.png')
+    """
+    if colour_by is not None and score is not None:
+        raise ValueError("give either colour_by or score, not both "
+                         "(plot_latent_maps shows both side by side)")
+    xy, axis_labels, groups, values, marks = _prepare(latents, colour_by, labels,
+                                                      annotate, score)
+    fig = Figure(figsize=(6.4, 5.2), layout="constrained")
+    ax = fig.add_subplot(1, 1, 1)
+    _draw_panel(fig, ax, xy, axis_labels, groups, values, marks, title, legend_title,
+                score_label)
+    return _save(fig, path)
+
+
+def plot_latent_maps(
+    latents: Any,
+    path: str | os.PathLike,
+    colour_by: Sequence[Any] | np.ndarray,
+    score: Sequence[float] | np.ndarray,
+    labels: Sequence[Any] | np.ndarray | None = None,
+    title: str = "",
+    annotate: Sequence[Any] | None = None,
+    legend_title: str = "group",
+    score_label: str = "suspicion score",
+    panel_titles: tuple[str, str] = ("true groups", "suspicion score"),
+) -> Path:
+    """Two-panel figure: groups (left) and suspicion score (right) on the same map.
+
+    Arguments are as in :func:`plot_latent_map`; ``annotate`` marks appear on both
+    panels so a suspicious sample can be traced to its group.
+
+    Returns:
+        ``Path(path)``.
+
+    Raises:
+        ValueError: As :func:`plot_latent_map`.
+
+    Example:
+        >>> z = np.random.default_rng(0).normal(size=(20, 2))
+        >>> plot_latent_maps(z, "out/maps.png", [0, 1] * 10,
+        ...                  np.linalg.norm(z, axis=1), annotate=[0])  # doctest: +SKIP
+        PosixPath('out/maps.png')
+    """
+    if colour_by is None or score is None:
+        raise ValueError("plot_latent_maps needs both colour_by and score")
+    xy, axis_labels, groups, values, marks = _prepare(latents, colour_by, labels,
+                                                      annotate, score)
+    fig = Figure(figsize=(12.0, 5.0), layout="constrained")
+    left = fig.add_subplot(1, 2, 1)
+    right = fig.add_subplot(1, 2, 2, sharex=left, sharey=left)
+    _draw_panel(fig, left, xy, axis_labels, groups, None, marks, panel_titles[0],
+                legend_title, score_label)
+    _draw_panel(fig, right, xy, axis_labels, None, values, marks, panel_titles[1],
+                legend_title, score_label)
+    if title:
+        fig.suptitle(title, fontsize=12)
+    return _save(fig, path)
