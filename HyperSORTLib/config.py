@@ -50,7 +50,8 @@ class UNetConfig:
         in_channels: image channels (1 for CT).
         num_classes: output classes including background (2 = binary).
         channels: feature channels per resolution level, coarsest last.
-        convs_per_level: 3x3x3 convolutions at each level (encoder and decoder).
+        convs_per_level: 3x3x3 convolution blocks at each level after its entry block
+            (encoder) or its upsampling block (decoder).
     """
 
     in_channels: int = 1
@@ -82,14 +83,15 @@ class HyperNetConfig:
             directly).
         hidden: widths of the trunk layers (ReLU after each).
         output_scale: generated weights are ``output_scale * tanh(head output)``.
-        head_init_gain: spread of the heads' initial weights relative to each UNet tensor's
-            own initial spread (see ``init_heads_from_target``).
+        head_init_gain: scale of the heads' initial weights relative to a default
+            ``nn.Linear`` initialisation (1.0 = the reference release; see
+            ``init_heads_from_target``).
     """
 
     latent_dim: int = 2
     hidden: tuple[int, ...] = (50, 50, 50)
     output_scale: float = 5.0
-    head_init_gain: float = 0.1
+    head_init_gain: float = 1.0
 
     def __post_init__(self) -> None:
         _require(self.latent_dim >= 1, "model.hyper.latent_dim", "an integer >= 1", self.latent_dim)

@@ -46,7 +46,7 @@ class WeightGenerator(nn.Module):
         latent_dim: int = 2,
         hidden: Sequence[int] = (50, 50, 50),
         output_scale: float = 5.0,
-        head_init_gain: float = 0.1,
+        head_init_gain: float = 1.0,
     ) -> None:
         super().__init__()
         self.config = HyperNetConfig(latent_dim=latent_dim, hidden=tuple(int(h) for h in hidden),
@@ -84,30 +84,26 @@ class WeightGenerator(nn.Module):
 
 @torch.no_grad()
 def init_heads_from_target(generator: WeightGenerator, initial: Sequence[torch.Tensor]) -> None:
-    """Start every latent near the target network's own default initialisation.
+    """Centre every head on the target network's initialisation and make it depend on the latent.
 
-    Why: the UNet's default initialisation is what makes it trainable (activations neither
-    vanish nor explode through 20+ layers). The head biases are set to
-    ``atanh(w0 / output_scale)`` so that a head whose weights were zero would output exactly
-    the initial tensor ``w0`` through the ``output_scale * tanh`` squashing. The head weights
-    are drawn small, with a spread proportional to each tensor's own initial spread
-    (``head_init_gain`` times it, divided by the square root of the trunk width), so that the
-    latent still changes every tensor from the first step but does not drown the
-    initialisation: tensors of different scale (a conv kernel, an instance-norm gain) get
-    proportionate variation. Tensors initialised to a constant (norm gains and shifts) use the
-    fan-in scale of the trunk instead.
+    Why the biases: a head's output is ``output_scale * tanh(W h + b)``. Setting ``b`` to
+    ``atanh(w0 / output_scale)`` makes a head whose trunk features vanish output exactly the
+    UNet's default initial tensor ``w0``, the initialisation that keeps activations well scaled
+    through 20+ layers.
+
+    Why the weights: they are drawn like a default ``nn.Linear`` (uniform in
+    ``+-1/sqrt(fan_in)``, as in the reference release) times ``head_init_gain``. Every weight
+    then depends on the latent from the first step, strongly enough that the segmentation
+    gradient reaching each latent can compete with the L1 pull towards the origin; with much
+    smaller head weights (gain << 1) the latents collapse onto the origin before the generator
+    learns to use them. Instance normalisation after every convolution keeps the resulting
+    larger weights harmless.
     """
     scale = generator.config.output_scale
-    fan_in = generator.heads.in_features
-    gain = generator.config.head_init_gain
+    bound = generator.config.head_init_gain / math.sqrt(generator.heads.in_features)
+    generator.heads.weight.uniform_(-bound, bound)
     start = 0
     for tensor, size in zip(initial, generator.sizes):
-        values = tensor.reshape(-1).to(generator.heads.bias.dtype)
-        ratio = (values / scale).clamp(-0.999, 0.999)
+        ratio = (tensor.reshape(-1).to(generator.heads.bias.dtype) / scale).clamp(-0.999, 0.999)
         generator.heads.bias[start:start + size] = torch.atanh(ratio)
-        spread = float(values.std()) if values.numel() > 1 else 0.0
-        if spread == 0.0:
-            spread = 1.0 / math.sqrt(fan_in)
-        bound = gain * spread * math.sqrt(3.0 / fan_in)  # uniform with std gain*spread/sqrt(fan_in)
-        generator.heads.weight[start:start + size].uniform_(-bound, bound)
         start += size

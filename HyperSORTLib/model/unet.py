@@ -41,11 +41,12 @@ class UpBlock(nn.Sequential):
 class UNet3D(nn.Module):
     """Multi-class 3D UNet with skip concatenation and no deep supervision.
 
-    Each encoder level below the first starts with a stride-2 convolution block; each decoder
-    level starts with a transposed convolution, concatenates the encoder's features of the same
+    Each encoder level starts with an entry block (the input convolution at the first level, a
+    stride-2 convolution below it) followed by ``convs_per_level`` blocks; each decoder level
+    starts with a transposed convolution, concatenates the encoder's features of the same
     resolution and applies ``convs_per_level`` blocks. A final 3x3x3 convolution produces one
     logit per class. With the defaults (16/32/64/128 channels, 3 convolutions per level,
-    2 classes) it has 3.32 M parameters in 110 tensors, the reference HyperSORT UNet.
+    2 classes) it has 3.33 M parameters in 114 tensors, the reference HyperSORT UNet.
 
     Args:
         in_channels: image channels.
@@ -72,12 +73,10 @@ class UNet3D(nn.Module):
         chs = self.config.channels
         self.encoders = nn.ModuleList()
         for level, width in enumerate(chs):
-            if level == 0:
-                blocks = [ConvBlock(in_channels, width)]
-                blocks += [ConvBlock(width, width) for _ in range(convs_per_level - 1)]
-            else:
-                blocks = [ConvBlock(chs[level - 1], width, stride=2)]
-                blocks += [ConvBlock(width, width) for _ in range(convs_per_level)]
+            # the entry block maps the input (level 0) or halves the size (below), then
+            # ``convs_per_level`` blocks keep it, as in the reference release
+            entry = ConvBlock(in_channels, width) if level == 0 else ConvBlock(chs[level - 1], width, stride=2)
+            blocks = [entry] + [ConvBlock(width, width) for _ in range(convs_per_level)]
             self.encoders.append(nn.Sequential(*blocks))
         self.upsamplers = nn.ModuleList()
         self.decoders = nn.ModuleList()
