@@ -1,0 +1,479 @@
+"""Label-map perturbations for simulating annotation biases and errors.
+
+Every function here works on an integer label map (a numpy array whose axes are in voxel order
+i, j, k) and returns a NEW array of the same shape and dtype; the input is never modified.
+Geometric parameters are given in millimetres together with the voxel ``spacing`` so that one
+parameter value means the same physical change at any resolution. Random perturbations take an
+explicit ``seed`` (an int or a :class:`numpy.random.Generator`) and are deterministic given it.
+
+Bad arguments raise :class:`ValueError` with a message naming the argument, what was expected
+and what was found. A class that is absent from the label map is not an error: the perturbation
+of an absent class is an unchanged copy.
+
+New perturbations should follow the same conventions and be added to :data:`PERTURBATIONS` so
+that plan files can refer to them by name.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Callable, Iterable, Sequence
+
+import numpy as np
+from scipy import ndimage
+
+__all__ = [
+    "PERTURBATIONS",
+    "SeedLike",
+    "class_volumes_ml",
+    "dice_per_class",
+    "dilate_class",
+    "elastic_deform",
+    "merge_classes",
+    "omit_class",
+    "remove_slices",
+    "swap_classes",
+    "translate_label",
+    "volume_change",
+]
+
+#: An int seed or an already-constructed generator (whose state is then advanced).
+SeedLike = int | np.random.Generator
+
+# Distances equal to the requested radius must count as inside it; EDT output is float64, so a
+# tolerance far below any physical voxel size absorbs the rounding of sqrt.
+_DIST_TOL_MM = 1e-6
+
+
+# --------------------------------------------------------------------------- validation helpers
+
+
+def _check_label(label: object, name: str = "label", ndim: int | None = None) -> np.ndarray:
+    if not isinstance(label, np.ndarray):
+        raise ValueError(f"{name} must be a numpy array, found {type(label).__name__}.")
+    if not np.issubdtype(label.dtype, np.integer):
+        raise ValueError(f"{name} must have an integer dtype, found {label.dtype}.")
+    if ndim is not None and label.ndim != ndim:
+        raise ValueError(f"{name} must be a {ndim}-D array, found {label.ndim}-D with shape {label.shape}.")
+    if label.ndim == 0:
+        raise ValueError(f"{name} must have at least one axis, found a 0-D array.")
+    return label
+
+
+def _check_spacing(spacing: object, ndim: int, name: str = "spacing") -> tuple[float, ...]:
+    try:
+        values = tuple(float(s) for s in spacing)  # type: ignore[union-attr]
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a sequence of {ndim} positive numbers (mm), found {spacing!r}.") from None
+    if len(values) != ndim:
+        raise ValueError(f"{name} must have {ndim} entries (one per label axis), found {len(values)}: {spacing!r}.")
+    if not all(math.isfinite(v) and v > 0 for v in values):
+        raise ValueError(f"{name} entries must be finite and > 0 mm, found {spacing!r}.")
+    return values
+
+
+def _check_class_id(value: object, name: str, dtype: np.dtype | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ValueError(f"{name} must be an integer class id, found {value!r}.")
+    value = int(value)
+    if dtype is not None:
+        info = np.iinfo(dtype)
+        if not info.min <= value <= info.max:
+            raise ValueError(f"{name} must fit the label dtype {dtype} ({info.min}..{info.max}), found {value}.")
+    return value
+
+
+def _check_class_ids(values: object, name: str) -> tuple[int, ...]:
+    if isinstance(values, numbers.Integral) and not isinstance(values, bool):
+        return (int(values),)
+    try:
+        items = list(values)  # type: ignore[call-overload]
+    except TypeError:
+        raise ValueError(f"{name} must be an iterable of integer class ids, found {values!r}.") from None
+    return tuple(_check_class_id(v, f"{name}[{n}]") for n, v in enumerate(items))
+
+
+def _check_finite(value: object, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(float(value)):
+        raise ValueError(f"{name} must be a finite number, found {value!r}.")
+    return float(value)
+
+
+def _as_rng(seed: object) -> np.random.Generator:
+    if isinstance(seed, np.random.Generator):
+        return seed
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or int(seed) < 0:
+        raise ValueError(f"seed must be a non-negative int or a numpy.random.Generator, found {seed!r}.")
+    return np.random.default_rng(int(seed))
+
+
+def _check_same_shape(a: np.ndarray, b: np.ndarray) -> None:
+    if a.shape != b.shape:
+        raise ValueError(f"a and b must have the same shape, found {a.shape} and {b.shape}.")
+
+
+# --------------------------------------------------------------------------- class-value edits
+
+
+def omit_class(label: np.ndarray, class_id: int) -> np.ndarray:
+    """Leave a class unannotated: its voxels become background (0).
+
+    Args:
+        label: integer label map of any dimensionality.
+        class_id: the class to remove.
+
+    Returns:
+        A new label map with every ``class_id`` voxel set to 0.
+
+    Raises:
+        ValueError: ``label`` is not an integer array or ``class_id`` is not an integer.
+    """
+    label = _check_label(label)
+    class_id = _check_class_id(class_id, "class_id")
+    out = label.copy()
+    out[label == class_id] = 0
+    return out
+
+
+def swap_classes(label: np.ndarray, a: int, b: int) -> np.ndarray:
+    """Exchange two class ids (e.g. left and right kidney annotated the wrong way round).
+
+    Args:
+        label: integer label map of any dimensionality.
+        a: first class id.
+        b: second class id.
+
+    Returns:
+        A new label map where voxels of ``a`` are ``b`` and voxels of ``b`` are ``a``.
+
+    Raises:
+        ValueError: ``label`` is not an integer array, or ``a``/``b`` are not integers that
+            fit its dtype.
+    """
+    label = _check_label(label)
+    a = _check_class_id(a, "a", label.dtype)
+    b = _check_class_id(b, "b", label.dtype)
+    out = label.copy()
+    out[label == a] = b
+    out[label == b] = a
+    return out
+
+
+def merge_classes(label: np.ndarray, source: int, target: int) -> np.ndarray:
+    """Relabel one class as another (two structures annotated as one).
+
+    Args:
+        label: integer label map of any dimensionality.
+        source: class whose voxels are relabelled.
+        target: class id they receive.
+
+    Returns:
+        A new label map where every ``source`` voxel is ``target``.
+
+    Raises:
+        ValueError: ``label`` is not an integer array, or ``source``/``target`` are not
+            integers (``target`` must fit the label dtype).
+    """
+    label = _check_label(label)
+    source = _check_class_id(source, "source")
+    target = _check_class_id(target, "target", label.dtype)
+    out = label.copy()
+    out[label == source] = target
+    return out
+
+
+# --------------------------------------------------------------------------- geometric edits
+
+
+def dilate_class(
+    label: np.ndarray,
+    class_id: int,
+    mm: float,
+    spacing: Sequence[float],
+    overwrite: Iterable[int] = (0,),
+) -> np.ndarray:
+    """Grow (or shrink) one class by a physical margin.
+
+    Uses an exact Euclidean distance transform in millimetres, so the boundary moves by ``mm``
+    in every direction even on anisotropic grids. A voxel is added when its centre lies within
+    ``mm`` of a voxel centre of the class; with negative ``mm`` a voxel is removed when its centre
+    lies within ``|mm|`` of a voxel centre outside the class. Distances are measured straight
+    through other classes; those classes only decide which voxels may change.
+
+    Args:
+        label: 3-D integer label map (axes i, j, k).
+        class_id: class to grow or shrink. An absent class gives an unchanged copy.
+        mm: margin in millimetres; positive dilates, negative erodes, 0 copies.
+        spacing: voxel size in millimetres along each axis.
+        overwrite: classes that grown voxels may replace (default: background only), so a
+            dilated organ never swallows its annotated neighbours. Ignored when eroding.
+
+    Returns:
+        A new label map. Eroded voxels become background (0).
+
+    Raises:
+        ValueError: ``label`` is not a 3-D integer array, ``spacing`` does not hold three
+            positive numbers, ``mm`` is not finite, or a class id is not an integer.
+    """
+    label = _check_label(label, ndim=3)
+    spacing = _check_spacing(spacing, label.ndim)
+    class_id = _check_class_id(class_id, "class_id")
+    mm = _check_finite(mm, "mm")
+    overwrite_ids = _check_class_ids(overwrite, "overwrite")
+    out = label.copy()
+    mask = label == class_id
+    if mm == 0 or not mask.any():
+        return out
+    if mm > 0:
+        # distance_transform_edt measures to the nearest zero element, i.e. to the class.
+        distance = ndimage.distance_transform_edt(~mask, sampling=spacing)
+        grow = (distance <= mm + _DIST_TOL_MM) & ~mask & np.isin(label, overwrite_ids)
+        out[grow] = class_id
+    else:
+        if mask.all():
+            # No outside voxel to measure from: the class fills the field of view and the
+            # margin lies beyond it, so there is nothing to erode inside the array.
+            return out
+        distance = ndimage.distance_transform_edt(mask, sampling=spacing)
+        out[mask & (distance <= -mm + _DIST_TOL_MM)] = 0
+    return out
+
+
+def translate_label(label: np.ndarray, shift_mm: Sequence[float], spacing: Sequence[float]) -> np.ndarray:
+    """Shift the whole label map (a registration-style misalignment with its image).
+
+    Args:
+        label: 3-D integer label map (axes i, j, k).
+        shift_mm: shift along each axis in millimetres; positive moves content towards
+            higher indices. Each is rounded to the nearest whole voxel (half to even).
+        spacing: voxel size in millimetres along each axis.
+
+    Returns:
+        A new label map; voxels shifted in from outside the field of view are background.
+
+    Raises:
+        ValueError: ``label`` is not a 3-D integer array, or ``shift_mm``/``spacing`` do not
+            hold three finite numbers (spacing positive).
+    """
+    label = _check_label(label, ndim=3)
+    spacing = _check_spacing(spacing, label.ndim)
+    try:
+        shifts_mm = [_check_finite(s, f"shift_mm[{n}]") for n, s in enumerate(shift_mm)]
+    except TypeError:
+        raise ValueError(f"shift_mm must be a sequence of {label.ndim} numbers (mm), found {shift_mm!r}.") from None
+    if len(shifts_mm) != label.ndim:
+        raise ValueError(f"shift_mm must have {label.ndim} entries, found {len(shifts_mm)}: {shift_mm!r}.")
+    shifts = [int(np.rint(s / h)) for s, h in zip(shifts_mm, spacing)]
+    out = np.zeros_like(label)
+    src, dst = [], []
+    for shift, size in zip(shifts, label.shape):
+        if abs(shift) >= size:
+            return out  # everything moved out of the field of view
+        src.append(slice(max(0, -shift), size - max(0, shift)))
+        dst.append(slice(max(0, shift), size - max(0, -shift)))
+    out[tuple(dst)] = label[tuple(src)]
+    return out
+
+
+def _control_grid_displacement(
+    shape: tuple[int, ...],
+    spacing: tuple[float, ...],
+    displacement_mm: float,
+    control_spacing_mm: float,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """Dense displacement field in voxels, shape (ndim, *shape), from a random control grid."""
+    extent_mm = [(n - 1) * h for n, h in zip(shape, spacing)]
+    # At least 2 nodes per axis so every axis can bend; nodes span the field of view.
+    n_nodes = [max(2, int(math.ceil(e / control_spacing_mm)) + 1) for e in extent_mm]
+    nodes = rng.normal(0.0, displacement_mm, size=(len(shape), *n_nodes))
+    field = np.empty((len(shape), *shape), dtype=np.float64)
+    factors = [n / m for n, m in zip(shape, n_nodes)]
+    for axis in range(len(shape)):
+        # Cubic spline through the node values (prefiltered), as ElasticDeform does. With
+        # grid_mode=False the corner nodes sit exactly on the corner voxels, so the grid spans
+        # the field of view; zoom never builds a dense coordinate array, which keeps memory
+        # low on full-resolution CT.
+        dense_mm = ndimage.zoom(nodes[axis], factors, order=3, mode="nearest", grid_mode=False)
+        field[axis] = dense_mm / spacing[axis]
+    return field
+
+
+def elastic_deform(
+    label: np.ndarray,
+    spacing: Sequence[float],
+    displacement_mm: float,
+    control_spacing_mm: float,
+    seed: SeedLike,
+) -> np.ndarray:
+    """Random smooth (B-spline) deformation of the label map, as in ElasticDeform.
+
+    Displacement vectors drawn from N(0, ``displacement_mm``) per component on a coarse control
+    grid with nodes about ``control_spacing_mm`` apart are interpolated to every voxel with a
+    cubic spline; the label is then resampled at the displaced positions with nearest-neighbour
+    interpolation, so no new class values appear. Content pulled in from outside the field of
+    view is background.
+
+    Args:
+        label: 3-D integer label map (axes i, j, k).
+        spacing: voxel size in millimetres along each axis.
+        displacement_mm: standard deviation of the control-point displacements in mm (>= 0;
+            0 gives an unchanged copy).
+        control_spacing_mm: distance between control points in mm (> 0); larger values give
+            smoother, more global deformations.
+        seed: int seed or numpy Generator; the same seed gives the same deformation.
+
+    Returns:
+        A new, deformed label map of the same shape and dtype.
+
+    Raises:
+        ValueError: ``label`` is not a 3-D integer array, ``spacing`` is invalid,
+            ``displacement_mm`` is negative, ``control_spacing_mm`` is not positive, or
+            ``seed`` is neither a non-negative int nor a Generator.
+    """
+    label = _check_label(label, ndim=3)
+    spacing = _check_spacing(spacing, label.ndim)
+    displacement_mm = _check_finite(displacement_mm, "displacement_mm")
+    control_spacing_mm = _check_finite(control_spacing_mm, "control_spacing_mm")
+    if displacement_mm < 0:
+        raise ValueError(f"displacement_mm must be >= 0, found {displacement_mm}.")
+    if control_spacing_mm <= 0:
+        raise ValueError(f"control_spacing_mm must be > 0, found {control_spacing_mm}.")
+    rng = _as_rng(seed)
+    if displacement_mm == 0:
+        return label.copy()
+    field = _control_grid_displacement(label.shape, spacing, displacement_mm, control_spacing_mm, rng)
+    grid = np.indices(label.shape, dtype=np.float64)
+    warped = ndimage.map_coordinates(label, grid + field, order=0, mode="constant", cval=0)
+    return warped.astype(label.dtype, copy=False)
+
+
+def remove_slices(label: np.ndarray, axis: int, fraction: float, seed: SeedLike) -> np.ndarray:
+    """Zero a contiguous block of slices, as if part of the annotation was never done.
+
+    The block covers ``fraction`` of the labelled extent along ``axis`` (the slices between
+    the first and the last one holding any foreground), rounded to whole slices with at
+    least one slice removed when ``fraction`` > 0. Its position inside that extent is random.
+
+    Args:
+        label: 3-D integer label map (axes i, j, k).
+        axis: axis across which slices are removed (negative values count from the end).
+        fraction: share of the labelled extent to remove, in [0, 1].
+        seed: int seed or numpy Generator choosing the block position.
+
+    Returns:
+        A new label map; an empty label map, or ``fraction`` 0, gives an unchanged copy.
+
+    Raises:
+        ValueError: ``label`` is not a 3-D integer array, ``axis`` is out of range,
+            ``fraction`` is outside [0, 1], or ``seed`` is invalid.
+    """
+    label = _check_label(label, ndim=3)
+    if isinstance(axis, bool) or not isinstance(axis, numbers.Integral) or not -label.ndim <= axis < label.ndim:
+        raise ValueError(f"axis must be an integer in [{-label.ndim}, {label.ndim - 1}], found {axis!r}.")
+    axis = int(axis) % label.ndim
+    fraction = _check_finite(fraction, "fraction")
+    if not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"fraction must lie in [0, 1], found {fraction}.")
+    rng = _as_rng(seed)
+    out = label.copy()
+    other_axes = tuple(a for a in range(label.ndim) if a != axis)
+    occupied = np.flatnonzero((label != 0).any(axis=other_axes))
+    if fraction == 0 or occupied.size == 0:
+        return out
+    first, last = int(occupied[0]), int(occupied[-1])
+    extent = last - first + 1
+    n_remove = min(extent, max(1, int(np.rint(fraction * extent))))
+    start = first + int(rng.integers(0, extent - n_remove + 1))
+    index: list[slice] = [slice(None)] * label.ndim
+    index[axis] = slice(start, start + n_remove)
+    out[tuple(index)] = 0
+    return out
+
+
+# --------------------------------------------------------------------------- comparison helpers
+
+
+def dice_per_class(a: np.ndarray, b: np.ndarray, class_ids: Iterable[int]) -> dict[int, float]:
+    """Dice overlap of each class between two label maps.
+
+    Args:
+        a: integer label map (e.g. the clean reference).
+        b: integer label map of the same shape (e.g. the perturbed one).
+        class_ids: classes to compare.
+
+    Returns:
+        ``{class_id: dice}``; 1.0 when the class is absent from both maps.
+
+    Raises:
+        ValueError: the maps are not integer arrays of one shape, or a class id is not an integer.
+    """
+    a, b = _check_label(a, "a"), _check_label(b, "b")
+    _check_same_shape(a, b)
+    result: dict[int, float] = {}
+    for class_id in _check_class_ids(class_ids, "class_ids"):
+        in_a, in_b = a == class_id, b == class_id
+        total = int(in_a.sum()) + int(in_b.sum())
+        result[class_id] = 1.0 if total == 0 else 2.0 * int(np.logical_and(in_a, in_b).sum()) / total
+    return result
+
+
+def class_volumes_ml(label: np.ndarray, class_ids: Iterable[int], spacing: Sequence[float]) -> dict[int, float]:
+    """Physical volume of each class in millilitres.
+
+    Args:
+        label: integer label map.
+        class_ids: classes to measure.
+        spacing: voxel size in millimetres along each axis.
+
+    Returns:
+        ``{class_id: volume_ml}``.
+
+    Raises:
+        ValueError: ``label`` is not an integer array, ``spacing`` does not match its axes, or
+            a class id is not an integer.
+    """
+    label = _check_label(label)
+    spacing = _check_spacing(spacing, label.ndim)
+    voxel_ml = float(np.prod(spacing)) / 1000.0
+    return {c: int((label == c).sum()) * voxel_ml for c in _check_class_ids(class_ids, "class_ids")}
+
+
+def volume_change(
+    a: np.ndarray, b: np.ndarray, class_ids: Iterable[int], spacing: Sequence[float]
+) -> dict[int, float]:
+    """Relative volume change of each class from ``a`` to ``b``: (V_b - V_a) / V_a.
+
+    Args:
+        a: reference integer label map.
+        b: integer label map of the same shape.
+        class_ids: classes to compare.
+        spacing: voxel size in millimetres along each axis.
+
+    Returns:
+        ``{class_id: change}``, e.g. 0.25 for 25 % larger in ``b``, -1.0 when the class vanished;
+        NaN when the class is absent from ``a``.
+
+    Raises:
+        ValueError: the maps are not integer arrays of one shape, ``spacing`` is invalid, or a
+            class id is not an integer.
+    """
+    a, b = _check_label(a, "a"), _check_label(b, "b")
+    _check_same_shape(a, b)
+    ids = _check_class_ids(class_ids, "class_ids")
+    vol_a = class_volumes_ml(a, ids, spacing)
+    vol_b = class_volumes_ml(b, ids, spacing)
+    return {c: (vol_b[c] - vol_a[c]) / vol_a[c] if vol_a[c] > 0 else float("nan") for c in ids}
+
+
+#: Label perturbations by name, for configuration files and manifests.
+PERTURBATIONS: dict[str, Callable[..., np.ndarray]] = {
+    "dilate_class": dilate_class,
+    "omit_class": omit_class,
+    "swap_classes": swap_classes,
+    "merge_classes": merge_classes,
+    "translate_label": translate_label,
+    "elastic_deform": elastic_deform,
+    "remove_slices": remove_slices,
+}

@@ -1,0 +1,58 @@
+"""Configuration loading: strict keys, types and cross-field checks, with messages that name the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from HyperSORTLib.config import ConfigError, RunConfig
+
+CONFIGS = Path(__file__).resolve().parents[1] / "training" / "configs"
+
+
+def test_reference_yaml_is_the_default_configuration():
+    assert RunConfig.from_file(CONFIGS / "reference.yaml") == RunConfig()
+
+
+def test_bundled_configs_load():
+    small = RunConfig.from_file(CONFIGS / "cpu_small.yaml")
+    assert small.model.unet.channels == (8, 16, 32, 64) and small.data.patch_size == (64, 64, 64)
+
+
+def test_round_trip_through_dict():
+    cfg = RunConfig.from_dict({"train": {"epochs": 7, "betas": [0.8, 0.99]}, "data": {"spacing": None}})
+    assert RunConfig.from_dict(cfg.to_dict()) == cfg
+    assert cfg.train.betas == (0.8, 0.99) and cfg.data.spacing is None
+
+
+@pytest.mark.parametrize("data,message", [
+    ({"train": {"epoch": 3}}, "Unknown configuration key 'train.epoch'.*Did you mean 'epochs'"),
+    ({"modle": {}}, "Unknown configuration key 'modle'.*Did you mean 'model'"),
+    ({"train": {"epochs": "ten"}}, "train.epochs: expected an integer, found 'ten'"),
+    ({"train": {"epochs": 0}}, "train.epochs: expected an integer >= 1, found 0"),
+    ({"train": {"lr": -1}}, "train.lr: expected a positive number"),
+    ({"train": {"betas": [0.9]}}, "train.betas: expected 2 values"),
+    ({"train": {"device": "gpu"}}, "train.device: expected 'auto', 'cpu', 'cuda' or 'cuda:N', found 'gpu'"),
+    ({"train": {"amp": "yes"}}, "train.amp: expected true or false"),
+    ({"data": {"intensity": "zscore"}}, "data.intensity: expected 'percentile' or 'window'"),
+    ({"data": {"patch_size": [100, 100, 100]}}, "data.patch_size: expected multiples of 8"),
+    ({"data": {"class_names": ["bg", "liver", "spleen"]}}, "data.class_names: expected 2 names"),
+    ({"model": {"unet": {"channels": []}}}, "model.unet.channels"),
+    ({"model": "big"}, "model: expected a mapping"),
+])
+def test_bad_configuration_is_named(data, message):
+    with pytest.raises(ConfigError, match=message):
+        RunConfig.from_dict(data)
+
+
+def test_bad_file_is_named(tmp_path):
+    path = tmp_path / "broken.yaml"
+    path.write_text("train: [unclosed\n")
+    with pytest.raises(ConfigError, match="broken.yaml is not valid YAML"):
+        RunConfig.from_file(path)
+    path.write_text("train:\n  epocs: 2\n")
+    with pytest.raises(ConfigError, match=r"broken.yaml: Unknown configuration key 'train.epocs'"):
+        RunConfig.from_file(path)
+    with pytest.raises(ConfigError, match="Cannot read configuration file"):
+        RunConfig.from_file(tmp_path / "missing.yaml")

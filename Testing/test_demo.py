@@ -1,0 +1,50 @@
+"""`hypersort demo` end to end on a tiny cohort (a few epochs: checks wiring and outputs, not quality)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import yaml
+
+TINY = {"model": {"unet": {"channels": [4, 8], "convs_per_level": 1}, "hyper": {"hidden": [8, 8]}},
+        "train": {"checkpoint_every": 1}}
+
+
+@pytest.mark.slow
+def test_demo_command_writes_map_and_metrics(tmp_path):
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(TINY))
+    out = tmp_path / "demo"
+    done = subprocess.run([sys.executable, "-m", "HyperSORTLib.cli", "demo", "--out", str(out), "--cases", "10",
+                           "--epochs", "2", "--device", "cpu", "--config", str(config), "--no-progress"],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert "ARI" in done.stdout and "AUROC" in done.stdout
+    metrics = json.loads((out / "metrics.json").read_text())
+    for key in ("ari", "nmi", "auroc", "average_precision", "wall_time_s", "main_mode_dice"):
+        assert key in metrics, key
+    assert -1.0 <= metrics["ari"] <= 1.0 and 0.0 <= metrics["auroc"] <= 1.0
+    assert metrics["n_cases"] == 10 and metrics["epochs"] == 2
+    assert metrics["config"]["model"]["unet"]["channels"] == [4, 8]
+    png = (out / "latent_map.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+    rows = (out / "samples.csv").read_text().splitlines()
+    assert len(rows) == 11 and rows[0].startswith("case_id,z1,z2,cluster,suspicion")
+    ranks = sorted(int(r.split(",")[5]) for r in rows[1:])
+    assert ranks == list(range(1, 11))
+    # the run directory is a normal, resumable run
+    assert (out / "run" / "model.safetensors").is_file()
+
+
+def test_demo_config_rejects_unknown_keys(tmp_path):
+    from HyperSORTLib.config import ConfigError
+    from HyperSORTLib.demo.run import DemoOptions, demo_config
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train:\n  epocs: 3\n")
+    with pytest.raises(ConfigError, match="Did you mean 'epochs'"):
+        demo_config(DemoOptions(config_path=bad), ("background", "liver", "spleen", "right_kidney", "left_kidney"))
