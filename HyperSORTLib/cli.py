@@ -23,7 +23,9 @@ def _add_common_training(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="hypersort", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="hypersort",
+        description="HyperSORT: audit the annotations of a CT segmentation dataset with a hyper-network latent map.")
     parser.add_argument("--version", action="version", version=f"hypersort {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
