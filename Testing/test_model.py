@@ -120,9 +120,9 @@ def test_batched_forward_equals_per_sample_loop(batch):
 def test_batched_forward_float32_close_to_loop():
     net, gen = _generator()
     z, x = torch.randn(2, 3), torch.randn(2, 1, 16, 16, 16)
-    looped = looped_forward(net, gen(z), x)
+    looped = looped_forward(net, gen(z), x).detach()
     scale = float(looped.abs().max())
-    torch.testing.assert_close(batched_forward(net, gen(z), x), looped, rtol=1e-3, atol=1e-4 * scale)
+    torch.testing.assert_close(batched_forward(net, gen(z), x).detach(), looped, rtol=1e-3, atol=1e-4 * scale)
 
 
 def test_batched_forward_uses_each_samples_own_weights():

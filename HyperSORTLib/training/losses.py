@@ -34,12 +34,12 @@ class DiceCELoss:
 
     def __call__(self, logits: torch.Tensor, labels: torch.Tensor) -> "LossTerms":
         """``logits`` [B, K, ...] (any float dtype), ``labels`` [B, 1, ...] integer class ids."""
-        logits = logits.float()
+        logits, labels = logits.float(), labels.long()
         if labels.shape[1:] != (1, *logits.shape[2:]):
             raise ValueError(f"Labels of shape {tuple(labels.shape)} do not match logits "
                              f"{tuple(logits.shape)}; expected [B, 1, {', '.join(map(str, logits.shape[2:]))}].")
         dice = self.dice(logits, labels).flatten(1).mean(1)
-        ce = F.cross_entropy(logits, labels[:, 0].long(), reduction="none").flatten(1).mean(1)
+        ce = F.cross_entropy(logits, labels[:, 0], reduction="none").flatten(1).mean(1)
         return LossTerms(dice=dice, ce=ce, total=self.dice_weight * dice + self.ce_weight * ce)
 
 

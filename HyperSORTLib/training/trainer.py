@@ -197,7 +197,7 @@ class Trainer:
         """One optimisation step on a batch; returns its per-sample loss terms (detached)."""
         rows = torch.as_tensor(batch["index"], dtype=torch.long)
         image = batch["image"].to(self.device, non_blocking=True)
-        label = batch["label"].to(self.device, non_blocking=True)
+        label = batch["label"].to(self.device, non_blocking=True).long()
         autocast = (torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype
                     else contextlib.nullcontext())
         with autocast:
