@@ -21,17 +21,12 @@ import numpy as np
 import torch
 
 from HyperSORTLib.config import DataConfig
-from HyperSORTLib.data import CaseList, CaseRecord, SegmentationCases, read_nnunet_folder, training_transforms
+from HyperSORTLib.data import SegmentationCases, read_nnunet_folder, training_transforms
 from HyperSORTLib.demo.cohort import CohortSpec, generate_cohort
-from HyperSORTLib.demo.run import DEMO_CONFIG
+from HyperSORTLib.demo.run import DEMO_CONFIG, with_clean_labels
 from HyperSORTLib.model import UNet3D
 from HyperSORTLib.perturbation import dice_per_class
 from HyperSORTLib.training.losses import DiceCELoss
-
-
-def with_clean_labels(cases: CaseList) -> CaseList:
-    return CaseList(tuple(CaseRecord(c.case_id, c.image, cases.root / "labelsClean" / c.label.name)
-                          for c in cases.cases), cases.class_names, cases.root)
 
 
 def train_plain(dataset: SegmentationCases, epochs: int, seed: int) -> UNet3D:

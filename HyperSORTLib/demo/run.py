@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import nibabel as nib
 import numpy as np
 import torch
 
@@ -131,7 +130,8 @@ def run_demo(options: DemoOptions) -> DemoResult:
     analysis = summarize_latent_space(latents, groups, erroneous, seed=config.train.seed)
 
     main_centre = np.asarray(analysis["cluster_centers"][analysis["main_cluster"]], dtype=np.float32)
-    dice = _main_mode_dice(run, dataset, cohort, main_centre)
+    clean = SegmentationCases(with_clean_labels(cases), training_transforms(config.data))
+    dice = _main_mode_dice(run, clean, main_centre)
     scores = np.asarray(analysis["outlier_scores"])
     top = [run.case_ids[i] for i in analysis["ranking"][: max(int(erroneous.sum()), 1)]]
     plot_latent_maps(latents, out / "latent_map.png", colour_by=groups, score=scores, labels=list(run.case_ids),
@@ -165,19 +165,29 @@ def _scaled_spec(spec: Any, n_cases: int) -> Any:
     return dataclasses.replace(spec, n_cases=n_cases, **sizes)
 
 
+def with_clean_labels(cases: Any) -> Any:
+    """The same cases with the cohort's clean ground-truth labels (``labelsClean/``)."""
+    from HyperSORTLib.data import CaseList, CaseRecord
+
+    return CaseList(tuple(CaseRecord(c.case_id, c.image, cases.root / "labelsClean" / c.label.name)
+                          for c in cases.cases), cases.class_names, cases.root)
+
+
 @torch.no_grad()
-def _main_mode_dice(run: Any, dataset: Any, cohort: Any, centre: np.ndarray) -> dict[str, Any]:
-    """Foreground Dice of the main cluster's UNet against the clean labels, over all cases."""
+def _main_mode_dice(run: Any, clean: Any, centre: np.ndarray) -> dict[str, Any]:
+    """Foreground Dice of the main cluster's UNet against the clean labels, over all cases.
+
+    ``clean`` holds the cases with their clean labels, preprocessed like the training data so
+    prediction and truth share one grid whatever the configuration resamples to.
+    """
     from HyperSORTLib.perturbation import dice_per_class
 
     unet = run.decode(centre)
     names = run.class_names
     per_class: dict[str, list[float]] = {name: [] for name in names[1:]}
-    for item in dataset:
+    for item in clean:
         pred = unet(item["image"][None].to(run.device)).argmax(1)[0].cpu().numpy()
-        # the demo trains on the phantoms' native grid, so the clean label aligns voxel for voxel
-        clean = np.asarray(nib.load(cohort.clean_label_path(item["case_id"])).dataobj).astype(np.int64)
-        for k, dice in dice_per_class(clean, pred, range(1, len(names))).items():
+        for k, dice in dice_per_class(item["label"][0].numpy(), pred, range(1, len(names))).items():
             per_class[names[k]].append(dice)
     means = {name: float(np.mean(v)) for name, v in per_class.items()}
     return {"mean": float(np.mean(list(means.values()))), "per_class": means}
