@@ -74,15 +74,29 @@ class Callback:
 
 
 class CheckpointCallback(Callback):
-    """Write the resumable checkpoint, the weights, the latent table and the log."""
+    """Write the resumable checkpoint, the weights, the latent table and the log.
+
+    Saves every ``checkpoint_every`` epochs and once at the end, unless that epoch is already
+    saved (the last epoch of a run, or a finished run that is only reopened).
+    """
+
+    def __init__(self) -> None:
+        self.saved_epoch: int | None = None
+
+    def on_train_start(self, trainer: "Trainer") -> None:
+        self.saved_epoch = trainer.epoch if trainer.epoch > 0 else None  # a resumed checkpoint is on disk
 
     def on_epoch_end(self, trainer: "Trainer", stats: dict[str, Any]) -> None:
-        every = trainer.config.train.checkpoint_every
-        if trainer.epoch % every == 0 or trainer.epoch == trainer.config.train.epochs:
-            trainer.save()
+        if trainer.epoch % trainer.config.train.checkpoint_every == 0:
+            self._save(trainer)
 
     def on_train_end(self, trainer: "Trainer") -> None:
-        trainer.save()
+        self._save(trainer)
+
+    def _save(self, trainer: "Trainer") -> None:
+        if self.saved_epoch != trainer.epoch:
+            trainer.save()
+            self.saved_epoch = trainer.epoch
 
 
 @dataclass
