@@ -14,20 +14,37 @@ from pathlib import Path
 
 @dataclass(frozen=True)
 class CaseRecord:
-    """One training case: an id, an image file and its label-map file."""
+    """One training case: an id, an image file and its annotation.
+
+    The annotation is either one label-map file (``label``) or, as in TotalSegmentator, one
+    binary mask file per class (``masks[i]`` is class ``i + 1``), combined on loading.
+    """
 
     case_id: str
     image: Path
-    label: Path
+    label: Path | None = None
+    masks: tuple[Path, ...] = ()
 
 
 @dataclass(frozen=True)
 class CaseList:
-    """The cases of a dataset with the names of its label values (background first)."""
+    """The cases of a dataset with the names of its classes (background first).
+
+    Attributes:
+        cases: the cases, in a stable order (a case's position is its latent-table row).
+        class_names: name of class ``i`` at index ``i``; index 0 is background.
+        root: the dataset folder (or the folder of a CSV list).
+        label_values: the value that marks class ``i`` in the label files, when the classes are
+            a selection or reordering of the file's values (``None``: values are class indices).
+            Values not listed become background.
+        layout: the reader that produced the list (``nnunet``, ``amos``, ``totalsegmentator``, ``csv``).
+    """
 
     cases: tuple[CaseRecord, ...]
     class_names: tuple[str, ...]
     root: Path
+    label_values: tuple[int, ...] | None = None
+    layout: str = "nnunet"
 
     @property
     def case_ids(self) -> tuple[str, ...]:

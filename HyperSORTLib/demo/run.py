@@ -119,7 +119,8 @@ def run_demo(options: DemoOptions) -> DemoResult:
     config = demo_config(options, cases.class_names)
 
     dataset = SegmentationCases(cases, training_transforms(config.data))
-    trainer = Trainer(config, dataset, cases.case_ids, out / "run", progress=options.progress)
+    trainer = Trainer(config, dataset, cases.case_ids, out / "run", progress=options.progress,
+                      data_source={"path": str((out / "cohort").resolve()), "format": "nnunet"})
     result = trainer.fit()
 
     run = TrainedRun.load(out / "run", device=str(trainer.device))

@@ -41,7 +41,10 @@ class RunDirectoryError(ValueError):
     """A run directory is missing, incomplete or from an incompatible version."""
 
 
-def write_run_config(run_dir: Path, config: RunConfig, case_ids: Sequence[str]) -> None:
+def write_run_config(run_dir: Path, config: RunConfig, case_ids: Sequence[str],
+                     data_source: dict[str, Any] | None = None) -> None:
+    """Write ``config.json``; ``data_source`` records where the training cases came from
+    (e.g. ``{"path": ..., "format": ...}``) so analysis can find them again."""
     atomic_write_json(run_dir / CONFIG_FILE, {
         "format": "hypersort-run",
         "format_version": RUN_FORMAT_VERSION,
@@ -49,6 +52,7 @@ def write_run_config(run_dir: Path, config: RunConfig, case_ids: Sequence[str]) 
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "config": config.to_dict(),
         "case_ids": list(case_ids),
+        "data_source": dict(data_source or {}),
     })
 
 

@@ -122,6 +122,8 @@ class Trainer:
         run_dir: where the run is written; an existing checkpoint there is resumed.
         callbacks: extra hooks (a :class:`CheckpointCallback` is always added first).
         progress: show a progress bar with loss and speed.
+        data_source: where the cases came from (``{"path", "format", ...}``), recorded in
+            ``config.json`` so ``hypersort analyze`` can reload them.
 
     Example:
         >>> trainer = Trainer(cfg, dataset, dataset.case_list.case_ids, "runs/demo")  # doctest: +SKIP
@@ -129,7 +131,8 @@ class Trainer:
     """
 
     def __init__(self, config: RunConfig, dataset: Dataset, case_ids: Sequence[str], run_dir: str | Path,
-                 callbacks: Sequence[Callback] = (), progress: bool = True) -> None:
+                 callbacks: Sequence[Callback] = (), progress: bool = True,
+                 data_source: dict[str, Any] | None = None) -> None:
         if len(case_ids) != len(dataset):
             raise ValueError(f"{len(case_ids)} case ids for a dataset of {len(dataset)} items.")
         self.config = config
@@ -138,6 +141,7 @@ class Trainer:
         self.run_dir = Path(run_dir)
         self.callbacks: list[Callback] = [CheckpointCallback(), *callbacks]
         self.progress = progress
+        self.data_source = dict(data_source or {})
         train = config.train
         self.device = resolve_device(train.device)
         self.model = HyperSORTModel(config.model, self.case_ids, train.latent_init_std, train.seed).to(self.device)
@@ -238,7 +242,7 @@ class Trainer:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         resumed_from = self._resume()
         if resumed_from is None:
-            ckpt.write_run_config(self.run_dir, self.config, self.case_ids)
+            ckpt.write_run_config(self.run_dir, self.config, self.case_ids, self.data_source)
         total_epochs = self.config.train.epochs
         self.model.train()
         for callback in self.callbacks:
