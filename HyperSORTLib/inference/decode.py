@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -61,25 +61,63 @@ class TrainedRun:
 
     def decode(self, z: Sequence[float] | np.ndarray | torch.Tensor) -> UNet3D:
         """An ordinary UNet (eval mode) whose weights the hyper-network generates from ``z``."""
-        return self.model.decode(torch.as_tensor(np.asarray(z, dtype=np.float32)))
+        z = np.asarray(z, dtype=np.float32).reshape(-1) if not isinstance(z, torch.Tensor) else z
+        if len(z) != self.latent_dim:
+            raise ValueError(f"This run's latent space has {self.latent_dim} dimensions; the latent point given "
+                             f"has {len(z)} coordinates.")
+        with torch.no_grad():
+            return self.model.decode(torch.as_tensor(z, dtype=torch.float32))
+
+    @property
+    def latent_dim(self) -> int:
+        return self.config.model.hyper.latent_dim
 
     @torch.no_grad()
-    def predict_logits(self, image: torch.Tensor, z: Sequence[float] | np.ndarray | torch.Tensor) -> torch.Tensor:
-        """Logits [B, K, X, Y, Z] of the UNet decoded from ``z`` on a preprocessed batch [B, C, X, Y, Z].
+    def predict_logits(self, image: torch.Tensor, z: Sequence[float] | np.ndarray | torch.Tensor | UNet3D,
+                       overlap: float = 0.25, progress: Callable[[float], None] | None = None,
+                       cancel: Callable[[], bool] | None = None) -> torch.Tensor:
+        """Logits [B, K, X, Y, Z] on a preprocessed batch [B, C, X, Y, Z], segmented as ``z`` annotates.
 
-        Spatial sizes that are not multiples of the UNet's divisor go through MONAI's sliding
-        window inference with the training patch size.
+        A volume that fits in the training patch is padded to the UNet's divisor and run in one
+        pass; a larger one goes through MONAI's sliding-window inference with the training patch
+        size (Gaussian-weighted overlap).
+
+        Args:
+            z: a latent point, or a UNet already decoded from one.
+            progress: called with the finished fraction in [0, 1] after every window.
+            cancel: polled before every window; returning True raises :class:`InterruptedError`.
         """
-        unet = self.decode(z)
+        unet = z if isinstance(z, UNet3D) else self.decode(z)
         image = image.to(self.device, torch.float32)
+        patch = tuple(self.config.data.patch_size)
         divisor = self.config.model.unet.divisor
-        if all(s % divisor == 0 for s in image.shape[2:]) and image[0, 0].numel() <= np.prod(
-                self.config.data.patch_size):
-            return unet(image)
+        spatial = tuple(image.shape[2:])
+        if all(s <= p for s, p in zip(spatial, patch)):
+            if cancel is not None and cancel():
+                raise InterruptedError("Segmentation cancelled.")
+            padded = [-(-s // divisor) * divisor for s in spatial]
+            pad = [p for s, t in zip(reversed(spatial), reversed(padded)) for p in (0, t - s)]
+            logits = unet(torch.nn.functional.pad(image, pad))[..., :spatial[0], :spatial[1], :spatial[2]]
+            if progress is not None:
+                progress(1.0)
+            return logits
         from monai.inferers import sliding_window_inference
 
-        return sliding_window_inference(image, roi_size=self.config.data.patch_size, sw_batch_size=1,
-                                        predictor=unet, overlap=0.25, mode="gaussian")
+        total = _window_count(spatial, patch, overlap) * image.shape[0]
+        done = 0
+
+        def predictor(window: torch.Tensor) -> torch.Tensor:
+            nonlocal done
+            if cancel is not None and cancel():
+                raise InterruptedError("Segmentation cancelled.")
+            out = unet(window)
+            done += window.shape[0]
+            if progress is not None:
+                progress(min(1.0, done / total))
+            return out
+
+        return sliding_window_inference(image, roi_size=patch, sw_batch_size=1, predictor=predictor,
+                                        overlap=overlap, mode="gaussian")
 
     def segment(self, volume: np.ndarray | torch.Tensor, z: Sequence[float] | np.ndarray | torch.Tensor) -> np.ndarray:
         """Label map (uint8, same shape) of a preprocessed 3-D volume, segmented as ``z`` annotates."""
@@ -88,3 +126,14 @@ class TrainedRun:
             raise ValueError(f"segment expects a preprocessed 3-D volume [X, Y, Z], found shape {tuple(array.shape)}.")
         logits = self.predict_logits(array[None, None], z)
         return logits.argmax(1)[0].to(torch.uint8).cpu().numpy()
+
+
+def _window_count(spatial: Sequence[int], roi: Sequence[int], overlap: float) -> int:
+    """Number of windows MONAI's sliding-window inference visits (for progress reporting)."""
+    count = 1
+    for size, r in zip(spatial, roi):
+        if size <= r:
+            continue
+        interval = max(int(r * (1 - overlap)), 1)
+        count *= int(np.ceil((size - r) / interval)) + 1
+    return count

@@ -51,3 +51,15 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 def atomic_write_json(path: str | os.PathLike, data: Any) -> None:
     """Write ``data`` as indented JSON to ``path`` atomically."""
     atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+def atomic_save_nifti(image, path: str | os.PathLike, compresslevel: int = 6) -> None:
+    """Write a nibabel image atomically; ``.gz`` names are gzip-compressed reproducibly (no timestamp)."""
+    import gzip
+
+    path = Path(path)
+    payload = image.to_bytes()
+    if path.name.endswith(".gz"):
+        payload = gzip.compress(payload, compresslevel=compresslevel, mtime=0)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(payload)

@@ -1,0 +1,195 @@
+"""Scan geometry for inference: preprocessing a scan like the training data, and mapping the
+prediction back onto the scan's own voxel grid.
+
+A scan is an array ``[I, J, K]`` plus a 4x4 affine from voxel indices ``(i, j, k, 1)`` to RAS
+millimetres (the NIfTI/nibabel convention; Slicer's IJK-to-RAS matrix is the same thing).
+:func:`prepare_volume` applies the training preprocessing (RAS orientation, the training
+spacing, the training intensity scaling) with MONAI and keeps the affine of the grid it
+produced; :func:`logits_to_labels` interpolates class scores from that grid back onto any
+target grid, slab by slab, so a full-resolution result never needs all class channels at
+full resolution in memory at once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from HyperSORTLib.config import DataConfig
+
+#: Voxel sizes outside this range (mm) are treated as a broken header.
+SPACING_RANGE_MM = (1e-3, 100.0)
+
+
+class ScanError(ValueError):
+    """A scan cannot be segmented as given; the message says what was expected and found."""
+
+
+@dataclass(frozen=True)
+class PreparedVolume:
+    """A scan preprocessed like the training data.
+
+    Attributes:
+        image: [1, X, Y, Z] float32 on the preprocessed grid (RAS-oriented, training spacing).
+        affine: voxel -> RAS affine of the preprocessed grid.
+        input_shape: shape of the scan as given.
+        input_affine: voxel -> RAS affine of the scan as given.
+    """
+
+    image: torch.Tensor
+    affine: np.ndarray
+    input_shape: tuple[int, int, int]
+    input_affine: np.ndarray
+
+    @property
+    def spacing(self) -> tuple[float, ...]:
+        return tuple(float(np.linalg.norm(self.affine[:3, a])) for a in range(3))
+
+
+def check_scan(array: np.ndarray, affine: np.ndarray, name: str = "scan") -> tuple[np.ndarray, np.ndarray]:
+    """Validate a scan array and its affine; returns them as ``float32`` and ``float64`` arrays.
+
+    Raises:
+        ScanError: the array is not 3-D (a trailing singleton 4th axis is accepted), is empty or
+            holds NaN/inf, or the affine is not a finite invertible 4x4 matrix with sane spacing.
+    """
+    array = np.asarray(array)
+    if array.ndim == 4 and array.shape[3] == 1:
+        array = array[..., 0]
+    if array.ndim != 3:
+        raise ScanError(f"{name}: expected a 3-D volume [I, J, K], found an array of shape {array.shape}.")
+    if min(array.shape) < 2:
+        raise ScanError(f"{name}: expected a 3-D volume, found shape {array.shape} (a single slice or 2-D image).")
+    if not np.issubdtype(array.dtype, np.number) or np.issubdtype(array.dtype, np.complexfloating):
+        raise ScanError(f"{name}: expected real intensities, found dtype {array.dtype}.")
+    affine = np.asarray(affine, dtype=np.float64)
+    if affine.shape != (4, 4) or not np.isfinite(affine).all():
+        raise ScanError(f"{name}: expected a finite 4x4 voxel-to-RAS affine, found {affine.tolist()}.")
+    spacing = np.linalg.norm(affine[:3, :3], axis=0)
+    if abs(np.linalg.det(affine[:3, :3])) < 1e-12 or not (
+            (spacing > SPACING_RANGE_MM[0]) & (spacing < SPACING_RANGE_MM[1])).all():
+        raise ScanError(f"{name}: voxel spacing {np.round(spacing, 4).tolist()} mm is not plausible "
+                        f"(expected {SPACING_RANGE_MM[0]}..{SPACING_RANGE_MM[1]} mm per axis).")
+    array = array.astype(np.float32, copy=False)
+    if not np.isfinite(array).all():
+        raise ScanError(f"{name}: the intensities contain NaN or infinite values.")
+    return array, affine
+
+
+def load_scan(path: str | Path) -> tuple[np.ndarray, np.ndarray, object]:
+    """Read a scan with nibabel: ``(array [I, J, K] float32, affine, nibabel image)``.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ScanError: the file cannot be read or is not a valid 3-D scan (the message names it).
+    """
+    import nibabel as nib
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Input scan {path} does not exist.")
+    try:
+        image = nib.load(str(path))
+        data = np.asarray(image.dataobj, dtype=np.float32)
+    except Exception as exc:  # nibabel raises many types for truncated or foreign files
+        raise ScanError(f"Input scan {path} could not be read as NIfTI/medical image: {exc}") from exc
+    array, affine = check_scan(data, image.affine, name=str(path))
+    return array, affine, image
+
+
+def prepare_volume(array: np.ndarray, affine: np.ndarray, data: DataConfig,
+                   spacing: Sequence[float] | None = None, name: str = "scan") -> PreparedVolume:
+    """Preprocess a scan exactly as training preprocessed its cases (without the patch crop).
+
+    Args:
+        array: intensities [I, J, K] (HU for CT).
+        affine: voxel -> RAS affine of ``array``.
+        data: the run's data configuration (spacing and intensity scaling).
+        spacing: resample to this spacing instead of ``data.spacing`` (a coarser preview grid);
+            ``None`` keeps the training spacing, or the scan's own when training did not resample.
+        name: how errors refer to the scan.
+    """
+    from monai import transforms as mt
+    from monai.data import MetaTensor
+
+    from HyperSORTLib.data.preprocessing import intensity_transform
+
+    array, affine = check_scan(array, affine, name)
+    image = MetaTensor(torch.from_numpy(np.ascontiguousarray(array))[None], affine=torch.as_tensor(affine))
+    image = mt.Orientation(axcodes="RAS", labels=(("L", "R"), ("P", "A"), ("I", "S")))(image)
+    target = spacing if spacing is not None else data.spacing
+    if target is not None:
+        image = mt.Spacing(pixdim=tuple(float(s) for s in target), mode="bilinear")(image)
+    out = intensity_transform(data)({"image": image})["image"]
+    grid_affine = np.asarray(out.affine, dtype=np.float64)
+    tensor = torch.as_tensor(out.as_tensor() if hasattr(out, "as_tensor") else out, dtype=torch.float32)
+    return PreparedVolume(tensor.contiguous(), grid_affine, tuple(int(s) for s in array.shape), affine)
+
+
+def coarser_spacing(data: DataConfig, input_affine: np.ndarray, factor: float = 2.0) -> tuple[float, float, float]:
+    """A preview spacing: ``factor`` times the training spacing (or the scan's own spacing)."""
+    if data.spacing is not None:
+        base = np.asarray(data.spacing, dtype=np.float64)
+    else:
+        base = np.linalg.norm(np.asarray(input_affine, dtype=np.float64)[:3, :3], axis=0)
+    return tuple(float(s) * factor for s in base)
+
+
+def _sampling_grid(src_affine: np.ndarray, src_shape: Sequence[int], dst_affine: np.ndarray,
+                   dst_shape: Sequence[int], k_range: tuple[int, int], device: torch.device) -> torch.Tensor:
+    """grid_sample coordinates (align_corners=True) of target voxels ``[:, :, k0:k1]`` in the source grid."""
+    transform = np.linalg.solve(np.asarray(src_affine, np.float64), np.asarray(dst_affine, np.float64))
+    k0, k1 = k_range
+    axes = [torch.arange(dst_shape[0], dtype=torch.float64), torch.arange(dst_shape[1], dtype=torch.float64),
+            torch.arange(k0, k1, dtype=torch.float64)]
+    m = torch.as_tensor(transform[:3, :4])
+    # source voxel coordinate u = M[:, :3] @ (i, j, k) + M[:, 3], built by broadcasting (no meshgrid copy)
+    coords = []
+    for row in range(3):
+        c = (m[row, 0] * axes[0][:, None, None] + m[row, 1] * axes[1][None, :, None]
+             + m[row, 2] * axes[2][None, None, :] + m[row, 3])
+        size = int(src_shape[row])
+        coords.append(c * (2.0 / (size - 1)) - 1.0 if size > 1 else torch.zeros_like(c))
+    # grid_sample reads (x, y, z) = (last, middle, first) spatial axis of the source
+    grid = torch.stack([coords[2], coords[1], coords[0]], dim=-1).to(torch.float32)
+    return grid.unsqueeze(0).to(device)
+
+
+@torch.no_grad()
+def logits_to_labels(logits: torch.Tensor, src_affine: np.ndarray, dst_affine: np.ndarray,
+                     dst_shape: Sequence[int], slab_voxels: int = 4_000_000,
+                     cancel: Callable[[], bool] | None = None) -> np.ndarray:
+    """Class scores on the preprocessed grid -> a label map on the target grid.
+
+    Scores are interpolated trilinearly (so boundaries are as smooth as the target grid allows)
+    and the arg-max is taken per target voxel, a slab of target slices at a time.
+
+    Args:
+        logits: [K, X, Y, Z] scores on the grid with affine ``src_affine``.
+        dst_affine, dst_shape: the target grid (typically the input scan's).
+        slab_voxels: target voxels interpolated per slab (bounds the memory used).
+        cancel: polled between slabs; returning True raises :class:`InterruptedError`.
+
+    Returns:
+        uint8 (int16 for more than 256 classes) labels of shape ``dst_shape``.
+    """
+    dst_shape = tuple(int(s) for s in dst_shape)
+    num_classes = logits.shape[0]
+    dtype = np.uint8 if num_classes <= 256 else np.int16
+    out = np.empty(dst_shape, dtype=dtype)
+    source = logits.float().unsqueeze(0)
+    per_slice = dst_shape[0] * dst_shape[1]
+    step = max(1, slab_voxels // max(per_slice, 1))
+    for k0 in range(0, dst_shape[2], step):
+        if cancel is not None and cancel():
+            raise InterruptedError("Segmentation cancelled.")
+        k1 = min(dst_shape[2], k0 + step)
+        grid = _sampling_grid(src_affine, logits.shape[1:], dst_affine, dst_shape, (k0, k1), logits.device)
+        sampled = F.grid_sample(source, grid, mode="bilinear", padding_mode="border", align_corners=True)
+        out[:, :, k0:k1] = sampled[0].argmax(0).to("cpu").numpy().astype(dtype, copy=False)
+    return out

@@ -1,0 +1,292 @@
+"""Interactive segmentation: one loaded run, one cached scan, any number of latent points.
+
+This is the API behind the Slicer module and ``hypersort segment``. Loading the run and
+preprocessing the scan happen once; every new latent point then costs one hyper-network pass
+(generating the UNet's weights) and one UNet pass, plus the resampling of the result onto the
+grid the caller wants.
+
+Example:
+    >>> seg = InteractiveSegmenter.load("runs/amos")  # doctest: +SKIP
+    >>> seg.set_volume(ct_array, ct_affine, key="ct-1")  # [I, J, K] HU + voxel->RAS  # doctest: +SKIP
+    >>> quick = seg.segment(seg.main_mode(), preview=True)  # coarse grid, fast  # doctest: +SKIP
+    >>> full = seg.segment(seg.latent_of("amos_0005"))  # exactly the input grid  # doctest: +SKIP
+    >>> full.array.shape == ct_array.shape and np.allclose(full.affine, ct_affine)  # doctest: +SKIP
+    True
+"""
+
+from __future__ import annotations
+
+import csv
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from HyperSORTLib.inference.decode import TrainedRun
+from HyperSORTLib.inference.geometry import PreparedVolume, coarser_spacing, logits_to_labels, prepare_volume
+
+#: Where ``hypersort analyze`` writes its tables inside a run directory.
+ANALYSIS_DIR = "analysis"
+
+
+@dataclass(frozen=True)
+class LabelVolume:
+    """A label map with its geometry: ``array`` [I, J, K] class indices, ``affine`` voxel -> RAS mm."""
+
+    array: np.ndarray
+    affine: np.ndarray
+
+
+@dataclass(frozen=True)
+class ClusterInfo:
+    """A cluster of the latent map: its centre is a latent point whose UNet annotates like the cluster."""
+
+    cluster: int
+    size: int
+    centre: np.ndarray
+    is_main_mode: bool
+    description: str = ""
+
+
+def _float_or_none(value: str | None) -> float | None:
+    try:
+        return float(value) if value not in (None, "") else None
+    except ValueError:
+        return None
+
+
+def read_clusters(run_dir: str | Path, latents: np.ndarray) -> list[ClusterInfo]:
+    """The clusters of a run: ``analysis/clusters.csv`` when ``hypersort analyze`` wrote one,
+    otherwise a Gaussian mixture (components chosen by BIC) fitted to the latent table now."""
+    latents = np.asarray(latents, dtype=np.float64)
+    dim = latents.shape[1]
+    path = Path(run_dir) / ANALYSIS_DIR / "clusters.csv"
+    if path.is_file():
+        with open(path, newline="", encoding="utf-8") as handle:
+            rows = list(csv.DictReader(handle))
+        clusters = []
+        for row in rows:
+            centre = [_float_or_none(row.get(f"z{i + 1}")) for i in range(dim)]
+            if None in centre or row.get("cluster") in (None, ""):
+                raise ValueError(f"{path}: expected columns cluster, size, z1..z{dim}, is_main_mode; "
+                                 f"found {list(row)} with values {row}.")
+            clusters.append(ClusterInfo(int(row["cluster"]), int(float(row.get("size") or 0)),
+                                        np.asarray(centre, dtype=np.float32),
+                                        str(row.get("is_main_mode", "")).strip().lower() in ("1", "true", "yes"),
+                                        row.get("description", "") or ""))
+        if clusters and not any(c.is_main_mode for c in clusters):
+            largest = max(clusters, key=lambda c: c.size)
+            clusters = [ClusterInfo(c.cluster, c.size, c.centre, c is largest, c.description) for c in clusters]
+        if clusters:
+            return clusters
+    if len(latents) < 3:
+        return [ClusterInfo(0, len(latents), latents.mean(0).astype(np.float32), True)]
+    from HyperSORTLib.analysis.latent_space import cluster_latents
+
+    result = cluster_latents(latents, max_components=min(8, len(latents) - 1))
+    return [ClusterInfo(k, int(result.sizes[k]), result.centers[k].astype(np.float32), k == result.main_cluster)
+            for k in range(result.n_clusters)]
+
+
+class InteractiveSegmenter:
+    """Segment one scan from any latent point of a trained run, fast enough to follow a pointer.
+
+    Args:
+        run: a loaded :class:`TrainedRun`.
+        preview_factor: the preview grid is this many times coarser than the training spacing.
+        max_cached_unets: decoded UNets kept for re-use (clicking back and forth costs nothing).
+    """
+
+    def __init__(self, run: TrainedRun, preview_factor: float = 2.0, max_cached_unets: int = 8) -> None:
+        self.run = run
+        self.preview_factor = float(preview_factor)
+        self._preview_spacing: tuple[float, float, float] | None = None
+        self._max_unets = int(max_cached_unets)
+        self._unets: OrderedDict[tuple, torch.nn.Module] = OrderedDict()
+        self._volume_key: object = None
+        self._input: tuple[np.ndarray, np.ndarray] | None = None
+        self._prepared: dict[str, PreparedVolume] = {}
+        self._clusters: list[ClusterInfo] | None = None
+        self.timings: dict[str, float] = {}
+
+    @classmethod
+    def load(cls, run_dir: str | Path, device: str = "auto", **kwargs) -> "InteractiveSegmenter":
+        """Load a run directory (errors name the file at fault)."""
+        return cls(TrainedRun.load(run_dir, device=device), **kwargs)
+
+    # ------------------------------------------------------------------ the run
+    @property
+    def run_dir(self) -> Path:
+        return self.run.run_dir
+
+    @property
+    def device(self) -> torch.device:
+        return self.run.device
+
+    @property
+    def case_ids(self) -> tuple[str, ...]:
+        return self.run.case_ids
+
+    @property
+    def latents(self) -> np.ndarray:
+        return self.run.latents
+
+    @property
+    def latent_dim(self) -> int:
+        return self.run.latent_dim
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return self.run.class_names
+
+    def latent_of(self, case_id: str) -> np.ndarray:
+        if case_id not in self.case_ids:
+            raise ValueError(f"'{case_id}' is not a training case of {self.run_dir}; "
+                             f"its cases are {', '.join(self.case_ids[:5])}{', ...' if len(self.case_ids) > 5 else ''}.")
+        return self.run.latent_of(case_id)
+
+    def clusters(self) -> list[ClusterInfo]:
+        """The clusters of the latent map (from ``analysis/clusters.csv`` when present)."""
+        if self._clusters is None:
+            self._clusters = read_clusters(self.run_dir, self.latents)
+        return self._clusters
+
+    def cluster_centre(self, cluster: int) -> np.ndarray:
+        for info in self.clusters():
+            if info.cluster == int(cluster):
+                return info.centre.copy()
+        raise ValueError(f"Cluster {cluster} does not exist in {self.run_dir}; the clusters are "
+                         f"{[c.cluster for c in self.clusters()]}.")
+
+    def main_mode(self) -> np.ndarray:
+        """Centre of the heaviest cluster: the dataset's majority annotation style."""
+        return next(c.centre.copy() for c in self.clusters() if c.is_main_mode)
+
+    def sample_table(self) -> dict[str, list[str]] | None:
+        """Columns of ``analysis/samples.csv`` (scores, clusters, ranks) when present."""
+        path = self.run_dir / ANALYSIS_DIR / "samples.csv"
+        if not path.is_file():
+            return None
+        with open(path, newline="", encoding="utf-8") as handle:
+            rows = list(csv.DictReader(handle))
+        return {key: [row[key] for row in rows] for key in (rows[0] if rows else {})}
+
+    # ------------------------------------------------------------------ the scan
+    @property
+    def preview_spacing(self) -> tuple[float, float, float] | None:
+        """Spacing (mm) of the preview grid; by default ``preview_factor`` x the training spacing."""
+        if self._preview_spacing is not None:
+            return self._preview_spacing
+        if self._input is None:
+            return None
+        return coarser_spacing(self.run.config.data, self._input[1], self.preview_factor)
+
+    @preview_spacing.setter
+    def preview_spacing(self, value: float | Sequence[float] | None) -> None:
+        if value is None:
+            spacing = None
+        else:
+            values = np.broadcast_to(np.asarray(value, dtype=np.float64), (3,))
+            if not (np.isfinite(values).all() and (values > 0).all()):
+                raise ValueError(f"The preview spacing must be positive millimetres, found {value!r}.")
+            spacing = tuple(float(v) for v in values)
+        if spacing != self._preview_spacing:
+            self._preview_spacing = spacing
+            self._prepared.pop("preview", None)
+
+    def set_volume(self, array: np.ndarray, affine: np.ndarray, key: object = None) -> None:
+        """Use this scan from now on: ``array`` [I, J, K] intensities, ``affine`` voxel -> RAS mm.
+
+        Preprocessing runs lazily on the first segmentation and is cached; passing the same
+        non-None ``key`` again (e.g. a volume node id with its modification time) keeps the cache.
+        """
+        from HyperSORTLib.inference.geometry import check_scan
+
+        if key is not None and key == self._volume_key and self._input is not None:
+            return
+        array, affine = check_scan(array, affine, name=str(key) if key is not None else "scan")
+        self._input = (array, affine)
+        self._volume_key = key
+        self._prepared.clear()
+
+    def _prepared_volume(self, preview: bool) -> PreparedVolume:
+        if self._input is None:
+            raise ValueError("No scan is set: call set_volume(array, affine) first.")
+        which = "preview" if preview else "full"
+        if which not in self._prepared:
+            spacing = self.preview_spacing if preview else None
+            self._prepared[which] = prepare_volume(*self._input, self.run.config.data, spacing=spacing)
+        return self._prepared[which]
+
+    # ------------------------------------------------------------------ segmenting
+    def _unet(self, z: Sequence[float] | np.ndarray) -> torch.nn.Module:
+        z = np.asarray(z, dtype=np.float32).reshape(-1)
+        if z.shape != (self.latent_dim,):
+            raise ValueError(f"This run's latent space has {self.latent_dim} dimensions; the latent point given "
+                             f"has {z.size} coordinates.")
+        if not np.isfinite(z).all():
+            raise ValueError(f"The latent point {z.tolist()} has non-finite coordinates.")
+        key = tuple(float(v) for v in z)
+        if key in self._unets:
+            self._unets.move_to_end(key)
+            return self._unets[key]
+        unet = self.run.decode(z)
+        self._unets[key] = unet
+        while len(self._unets) > self._max_unets:
+            self._unets.popitem(last=False)
+        return unet
+
+    def segment(self, z: Sequence[float] | np.ndarray, preview: bool = False,
+                progress: Callable[[float], None] | None = None,
+                cancel: Callable[[], bool] | None = None, to_input_grid: bool | None = None) -> LabelVolume:
+        """Segment the current scan as the annotation style at latent point ``z``.
+
+        Args:
+            z: a latent point (``latent_dim`` numbers): a sample's latent, a cluster centre, any point.
+            preview: segment on the coarser preview grid.
+            to_input_grid: resample the labels onto the input grid; by default only full-resolution
+                results are (a preview stays on its coarse grid, with that grid's affine).
+            progress: called with the finished fraction of the UNet pass in [0, 1].
+            cancel: polled between windows and slabs; returning True raises :class:`InterruptedError`.
+
+        Returns:
+            Labels; on the input grid they have exactly the input's shape and affine.
+        """
+        t0 = time.perf_counter()
+        unet = self._unet(z)
+        t1 = time.perf_counter()
+        volume = self._prepared_volume(preview)
+        t2 = time.perf_counter()
+        logits = self.run.predict_logits(volume.image[None], unet, progress=progress, cancel=cancel)[0]
+        t3 = time.perf_counter()
+        if to_input_grid is None:
+            to_input_grid = not preview
+        if not to_input_grid:
+            num_classes = logits.shape[0]
+            labels = logits.argmax(0).to(torch.uint8 if num_classes <= 256 else torch.int16).cpu().numpy()
+            result = LabelVolume(labels, volume.affine.copy())
+        else:
+            labels = logits_to_labels(logits, volume.affine, volume.input_affine, volume.input_shape, cancel=cancel)
+            result = LabelVolume(labels, volume.input_affine.copy())
+        t4 = time.perf_counter()
+        self.timings = {"hypernetwork": t1 - t0, "preprocess": t2 - t1, "unet": t3 - t2, "resample": t4 - t3,
+                        "total": t4 - t0}
+        return result
+
+    # ------------------------------------------------------------------ memory
+    def clear_cache(self) -> None:
+        """Forget the preprocessed scan and the decoded UNets (the scan must be set again)."""
+        self._unets.clear()
+        self._prepared.clear()
+        self._input = None
+        self._volume_key = None
+
+    def release(self) -> None:
+        """:meth:`clear_cache` and hand cached GPU memory back to the driver."""
+        self.clear_cache()
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()

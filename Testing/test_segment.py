@@ -1,0 +1,249 @@
+"""Segmenting scans from latent points: geometry back onto the input grid, the interactive API,
+and ``hypersort segment``."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from conftest import SHARED_DATA, tiny_config, write_sphere_dataset
+from HyperSORTLib.cli import main
+from HyperSORTLib.config import RunConfig
+from HyperSORTLib.data import SegmentationCases, read_nnunet_folder, training_transforms
+from HyperSORTLib.inference import InteractiveSegmenter, ScanError, TrainedRun, prepare_volume
+from HyperSORTLib.inference.geometry import logits_to_labels
+from HyperSORTLib.training import Trainer
+
+CT = SHARED_DATA / "ct-examples"
+REAL_SCANS = {
+    "body_3mm": CT / "totalsegmentator" / "A_example_ct_3mm" / "ct.nii.gz",
+    "abdomen_0.98x0.98x2mm": CT / "totalsegmentator" / "B_example_ct_dicom" / "ct.nii.gz",
+    "crop_1.5mm": CT / "totalsegmentator" / "C_aorta_crop_1p5mm" / "ct.nii.gz",
+    "chest_4mm": CT / "chest-imaging-platform" / "ct.nii.gz",
+}
+
+
+def _config() -> RunConfig:
+    config = tiny_config(epochs=2)
+    # resampling to 6 mm keeps the real scans small; the patch makes larger scans slide
+    return dataclasses.replace(config, data=dataclasses.replace(config.data, spacing=(6.0, 6.0, 6.0),
+                                                                patch_size=(16, 16, 16)))
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("segment")
+    data = write_sphere_dataset(root / "data", n_cases=4, shape=(24, 24, 24), spacing=(3.0, 3.0, 3.0))
+    cases = read_nnunet_folder(data)
+    config = _config()
+    torch.set_num_threads(1)
+    dataset = SegmentationCases(cases, training_transforms(config.data))
+    Trainer(config, dataset, cases.case_ids, root / "run", progress=False,
+            data_source={"path": str(data), "format": "nnunet"}).fit()
+    return root / "run"
+
+
+def _oblique_affine(spacing=(2.5, 3.0, 3.5), angle=0.4) -> np.ndarray:
+    c, s = np.cos(angle), np.sin(angle)
+    rotation = np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]]) @ np.array([[1, 0, 0], [0, c, -s], [0, s, c]])
+    affine = np.eye(4)
+    affine[:3, :3] = rotation @ np.diag(spacing) @ np.diag([-1, 1, -1])  # LPS-like flips, then oblique
+    affine[:3, 3] = [40.0, -20.0, 15.0]
+    return affine
+
+
+def _grid_centre(shape, affine) -> np.ndarray:
+    return (np.array(shape) - 1) / 2 @ affine[:3, :3].T + affine[:3, 3]
+
+
+def _world_label(shape, affine, centre, scale: float = 1.0) -> np.ndarray:
+    """Two balls around the world (RAS) point ``centre``, sampled on a voxel grid."""
+    ijk = np.stack(np.meshgrid(*[np.arange(s) for s in shape], indexing="ij"), -1).reshape(-1, 3)
+    xyz = ijk @ affine[:3, :3].T + affine[:3, 3]
+    label = np.zeros(len(xyz), np.uint8)
+    label[np.linalg.norm(xyz - centre - np.array([8, 0, 0]) * scale, axis=1) < 14 * scale] = 1
+    label[np.linalg.norm(xyz - centre + np.array([10, 4, 0]) * scale, axis=1) < 9 * scale] = 2
+    return label.reshape(shape)
+
+
+# ----------------------------------------------------------------------------- geometry
+@pytest.mark.parametrize("affine", [np.diag([-2.0, -2.0, 2.0, 1.0]), _oblique_affine()], ids=["LPS", "oblique"])
+def test_prediction_maps_back_onto_the_input_grid(affine):
+    """One-hot 'logits' of a world-space label on the preprocessed grid map back to the same label."""
+    shape = (30, 26, 22)
+    config = _config().data
+    prepared = prepare_volume(np.zeros(shape, np.float32), affine, dataclasses.replace(config, spacing=None))
+    centre = _grid_centre(shape, affine)
+    label_pre = _world_label(prepared.image.shape[1:], prepared.affine, centre)
+    logits = torch.nn.functional.one_hot(torch.from_numpy(label_pre).long(), 3).permute(3, 0, 1, 2).float()
+    back = logits_to_labels(logits, prepared.affine, affine, shape)
+    expected = _world_label(shape, affine, centre)
+    assert back.shape == shape and back.dtype == np.uint8
+    if np.allclose(np.abs(affine[:3, :3]), np.diag(np.abs(np.diag(affine[:3, :3])))):
+        np.testing.assert_array_equal(back, expected)  # a pure flip/permutation is exact
+    else:
+        # oblique: the RAS grid only approximates the rotated one; disagreement stays at boundaries
+        assert (back == expected).mean() > 0.97
+        for cls in (1, 2):
+            inter = np.logical_and(back == cls, expected == cls).sum()
+            assert 2 * inter / ((back == cls).sum() + (expected == cls).sum()) > 0.9
+
+
+def _ball_scores(shape, affine, centre, scale: float) -> torch.Tensor:
+    """Smooth class scores (signed distance to each ball's surface, background 0), like real logits."""
+    ijk = np.stack(np.meshgrid(*[np.arange(s) for s in shape], indexing="ij"), -1).reshape(-1, 3)
+    xyz = ijk @ affine[:3, :3].T + affine[:3, 3]
+    scores = [np.zeros(len(xyz))]
+    for offset, radius in (([8, 0, 0], 14), ([-10, -4, 0], 9)):
+        scores.append(radius * scale - np.linalg.norm(xyz - centre - np.array(offset) * scale, axis=1))
+    return torch.from_numpy(np.stack(scores).reshape(3, *shape)).float()
+
+
+def test_resampled_prediction_keeps_world_positions():
+    """Through a real resampling (3 mm -> 6 mm -> 3 mm) each class stays where it was in space."""
+    shape, affine = (64, 60, 50), np.diag([3.0, 3.0, 3.0, 1.0])
+    prepared = prepare_volume(np.zeros(shape, np.float32), affine, _config().data)
+    assert np.allclose(prepared.spacing, 6.0, atol=1e-4)
+    centre = _grid_centre(shape, affine)
+    logits = _ball_scores(prepared.image.shape[1:], prepared.affine, centre, scale=2.0)
+    back = logits_to_labels(logits, prepared.affine, affine, shape, slab_voxels=20000)  # many slabs
+    expected = _ball_scores(shape, affine, centre, scale=2.0).argmax(0).numpy()
+    assert (back == expected).mean() > 0.995
+
+
+def test_bad_scans_give_clear_errors(tiny_run, tmp_path):
+    seg = InteractiveSegmenter.load(tiny_run, device="cpu")
+    with pytest.raises(ScanError, match="3-D"):
+        seg.set_volume(np.zeros((32, 32), np.float32), np.eye(4))
+    with pytest.raises(ScanError, match="single slice"):
+        seg.set_volume(np.zeros((32, 32, 1), np.float32), np.eye(4))
+    with pytest.raises(ScanError, match="NaN"):
+        seg.set_volume(np.full((8, 8, 8), np.nan, np.float32), np.eye(4))
+    with pytest.raises(ScanError, match="spacing"):
+        seg.set_volume(np.zeros((8, 8, 8), np.float32), np.diag([0.0, 1, 1, 1]))
+    with pytest.raises(ValueError, match="set_volume"):
+        seg.segment(seg.main_mode())
+
+
+# ----------------------------------------------------------------------------- decoding
+def test_sample_latent_reproduces_training_prediction(tiny_run):
+    run = TrainedRun.load(tiny_run, device="cpu")
+    cases = read_nnunet_folder(Path(json.loads((tiny_run / "config.json").read_text())["data_source"]["path"]))
+    dataset = SegmentationCases(cases, training_transforms(run.config.data))
+    for row in (0, 3):
+        item = dataset[row]
+        with torch.no_grad():
+            trained = run.model(item["image"][None], torch.tensor([row]))  # the training-time forward pass
+        labels = run.segment(item["image"][0], run.latent_of(item["case_id"]))
+        np.testing.assert_array_equal(labels, trained.argmax(1)[0].numpy())
+
+
+def test_interactive_segmenter_full_preview_cache_and_errors(tiny_run):
+    seg = InteractiveSegmenter.load(tiny_run, device="cpu")
+    assert seg.latents.shape == (4, seg.latent_dim) and seg.class_names == ("background", "ball_a", "ball_b")
+    shape, affine = (50, 44, 40), _oblique_affine(spacing=(1.5, 1.5, 2.0))
+    ct = np.random.default_rng(0).normal(0, 50, shape).astype(np.float32)
+    seg.set_volume(ct, affine, key="ct:1")
+    prepared_first = seg._prepared_volume(False)
+    seg.set_volume(ct * 0, affine, key="ct:1")  # same key: the cached preprocessing is kept
+    assert seg._prepared_volume(False) is prepared_first
+
+    fractions = []
+    full = seg.segment(seg.latent_of("case_001"), progress=fractions.append)
+    assert full.array.shape == shape and np.array_equal(full.affine, affine)
+    assert full.array.dtype == np.uint8 and full.array.max() < 3
+    assert fractions and fractions[-1] == pytest.approx(1.0)
+    assert set(seg.timings) >= {"hypernetwork", "unet", "resample", "total"}
+
+    preview = seg.segment(seg.latent_of("case_001"), preview=True)
+    assert np.allclose(np.linalg.norm(preview.affine[:3, :3], axis=0), 12.0, atol=1e-3)
+    assert all(p < s for p, s in zip(preview.array.shape, shape))
+    seg.preview_spacing = 6.0
+    same_grid = seg.segment(seg.latent_of("case_001"), preview=True)
+    assert np.allclose(np.linalg.norm(same_grid.affine[:3, :3], axis=0), 6.0, atol=1e-3)
+
+    with pytest.raises(InterruptedError):
+        seg.segment(seg.main_mode(), cancel=lambda: True)
+    with pytest.raises(ValueError, match="2 dimensions"):
+        seg.segment([0.1, 0.2, 0.3])
+    with pytest.raises(ValueError, match="Cluster 42 does not exist"):
+        seg.cluster_centre(42)
+    with pytest.raises(ValueError, match="not a training case"):
+        seg.latent_of("nope")
+    seg.release()
+    with pytest.raises(ValueError, match="set_volume"):
+        seg.segment(seg.main_mode())
+
+
+@pytest.mark.parametrize("name", sorted(REAL_SCANS))
+def test_real_scans_come_back_on_their_exact_grid(tiny_run, name):
+    path = REAL_SCANS[name]
+    if not path.is_file():
+        pytest.skip(f"{path} not available")
+    image = nib.load(str(path))
+    seg = InteractiveSegmenter.load(tiny_run, device="cpu")
+    seg.set_volume(np.asarray(image.dataobj), image.affine, key=name)
+    result = seg.segment(seg.main_mode())
+    assert result.array.shape == image.shape
+    assert np.array_equal(result.affine, image.affine)
+
+
+# ----------------------------------------------------------------------------- command line
+def test_hypersort_segment_writes_labels_on_the_input_grid(tiny_run, tmp_path, capsys):
+    affine = _oblique_affine()
+    ct = (np.random.default_rng(1).normal(0, 40, (36, 30, 28))).astype(np.int16)
+    source = nib.Nifti1Image(ct, affine)
+    source.header.set_qform(affine, code=1)
+    nib.save(source, tmp_path / "ct.nii.gz")
+    out = tmp_path / "out" / "seg.nii.gz"
+    assert main(["segment", "--run", str(tiny_run), "--input", str(tmp_path / "ct.nii.gz"), "--output", str(out),
+                 "--sample", "case_002", "--device", "cpu", "--no-progress"]) == 0
+    written = nib.load(str(out))
+    assert written.shape == ct.shape and np.allclose(written.affine, affine)
+    assert written.get_data_dtype() == np.uint8
+    sidecar = json.loads((tmp_path / "out" / "seg.json").read_text())
+    assert sidecar["labels"] == {"0": "background", "1": "ball_a", "2": "ball_b"}
+    assert sidecar["latent_source"] == "sample case_002" and len(sidecar["latent"]) == 2
+
+    assert main(["segment", "--run", str(tiny_run), "--input", str(tmp_path / "ct.nii.gz"), "--output",
+                 str(tmp_path / "prev.nii.gz"), "--latent", "0.0,0.0", "--preview", "--no-progress"]) == 0
+    assert nib.load(str(tmp_path / "prev.nii.gz")).shape == ct.shape
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--latent", "1,2,3"], "expects 2 comma-separated numbers"),
+    (["--latent", "a,b"], "expects 2 comma-separated numbers"),
+    (["--cluster", "99"], "Cluster 99 does not exist"),
+    (["--sample", "case_999"], "not a training case"),
+])
+def test_hypersort_segment_rejects_bad_latents(tiny_run, tmp_path, capsys, extra, message):
+    nib.save(nib.Nifti1Image(np.zeros((12, 12, 12), np.int16), np.eye(4)), tmp_path / "ct.nii.gz")
+    code = main(["segment", "--run", str(tiny_run), "--input", str(tmp_path / "ct.nii.gz"),
+                 "--output", str(tmp_path / "seg.nii.gz"), "--no-progress", *extra])
+    assert code == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "seg.nii.gz").exists()
+
+
+def test_hypersort_segment_rejects_bad_inputs(tiny_run, tmp_path, capsys):
+    nib.save(nib.Nifti1Image(np.zeros((12, 12), np.int16), np.eye(4)), tmp_path / "flat.nii.gz")
+    args = ["--output", str(tmp_path / "seg.nii.gz"), "--no-progress"]
+    assert main(["segment", "--run", str(tiny_run), "--input", str(tmp_path / "flat.nii.gz"), *args]) == 2
+    assert "3-D" in capsys.readouterr().err
+    (tmp_path / "broken.nii.gz").write_bytes(b"\x1f\x8b not really gzip")
+    assert main(["segment", "--run", str(tiny_run), "--input", str(tmp_path / "broken.nii.gz"), *args]) == 2
+    assert "broken.nii.gz could not be read" in capsys.readouterr().err
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    doc = json.loads((tiny_run / "config.json").read_text())
+    doc["format_version"] = 999
+    (foreign / "config.json").write_text(json.dumps(doc))
+    nib.save(nib.Nifti1Image(np.zeros((12, 12, 12), np.int16), np.eye(4)), tmp_path / "ct.nii.gz")
+    assert main(["segment", "--run", str(foreign), "--input", str(tmp_path / "ct.nii.gz"), *args]) == 2
+    assert "run format 999" in capsys.readouterr().err
