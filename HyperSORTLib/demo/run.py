@@ -35,13 +35,14 @@ from HyperSORTLib.utils.io import atomic_write_json, atomic_write_text
 #: tens of epochs where the reference release trains for thousands; and the L1 pull on the
 #: latents is 100x weaker, because at full weight it holds every latent within one learning
 #: rate of the origin until the generator has learnt to use them, which takes far longer than
-#: the demo runs.
+#: the demo runs. The spacing is the phantoms' own (so training does not resample them), stated
+#: explicitly so that ``hypersort segment`` brings any other scan to the scale the UNet learnt.
 DEMO_CONFIG = RunConfig(
     model=ModelConfig(
         unet=UNetConfig(num_classes=5, channels=(8, 16, 32, 64), convs_per_level=1),
         hyper=HyperNetConfig(latent_dim=2, hidden=(50, 50, 50)),
     ),
-    data=DataConfig(spacing=None, patch_size=(48, 40, 32), intensity="window", window=(-250.0, 350.0)),
+    data=DataConfig(spacing=(7.0, 7.0, 8.0), patch_size=(48, 40, 32), intensity="window", window=(-250.0, 350.0)),
     train=TrainConfig(epochs=60, batch_size=4, latent_lr=2e-2, l1_weight=0.01, checkpoint_every=5, device="auto"),
 )
 
