@@ -117,6 +117,22 @@ def test_resampled_prediction_keeps_world_positions():
     assert (back == expected).mean() > 0.995
 
 
+def test_boundary_only_resampling_equals_full_trilinear(monkeypatch):
+    """The fast path for non-oblique grids gives exactly the labels of trilinear ``grid_sample``."""
+    from HyperSORTLib.inference import geometry
+
+    logits = torch.randn(4, 17, 15, 9, generator=torch.Generator().manual_seed(0))
+    src = np.diag([2.0, 2.0, 3.0, 1.0])
+    dst = np.zeros((4, 4))
+    dst[0, 1], dst[1, 2], dst[2, 0], dst[3, 3] = 0.7, -0.9, 1.3, 1.0  # permuted, flipped, rescaled
+    dst[:3, 3] = [-1.0, 12.0, 2.0]
+    assert geometry._axis_permutation(np.linalg.solve(src, dst)) == [2, 0, 1]
+    fast = logits_to_labels(logits, src, dst, (30, 25, 20), slab_voxels=1000)
+    monkeypatch.setattr(geometry, "_axis_permutation", lambda transform: None)
+    reference = logits_to_labels(logits, src, dst, (30, 25, 20))
+    np.testing.assert_array_equal(fast, reference)
+
+
 def test_bad_scans_give_clear_errors(tiny_run, tmp_path):
     seg = InteractiveSegmenter.load(tiny_run, device="cpu")
     with pytest.raises(ScanError, match="3-D"):

@@ -160,6 +160,87 @@ def _sampling_grid(src_affine: np.ndarray, src_shape: Sequence[int], dst_affine:
     return grid.unsqueeze(0).to(device)
 
 
+def _axis_permutation(transform: np.ndarray, tol: float = 1e-6) -> list[int] | None:
+    """Source axis of each target axis when the voxel mapping only scales, flips, permutes and shifts."""
+    linear = np.abs(transform[:3, :3])
+    sources = [int(np.argmax(linear[:, d])) for d in range(3)]
+    if sorted(sources) != [0, 1, 2]:
+        return None
+    scale = linear.max()
+    for d, s in enumerate(sources):
+        others = np.delete(linear[:, d], s)
+        if others.max(initial=0.0) > tol * scale:
+            return None
+    return sources
+
+
+class _SeparableResampler:
+    """Trilinear resampling + arg-max for grids related by scaling, flips, axis order and shifts.
+
+    A target voxel falls in one cell of 2x2x2 source voxels. When the arg-max of all eight
+    corners is the same class ``c``, the interpolated scores have arg-max ``c`` as well (each
+    ``score_c - score_k`` is a convex combination of non-negative corner values), so only voxels
+    in cells that straddle a boundary need their scores interpolated. That is a thin shell, so
+    the cost is dominated by one integer gather per target voxel.
+    """
+
+    def __init__(self, logits: np.ndarray, transform: np.ndarray, sources: list[int]) -> None:
+        self.logits = logits  # [K, X, Y, Z] float32
+        self.transform = transform
+        self.sources = sources
+        labels = logits.argmax(0)
+        self.sizes = labels.shape
+        corners = [labels]
+        for axis in range(3):  # grow the set of corners one axis at a time
+            corners = [c for base in corners for c in (self._low(base, axis), self._high(base, axis))]
+        self.cell_label = corners[0]
+        self.uniform = np.logical_and.reduce([c == corners[0] for c in corners[1:]])
+
+    @staticmethod
+    def _low(a: np.ndarray, axis: int) -> np.ndarray:
+        return a if a.shape[axis] == 1 else np.take(a, range(a.shape[axis] - 1), axis=axis)
+
+    @staticmethod
+    def _high(a: np.ndarray, axis: int) -> np.ndarray:
+        return a if a.shape[axis] == 1 else np.take(a, range(1, a.shape[axis]), axis=axis)
+
+    def _axis(self, d: int, start: int, stop: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Cell index, upper corner index and weight along source axis ``sources[d]`` for target indices."""
+        s = self.sources[d]
+        size = self.sizes[s]
+        coords = self.transform[s, d] * np.arange(start, stop, dtype=np.float64) + self.transform[s, 3]
+        coords = np.clip(coords, 0, size - 1)
+        if size == 1:
+            zeros = np.zeros(len(coords), dtype=np.intp)
+            return zeros, zeros, np.zeros(len(coords), dtype=np.float32)
+        cell = np.minimum(np.floor(coords).astype(np.intp), size - 2)
+        return cell, cell + 1, (coords - cell).astype(np.float32)
+
+    def labels(self, dst_shape: Sequence[int], k_range: tuple[int, int], dtype: np.dtype) -> np.ndarray:
+        ranges = [(0, dst_shape[0]), (0, dst_shape[1]), k_range]
+        per_source: list = [None, None, None]
+        for d in range(3):
+            per_source[self.sources[d]] = self._axis(d, *ranges[d])
+        index = np.ix_(*(p[0] for p in per_source))
+        out = self.cell_label[index].astype(dtype, copy=False)
+        mixed = np.nonzero(~self.uniform[index])
+        if len(mixed[0]):
+            scores = np.zeros((self.logits.shape[0], len(mixed[0])), dtype=np.float32)
+            lo = [per_source[s][0][mixed[s]] for s in range(3)]
+            hi = [per_source[s][1][mixed[s]] for s in range(3)]
+            w = [per_source[s][2][mixed[s]] for s in range(3)]
+            for cx in (0, 1):
+                wx = w[0] if cx else 1 - w[0]
+                for cy in (0, 1):
+                    wxy = wx * (w[1] if cy else 1 - w[1])
+                    for cz in (0, 1):
+                        weight = wxy * (w[2] if cz else 1 - w[2])
+                        corner = self.logits[:, (hi if cx else lo)[0], (hi if cy else lo)[1], (hi if cz else lo)[2]]
+                        scores += corner * weight
+            out[mixed] = scores.argmax(0).astype(dtype, copy=False)
+        return out.transpose(self.sources)
+
+
 @torch.no_grad()
 def logits_to_labels(logits: torch.Tensor, src_affine: np.ndarray, dst_affine: np.ndarray,
                      dst_shape: Sequence[int], slab_voxels: int = 4_000_000,
@@ -167,7 +248,10 @@ def logits_to_labels(logits: torch.Tensor, src_affine: np.ndarray, dst_affine: n
     """Class scores on the preprocessed grid -> a label map on the target grid.
 
     Scores are interpolated trilinearly (so boundaries are as smooth as the target grid allows)
-    and the arg-max is taken per target voxel, a slab of target slices at a time.
+    and the arg-max is taken per target voxel, a slab of target slices at a time. When the two
+    grids differ only by scaling, flips, axis order and shifts (every non-oblique scan), only
+    voxels near class boundaries are interpolated (see :class:`_SeparableResampler`; the result
+    is the same); oblique scans use ``grid_sample`` on every voxel.
 
     Args:
         logits: [K, X, Y, Z] scores on the grid with affine ``src_affine``.
@@ -182,14 +266,23 @@ def logits_to_labels(logits: torch.Tensor, src_affine: np.ndarray, dst_affine: n
     num_classes = logits.shape[0]
     dtype = np.uint8 if num_classes <= 256 else np.int16
     out = np.empty(dst_shape, dtype=dtype)
-    source = logits.float().unsqueeze(0)
+    transform = np.linalg.solve(np.asarray(src_affine, np.float64), np.asarray(dst_affine, np.float64))
+    sources = _axis_permutation(transform)
+    source = logits.float()
+    separable = None
+    if sources is not None:
+        separable = _SeparableResampler(source.cpu().numpy(), transform, sources)
     per_slice = dst_shape[0] * dst_shape[1]
     step = max(1, slab_voxels // max(per_slice, 1))
     for k0 in range(0, dst_shape[2], step):
         if cancel is not None and cancel():
             raise InterruptedError("Segmentation cancelled.")
         k1 = min(dst_shape[2], k0 + step)
+        if separable is not None:
+            out[:, :, k0:k1] = separable.labels(dst_shape, (k0, k1), dtype)
+            continue
         grid = _sampling_grid(src_affine, logits.shape[1:], dst_affine, dst_shape, (k0, k1), logits.device)
-        sampled = F.grid_sample(source, grid, mode="bilinear", padding_mode="border", align_corners=True)
-        out[:, :, k0:k1] = sampled[0].argmax(0).to("cpu").numpy().astype(dtype, copy=False)
+        sampled = F.grid_sample(source.unsqueeze(0), grid, mode="bilinear", padding_mode="border",
+                                align_corners=True)[0]
+        out[:, :, k0:k1] = sampled.argmax(0).to("cpu").numpy().astype(dtype, copy=False)
     return out
