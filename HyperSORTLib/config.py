@@ -124,6 +124,14 @@ class DataConfig:
             "window" (clip to the fixed HU ``window``, rescale to [0, 1]).
         percentiles: lower and upper percentiles for "percentile".
         window: lower and upper HU for "window".
+        patch_sampling: where the patch is cut from the preprocessed scan (padded with zeros
+            where smaller): "center" (the scan's centre; the reference for AMOS),
+            "label_center" (the centre of the annotation's bounding box, the same every epoch;
+            the reference for TotalSegmentator), "label" (centred on a random annotated voxel of
+            a class drawn uniformly among those present) or "random" (uniform). The random
+            choices depend only on (train.seed, epoch, case index), so a resumed run repeats them.
+        foreground_probability: for "label", the probability of a label-centred patch; the
+            other patches are placed at random.
     """
 
     class_names: tuple[str, ...] = ()
@@ -132,6 +140,8 @@ class DataConfig:
     intensity: str = "percentile"
     percentiles: tuple[float, float] = (0.5, 99.5)
     window: tuple[float, float] = (-1000.0, 1000.0)
+    patch_sampling: str = "center"
+    foreground_probability: float = 1.0
 
     def __post_init__(self) -> None:
         _require(self.spacing is None or all(s > 0 for s in self.spacing), "data.spacing",
@@ -145,6 +155,10 @@ class DataConfig:
         _require(self.window[0] < self.window[1], "data.window", "lower < upper", self.window)
         _require(len(set(self.class_names)) == len(self.class_names), "data.class_names", "unique names",
                  self.class_names)
+        _require(self.patch_sampling in ("center", "label_center", "label", "random"), "data.patch_sampling",
+                 "'center', 'label_center', 'label' or 'random'", self.patch_sampling)
+        _require(0.0 <= self.foreground_probability <= 1.0, "data.foreground_probability", "a number in [0, 1]",
+                 self.foreground_probability)
 
 
 @dataclass(frozen=True)

@@ -1,48 +1,87 @@
-"""``hypersort train``: train on a dataset folder; re-running the same command resumes."""
+"""``hypersort train``: check a dataset, then train on it; re-running the same command resumes."""
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from HyperSORTLib.commands import add_training_options, training_overrides
+from HyperSORTLib.commands.check_data import add_data_options, cache_from_args, print_report, read_from_args
 
 NAME = "train"
-HELP = "train on a dataset folder"
+HELP = "train on a dataset"
+
+SKIPPED_FILE = "skipped_cases.csv"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser(NAME, help=HELP,
-                            description="Train HyperSORT on an nnU-Net raw / MSD dataset folder (dataset.json, "
-                                        "imagesTr/, labelsTr/). Re-running the same command resumes the run.")
-    parser.add_argument("--data", type=Path, required=True, help="dataset folder")
+    parser = sub.add_parser(
+        NAME, help=HELP,
+        description="Train HyperSORT on a dataset (nnU-Net raw / MSD, AMOS, TotalSegmentator or a CSV list). "
+                    "Every case is checked first (as check-data does); training refuses a dataset with broken "
+                    "cases unless --skip-bad-cases leaves them out. Re-running the same command resumes the run.")
+    parser.add_argument("--data", type=Path, required=True, help="dataset folder, or CSV case list")
     parser.add_argument("--out", type=Path, required=True, help="run directory (resumed if it holds a checkpoint)")
     parser.add_argument("--config", type=Path, default=None, help="YAML run configuration")
+    add_data_options(parser)
+    parser.add_argument("--skip-bad-cases", action="store_true",
+                        help="leave out the cases that fail the checks (listed in the run's skipped_cases.csv)")
+    parser.add_argument("--num-workers", type=int, default=None,
+                        help="data-loading worker processes (train.num_workers)")
     add_training_options(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     import dataclasses
 
+    from HyperSORTLib.commands.check_data import write_report_csv
     from HyperSORTLib.config import RunConfig
-    from HyperSORTLib.data import SegmentationCases, read_nnunet_folder, training_transforms
+    from HyperSORTLib.data.dataset import PreprocessedCases
+    from HyperSORTLib.data.validation import Problem, check_cases
     from HyperSORTLib.training import Trainer
 
-    cases = read_nnunet_folder(args.data)
     config = RunConfig.from_file(args.config) if args.config else RunConfig()
+    cases = read_from_args(args.data, args)
+    cache = cache_from_args(args)
+    progress = not args.no_progress
+    report = check_cases(cases, cache=cache, progress=progress, allow_empty=args.allow_empty_labels)
+    if not report.ok:
+        print_report(report, sys.stderr)
+        if not args.skip_bad_cases:
+            print(f"hypersort train: refusing to train on {len(report.bad_case_ids)} bad case(s); fix them, or "
+                  f"pass --skip-bad-cases to leave them out.", file=sys.stderr)
+            return 1
+        print(f"Leaving out {len(report.bad_case_ids)} bad case(s).", file=sys.stderr)
+        cases = cases.without(report.bad_case_ids)
+    if not cases.cases:
+        raise ValueError(f"No usable case left in {args.data}.")
+
+    overrides = training_overrides(args)
+    if args.num_workers is not None:
+        overrides["num_workers"] = args.num_workers
     config = dataclasses.replace(
         config,
         model=dataclasses.replace(config.model, unet=dataclasses.replace(config.model.unet,
                                                                          num_classes=len(cases.class_names))),
         data=dataclasses.replace(config.data, class_names=cases.class_names),
-        train=dataclasses.replace(config.train, **training_overrides(args)),
+        train=dataclasses.replace(config.train, **overrides),
     )
-    progress = not args.no_progress
-    dataset = SegmentationCases(cases, training_transforms(config.data), progress=progress)
-    trainer = Trainer(config, dataset, cases.case_ids, args.out, progress=progress,
-                      data_source={"path": str(Path(args.data).resolve()), "format": "nnunet"})
+    dataset = PreprocessedCases(cases, config.data, cache=cache, progress=progress,
+                                workers=config.train.num_workers, skip_failed=args.skip_bad_cases)
+    skipped = list(report.problems) + [Problem(case_id, "preprocessing", message)
+                                       for case_id, message in dataset.failures]
+    if dataset.failures:
+        print(f"Left out {len(dataset.failures)} case(s) that failed preprocessing: "
+              f"{', '.join(c for c, _ in dataset.failures)}.", file=sys.stderr)
+    if not len(dataset):
+        raise ValueError(f"No usable case left in {args.data}.")
+    cases = dataset.case_list
+    if skipped:
+        write_report_csv(args.out / SKIPPED_FILE, skipped)
+    trainer = Trainer(config, dataset, cases.case_ids, args.out, progress=progress, data_source=cases.source)
     result = trainer.fit()
     last = result.history[-1] if result.history else {}
-    print(f"Trained {result.epochs} epochs on {len(cases.cases)} cases; final loss {last.get('loss', float('nan')):.4f}. "
-          f"Run directory: {args.out}")
+    print(f"Trained {result.epochs} epochs on {len(cases.cases)} cases; final loss "
+          f"{last.get('loss', float('nan')):.4f}. Run directory: {args.out}")
     return 0

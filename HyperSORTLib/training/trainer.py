@@ -234,8 +234,12 @@ class Trainer:
                 "ce": terms.ce.detach().cpu(), "l1": l1.detach().cpu()}
 
     def _loader(self) -> DataLoader:
-        return DataLoader(self.dataset, batch_sampler=self.sampler, num_workers=self.config.train.num_workers,
-                          collate_fn=_collate, pin_memory=self.device.type == "cuda")
+        workers = self.config.train.num_workers
+        keyed = getattr(self.dataset, "accepts_epoch_keys", False)
+        batches = _EpochKeyedBatches(self.sampler, self.config.train.seed) if keyed else self.sampler
+        return DataLoader(self.dataset, batch_sampler=batches,
+                          num_workers=workers, collate_fn=_collate, pin_memory=self.device.type == "cuda",
+                          persistent_workers=workers > 0)
 
     def fit(self) -> TrainResult:
         """Train until ``config.train.epochs``, resuming from the run directory's checkpoint."""
@@ -291,6 +295,27 @@ class Trainer:
         return {"epoch": self.epoch, "loss": sums["total"] / seen, "dice_loss": sums["dice"] / seen,
                 "ce_loss": sums["ce"] / seen, "latent_l1": sums["l1"] / seen, "seconds": round(seconds, 3),
                 "samples_per_s": round(seen / max(seconds, 1e-9), 3)}
+
+
+class _EpochKeyedBatches(Sampler[list[tuple[int, int, int]]]):
+    """The batches of an :class:`EpochBatchSampler` as item keys ``(index, epoch, seed)``.
+
+    Datasets that place patches at random (``PreprocessedCases``) draw from these three only,
+    so the patches of epoch ``e`` are the same whether or not the run was interrupted before it,
+    and whichever worker process serves them. Used for datasets whose ``accepts_epoch_keys``
+    attribute is true; others receive plain indices.
+    """
+
+    def __init__(self, sampler: EpochBatchSampler, seed: int) -> None:
+        self.sampler, self.seed = sampler, seed
+
+    def __iter__(self) -> Iterator[list[tuple[int, int, int]]]:
+        epoch = self.sampler.epoch
+        for batch in self.sampler:
+            yield [(i, epoch, self.seed) for i in batch]
+
+    def __len__(self) -> int:
+        return len(self.sampler)
 
 
 def _collate(items: list[dict[str, Any]]) -> dict[str, Any]:

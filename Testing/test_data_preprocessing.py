@@ -1,0 +1,236 @@
+"""Preprocessing (RAS, spacing, intensity), patch sampling, the disk cache and mapping back to the scan."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from monai import transforms as mt
+
+from conftest import tiny_config, write_sphere_dataset
+from data_helpers import TS_IDS, abdomen, make_nnunet, make_totalsegmentator, requires_ct
+from HyperSORTLib.config import DataConfig
+from HyperSORTLib.data import SegmentationCases, read_dataset, training_transforms
+from HyperSORTLib.data.cache import PreprocessCache
+from HyperSORTLib.data.dataset import PreprocessedCases
+from HyperSORTLib.data.preprocessing import (extract_patch, patch_rng, patch_start, preprocess_case,
+                                             resample_to_reference)
+from HyperSORTLib.training import Callback, Trainer
+from HyperSORTLib.training import checkpoint as ckpt
+
+CT_CONFIG = DataConfig(class_names=(), spacing=(8.0, 8.0, 8.0), patch_size=(24, 24, 16), intensity="window",
+                       window=(-200.0, 300.0))
+
+
+@pytest.fixture(scope="module")
+def nnunet(tmp_path_factory) -> Path:
+    return make_nnunet(tmp_path_factory.mktemp("pre") / "nnunet")
+
+
+@requires_ct
+def test_lps_and_ras_copies_preprocess_identically(tmp_path):
+    """The same scan stored RAS and LPS gives the same RAS volume (orientation + spacing)."""
+    root = make_nnunet(tmp_path / "d", cases=(("a", 0, "ras"), ("b", 0, "lps")))
+    cl = read_dataset(root)
+    config = dataclasses.replace(CT_CONFIG, spacing=(5.0, 5.0, 5.0), intensity="percentile")
+    a, b = (preprocess_case(c, cl, config) for c in cl.cases)
+    np.testing.assert_allclose(a.affine, b.affine, atol=1e-4)
+    np.testing.assert_allclose(a.image, b.image, atol=1e-5)
+    np.testing.assert_array_equal(a.label, b.label)
+    assert a.label.max() == 3 and a.image.min() >= 0 and a.image.max() <= 1
+    assert nib.aff2axcodes(a.affine) == ("R", "A", "S")
+    np.testing.assert_allclose(np.abs(np.diag(a.affine)[:3]), 5.0)
+
+
+@requires_ct
+def test_prediction_maps_back_to_original_grid(tmp_path):
+    """A label map on the preprocessed grid resampled onto an oblique LPS scan: exact shape and affine."""
+    root = make_totalsegmentator(tmp_path / "ts", subjects=(("s1", 0, "oblique", "train"),))
+    cl = read_dataset(root, classes=["liver", "spleen"])
+    case = cl.cases[0]
+    volume = preprocess_case(case, cl, dataclasses.replace(CT_CONFIG, spacing=(4.0, 4.0, 4.0)))
+    original = nib.load(str(case.image))
+    back = resample_to_reference(volume.label, volume.affine, original)
+    assert back.shape == original.shape
+    np.testing.assert_array_equal(back.affine, original.affine)
+    assert back.get_data_dtype() == np.uint8
+    _, source, _ = abdomen(0, "oblique")
+    restored = np.asanyarray(back.dataobj)
+    for value, organ in ((1, "liver"), (2, "spleen")):
+        truth = source == TS_IDS[organ]
+        dice = 2 * (truth & (restored == value)).sum() / (truth.sum() + (restored == value).sum())
+        assert dice > 0.85, (organ, dice)
+    probabilities = resample_to_reference(np.stack([volume.image, volume.image]), volume.affine, case.image,
+                                          mode="bilinear")
+    assert probabilities.shape == (*original.shape, 2) and probabilities.get_data_dtype() == np.float32
+
+
+def test_centre_patch_matches_monai_pad_and_crop():
+    rng = np.random.default_rng(0)
+    for shape, patch in (((17, 9, 30), (16, 16, 16)), ((18, 20, 5), (15, 8, 8)), ((8, 8, 8), (8, 8, 8))):
+        volume = rng.normal(size=shape).astype(np.float32)
+        expected = mt.Compose([mt.SpatialPad(patch), mt.CenterSpatialCrop(patch)])(torch.from_numpy(volume[None]))
+        start = patch_start(shape, patch, "center", None)
+        np.testing.assert_array_equal(extract_patch(volume, start, patch), np.asarray(expected[0]))
+
+
+def test_random_and_label_patches():
+    label = np.zeros((40, 30, 20), np.uint8)
+    label[30:34, 3:6, 15:18] = 2
+    volume = np.arange(label.size, dtype=np.float32).reshape(label.shape)
+    from HyperSORTLib.data.preprocessing import foreground_samples
+
+    fg = foreground_samples(label)
+    assert set(fg[:, 0]) == {2} and len(fg) == 36
+    starts = set()
+    for epoch in range(6):
+        start = patch_start(label.shape, (16, 16, 8), "label", patch_rng(0, epoch, 3), fg)
+        assert start == patch_start(label.shape, (16, 16, 8), "label", patch_rng(0, epoch, 3), fg)  # reproducible
+        assert extract_patch(label, start, (16, 16, 8)).any()  # the patch holds the annotation
+        starts.add(start)
+        rstart = patch_start(label.shape, (16, 16, 8), "random", patch_rng(0, epoch, 3))
+        assert all(0 <= s <= n - p for s, n, p in zip(rstart, label.shape, (16, 16, 8)))
+        patch = extract_patch(volume, rstart, (16, 16, 8))
+        assert patch[0, 0, 0] == volume[rstart]  # no padding needed: the window itself
+    assert len(starts) > 1
+    # label_center: the annotation's box centre, every epoch
+    from HyperSORTLib.data.preprocessing import bounding_box
+
+    box = bounding_box(label)
+    assert box == ((30, 3, 15), (33, 5, 17))
+    start = patch_start(label.shape, (16, 16, 8), "label_center", None, foreground_box=box)
+    assert start == (32 - 8, 0, 16 - 4)
+    assert extract_patch(label, start, (16, 16, 8)).sum() == label.sum()  # the whole annotation is inside
+    assert patch_start(label.shape, (16, 16, 8), "label_center", None) == patch_start(
+        label.shape, (16, 16, 8), "center", None)  # empty label: the scan's centre
+    # without foreground, label sampling falls back to random placement (still in range)
+    start = patch_start(label.shape, (16, 16, 8), "label", patch_rng(1, 0, 0), fg[:0])
+    assert all(0 <= s <= n - p for s, n, p in zip(start, label.shape, (16, 16, 8)))
+
+
+def test_preprocessed_cases_equal_segmentation_cases(tmp_path):
+    root = write_sphere_dataset(tmp_path / "spheres", n_cases=3)
+    cl = read_dataset(root)
+    config = dataclasses.replace(tiny_config().data, spacing=(3.0, 2.5, 1.7), patch_size=(8, 24, 16),
+                                 intensity="percentile")
+    reference = SegmentationCases(cl, training_transforms(config))
+    from_paths = training_transforms(config)({"image": str(cl.cases[0].image), "label": str(cl.cases[0].label)})
+    torch.testing.assert_close(torch.as_tensor(from_paths["image"]), reference[0]["image"], rtol=0, atol=0)
+    assert torch.equal(torch.as_tensor(from_paths["label"]).round().to(torch.uint8), reference[0]["label"])
+    for cache in (None, PreprocessCache(tmp_path / "cache")):
+        dataset = PreprocessedCases(cl, config, cache=cache)
+        for i in range(len(cl)):
+            torch.testing.assert_close(dataset[i]["image"], reference[i]["image"], rtol=0, atol=0)
+            assert torch.equal(dataset[(i, 5, 1)]["label"], reference[i]["label"])
+            assert dataset[i]["case_id"] == cl.case_ids[i] and dataset[i]["index"] == i
+
+
+def _touch_later(path: Path) -> None:
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 5_000_000_000))
+
+
+@requires_ct
+def test_cache_hits_and_invalidation(nnunet, tmp_path):
+    cache = PreprocessCache(tmp_path / "cache")
+    cl = read_dataset(nnunet)
+    first = PreprocessedCases(cl, CT_CONFIG, cache=cache)
+    assert first.cache_hits == 0
+    assert not list((tmp_path / "cache").rglob("*.tmp")), "temporary files left behind"
+    second = PreprocessedCases(cl, dataclasses.replace(CT_CONFIG, patch_size=(16, 16, 16), patch_sampling="random"),
+                               cache=cache)
+    assert second.cache_hits == len(cl)  # the patch is not part of the key
+    for i in range(len(cl)):
+        np.testing.assert_array_equal(np.asarray(first.volume(i).image), np.asarray(second.volume(i).image))
+    fresh = preprocess_case(cl.cases[1], cl, CT_CONFIG)
+    cached = second.volume(1)
+    np.testing.assert_array_equal(fresh.label, cached.label)
+    np.testing.assert_array_equal(fresh.foreground, cached.foreground)
+    assert cached.foreground_box == fresh.foreground_box is not None
+    np.testing.assert_allclose(cached.affine, fresh.affine)
+    assert cached.original_shape == nib.load(str(cl.cases[1].image)).shape
+
+    # a changed preprocessing setting or class selection is a different entry
+    assert PreprocessedCases(cl, dataclasses.replace(CT_CONFIG, window=(-100.0, 200.0)), cache=cache).cache_hits == 0
+    assert PreprocessedCases(read_dataset(nnunet, classes=["spleen"]), CT_CONFIG, cache=cache).cache_hits == 0
+
+    # a changed source file (same bytes, newer mtime) is re-read; the others still hit
+    _touch_later(cl.cases[2].label)
+    third = PreprocessedCases(cl, CT_CONFIG, cache=cache)
+    assert third.cache_hits == len(cl) - 1
+
+    # an incomplete entry (array gone) is rebuilt, not read
+    key = cache.case_key(cl.cases[0], cl, CT_CONFIG)
+    cache.paths(key)[0].unlink()
+    assert cache.load(key) is None
+    fourth = PreprocessedCases(cl, CT_CONFIG, cache=cache)
+    assert fourth.cache_hits == len(cl) - 1 and cache.load(key) is not None
+
+
+class _Stop(Exception):
+    pass
+
+
+class _StopAfter(Callback):
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def on_epoch_end(self, trainer, stats):
+        if trainer.epoch == self.epoch:
+            raise _Stop()
+
+
+class _KeyRecorder(torch.utils.data.Dataset):
+    accepts_epoch_keys = True
+
+    def __init__(self, dataset) -> None:
+        self.dataset, self.keys = dataset, []
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key):
+        self.keys.append(tuple(key))
+        return self.dataset[key]
+
+
+@pytest.mark.parametrize("sampling", ["random", "label"])
+def test_resumed_run_with_random_patches_is_identical(tmp_path, sampling):
+    root = write_sphere_dataset(tmp_path / "spheres", n_cases=4, shape=(20, 18, 16))
+    base = tiny_config(epochs=3)
+    config = dataclasses.replace(base, data=dataclasses.replace(base.data, patch_size=(8, 8, 8),
+                                                                patch_sampling=sampling, foreground_probability=0.7))
+    cl = read_dataset(root)
+    dataset = PreprocessedCases(cl, config.data, cache=PreprocessCache(tmp_path / "cache"))
+    recorder = _KeyRecorder(dataset)
+    Trainer(config, recorder, cl.case_ids, tmp_path / "full", progress=False).fit()
+    assert sorted(set(recorder.keys)) == [(i, e, 0) for i in range(4) for e in range(3)]  # (index, epoch, seed)
+    with pytest.raises(_Stop):
+        Trainer(config, dataset, cl.case_ids, tmp_path / "cut", callbacks=[_StopAfter(1)], progress=False).fit()
+    Trainer(config, dataset, cl.case_ids, tmp_path / "cut", progress=False).fit()
+    full, cut = (ckpt.load_model_weights(tmp_path / d) for d in ("full", "cut"))
+    for key in full:
+        torch.testing.assert_close(full[key], cut[key], rtol=0, atol=0, msg=key)
+    # the patches do move between epochs
+    assert not torch.equal(dataset[(0, 0, 0)]["image"], dataset[(0, 1, 0)]["image"]) or \
+        not torch.equal(dataset[(1, 0, 0)]["image"], dataset[(1, 1, 0)]["image"])
+
+
+def test_worker_processes_give_the_same_run(tmp_path):
+    root = write_sphere_dataset(tmp_path / "spheres", n_cases=4, shape=(20, 18, 16))
+    base = tiny_config(epochs=2)
+    config = dataclasses.replace(base, data=dataclasses.replace(base.data, patch_size=(8, 8, 8),
+                                                                patch_sampling="random"))
+    cl = read_dataset(root)
+    dataset = PreprocessedCases(cl, config.data, cache=PreprocessCache(tmp_path / "cache"), workers=2)
+    Trainer(config, dataset, cl.case_ids, tmp_path / "w0", progress=False).fit()
+    workers = dataclasses.replace(config, train=dataclasses.replace(config.train, num_workers=2))
+    Trainer(workers, dataset, cl.case_ids, tmp_path / "w2", progress=False).fit()
+    a, b = (ckpt.load_model_weights(tmp_path / d) for d in ("w0", "w2"))
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)

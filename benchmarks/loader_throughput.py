@@ -1,0 +1,168 @@
+"""Data loading vs training: would loading starve the GPU?
+
+Builds a few CT scans of clinical size (the abdomen example of ../shared/data upsampled to about
+1 x 1 x 2 mm, ~370 x 300 x 170 voxels, gzip NIfTI like downloaded datasets) and measures, side by
+side in one run:
+
+* ``check (headers)`` / ``check (voxels)``: ``hypersort check-data`` without and with voxel reads;
+* ``cold, 1 process`` / ``cold, N processes``: reading + RAS + resampling to 2 mm + percentile
+  scaling + writing the cache entry (what the first epoch of a run without cache would pay for
+  every case, every epoch);
+* ``cached, centre patch`` / ``cached, random patch``: one training item from the disk cache
+  (memory-mapped window of ``--patch``), in this process;
+* ``cached, DataLoader w workers``: items/s through a DataLoader with that many worker processes;
+
+against the time of one training step (:meth:`Trainer.train_step`, reference UNet and generator,
+batch 1) at ``--step-patch``. ``per step`` is how many items one loading process delivers in the
+time of one training step: below 1, that loader alone would starve the device.
+
+Usage:
+    python benchmarks/loader_throughput.py                      # CPU, small step patch
+    python benchmarks/loader_throughput.py --device cuda --step-patch 168 --cases 8
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from train_step import machine_description  # noqa: E402
+
+from HyperSORTLib.config import DataConfig, RunConfig, TrainConfig  # noqa: E402
+from HyperSORTLib.data import read_dataset  # noqa: E402
+from HyperSORTLib.data.cache import PreprocessCache  # noqa: E402
+from HyperSORTLib.data.dataset import PreprocessedCases  # noqa: E402
+from HyperSORTLib.data.validation import check_cases  # noqa: E402
+
+EXAMPLE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ct-examples" / "totalsegmentator" / \
+    "A_example_ct_3mm"
+
+
+def make_cases(root: Path, n: int, zoom: tuple[float, float, float]) -> Path:
+    """nnU-Net folder of ``n`` clinical-size scans (shifted copies of the upsampled example)."""
+    from scipy import ndimage
+
+    ct = nib.load(str(EXAMPLE / "ct.nii.gz"))
+    image = np.asanyarray(ct.dataobj).astype(np.int16)
+    label = np.asanyarray(nib.load(str(EXAMPLE / "label_total_fast_pred.nii.gz")).dataobj)
+    big = ndimage.zoom(image, zoom, order=1).astype(np.int16)
+    big_label = ndimage.zoom((label == 5).astype(np.uint8), zoom, order=0)
+    affine = np.asarray(ct.affine) @ np.diag([1 / zoom[0], 1 / zoom[1], 1 / zoom[2], 1.0])
+    (root / "imagesTr").mkdir(parents=True)
+    (root / "labelsTr").mkdir()
+    for i in range(n):
+        shifted = np.roll(big, 7 * i, axis=0)
+        nib.save(nib.Nifti1Image(shifted, affine), str(root / "imagesTr" / f"ct_{i:03d}_0000.nii.gz"))
+        nib.save(nib.Nifti1Image(np.roll(big_label, 7 * i, axis=0), affine),
+                 str(root / "labelsTr" / f"ct_{i:03d}.nii.gz"))
+    (root / "dataset.json").write_text('{"labels": {"background": 0, "liver": 1}, "file_ending": ".nii.gz"}')
+    return root
+
+
+def timed(fn, repeat: int = 1) -> float:
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def step_time(patch: int, device: str, steps: int) -> float:
+    """Median time of Trainer.train_step with the reference model at ``patch``^3, batch 1."""
+    from HyperSORTLib.training import Trainer
+
+    config = RunConfig(data=DataConfig(patch_size=(patch,) * 3), train=TrainConfig(device=device, batch_size=1))
+
+    class Items(torch.utils.data.Dataset):
+        def __len__(self):
+            return 1
+
+        def __getitem__(self, i):
+            return {}
+
+    with tempfile.TemporaryDirectory() as run_dir:
+        trainer = Trainer(config, Items(), ["c0"], run_dir, progress=False)
+        generator = torch.Generator().manual_seed(0)
+        batch = {"image": torch.rand(1, 1, patch, patch, patch, generator=generator),
+                 "label": (torch.rand(1, 1, patch, patch, patch, generator=generator) > 0.7).to(torch.uint8),
+                 "index": [0]}
+        trainer.train_step(batch)  # warm-up
+        if trainer.device.type == "cuda":
+            torch.cuda.synchronize()
+
+        def one() -> None:
+            trainer.train_step(batch)
+            if trainer.device.type == "cuda":
+                torch.cuda.synchronize()
+
+        return timed(one, steps)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--cases", type=int, default=4)
+    parser.add_argument("--patch", type=int, default=168, help="training patch edge for the loader")
+    parser.add_argument("--step-patch", type=int, default=64, help="patch edge of the timed training step")
+    parser.add_argument("--steps", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+    if not EXAMPLE.is_dir():
+        sys.exit(f"{EXAMPLE} is missing (the shared CT examples).")
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        root = make_cases(tmp / "data", args.cases, (3.0, 3.0, 1.5))
+        shape = nib.load(str(next((root / "imagesTr").glob("*.nii.gz")))).shape
+        cases = read_dataset(root)
+        n = len(cases.cases)
+        config = DataConfig(patch_size=(args.patch,) * 3)  # reference: 2 mm, percentile scaling
+        rows.append(("check (headers)", timed(lambda: check_cases(cases, deep=False, workers=1)) / n))
+        rows.append(("check (voxels)", timed(lambda: check_cases(cases, deep=True, workers=1)) / n))
+        rows.append(("cold, 1 process",
+                     timed(lambda: PreprocessedCases(cases, config, PreprocessCache(tmp / "c1"))) / n))
+        rows.append((f"cold, {args.workers} processes",
+                     timed(lambda: PreprocessedCases(cases, config, PreprocessCache(tmp / "c2"),
+                                                     workers=args.workers)) / n))
+        cache = PreprocessCache(tmp / "c1")
+        rows.append(("cache lookup (all cases)", timed(lambda: PreprocessedCases(cases, config, cache), 3) / n))
+        volume_shape = PreprocessedCases(cases, config, cache).volume(0).image.shape
+        keys = [(i, e, 0) for e in range(3) for i in range(n)]
+        for mode in ("center", "random"):
+            data = PreprocessedCases(cases, dataclasses.replace(config, patch_sampling=mode), cache)
+            rows.append((f"cached, {mode} patch", timed(lambda: [data[k] for k in keys], 3) / len(keys)))
+        data = PreprocessedCases(cases, dataclasses.replace(config, patch_sampling="random"), cache)
+        for workers in (0, args.workers):
+            # as the trainer loads: persistent workers, one batch of keys per step
+            loader = torch.utils.data.DataLoader(data, batch_sampler=[[k] for k in keys], num_workers=workers,
+                                                 collate_fn=lambda items: items, persistent_workers=workers > 0)
+            drain = lambda: sum(1 for _ in loader)  # noqa: E731
+            drain()  # start the workers, warm the page cache
+            rows.append((f"cached, DataLoader {workers} workers", timed(drain, 3) / len(keys)))
+
+        step = step_time(args.step_patch, args.device, args.steps)
+
+    print(f"{n} scans of {shape} voxels (about 1 x 1 x 2 mm, int16 .nii.gz) -> 2 mm volumes {volume_shape}; "
+          f"loader patch {args.patch}^3; training step: reference UNet + generator, batch 1, patch "
+          f"{args.step_patch}^3 on {args.device}: {step:.3f} s.\n")
+    print("| loading | s per case | cases/s | per step |")
+    print("|---|---|---|---|")
+    for name, seconds in rows:
+        print(f"| {name} | {seconds:.4f} | {1 / seconds:.1f} | {step / seconds:.1f} |")
+    print(f"\nMachine: {machine_description(args.device)}")
+
+
+if __name__ == "__main__":
+    main()
