@@ -133,6 +133,23 @@ def test_boundary_only_resampling_equals_full_trilinear(monkeypatch):
     np.testing.assert_array_equal(fast, reference)
 
 
+@pytest.mark.parametrize("intensity", ["window", "percentile"])
+def test_inference_preprocessing_matches_training(intensity):
+    """A scan given as array + affine is preprocessed exactly as a training case read from disk."""
+    from HyperSORTLib.data.preprocessing import volume_transforms
+
+    path = REAL_SCANS["body_3mm"]
+    if not path.is_file():
+        pytest.skip(f"{path} not available")
+    config = dataclasses.replace(_config().data, spacing=(4.5, 5.0, 4.0), intensity=intensity)
+    trained = volume_transforms(config, keys=("image",))({"image": str(path)})["image"]
+    image = nib.load(str(path))
+    prepared = prepare_volume(np.asarray(image.dataobj), image.affine, config)
+    assert tuple(prepared.image.shape) == tuple(trained.shape)
+    np.testing.assert_allclose(prepared.image.numpy(), trained.numpy(), atol=1e-5)
+    np.testing.assert_allclose(prepared.affine, np.asarray(trained.affine), atol=1e-6)
+
+
 def test_bad_scans_give_clear_errors(tiny_run, tmp_path):
     seg = InteractiveSegmenter.load(tiny_run, device="cpu")
     with pytest.raises(ScanError, match="3-D"):
