@@ -1,11 +1,13 @@
-"""Analysis of the learned latent table: clusters, suspicion scores, metrics, plots.
+"""Analysis of the learned latent table: clusters, suspicion scores, metrics, plots, audit report.
 
-The numerical tools (numpy + scikit-learn) are imported eagerly; the plotting helpers
-are loaded on first use so that importing this package does not pull in matplotlib.
+The numerical tools (numpy + scikit-learn) are imported eagerly; the plotting helpers and the
+run audit (:func:`analyze_run`, which needs torch and the data readers) are loaded on first use
+so that importing this package does not pull in matplotlib or torch.
 
 Example:
     >>> from HyperSORTLib.analysis import outlier_scores, cluster_latents  # doctest: +SKIP
     >>> scores = outlier_scores(latents)  # doctest: +SKIP
+    >>> result = analyze_run("runs/liver")  # writes runs/liver/analysis/report.html  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -21,8 +23,18 @@ from HyperSORTLib.analysis.latent_space import (
     score_detection,
     summarize_latent_space,
 )
+from HyperSORTLib.analysis.scores import (
+    combine_signals,
+    detection_by_signal,
+    kde_log_density,
+    large_clusters,
+    mixture_log_density,
+    mode_distances,
+    select_kde_bandwidth,
+)
 
-_PLOT_NAMES = ("plot_latent_map", "plot_latent_maps", "project_2d")
+_PLOT_NAMES = ("plot_latent_map", "plot_latent_maps", "plot_cluster_map", "plot_probe_overlays", "project_2d")
+_AUDIT_NAMES = ("AnalysisResult", "analyze_run")
 
 __all__ = [
     "ClusterResult",
@@ -32,7 +44,15 @@ __all__ = [
     "score_clusters",
     "score_detection",
     "summarize_latent_space",
+    "combine_signals",
+    "detection_by_signal",
+    "kde_log_density",
+    "large_clusters",
+    "mixture_log_density",
+    "mode_distances",
+    "select_kde_bandwidth",
     *_PLOT_NAMES,
+    *_AUDIT_NAMES,
 ]
 
 
@@ -41,4 +61,8 @@ def __getattr__(name: str) -> Any:
         from HyperSORTLib.analysis import plots
 
         return getattr(plots, name)
+    if name in _AUDIT_NAMES:
+        from HyperSORTLib.analysis import audit
+
+        return getattr(audit, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -21,7 +21,8 @@ from matplotlib.lines import Line2D
 from HyperSORTLib.analysis.latent_space import _as_latent_table
 from HyperSORTLib.utils.io import atomic_path
 
-__all__ = ["plot_latent_map", "plot_latent_maps", "project_2d"]
+__all__ = ["best_axial_slice", "plot_cluster_map", "plot_latent_map", "plot_latent_maps", "plot_probe_overlays",
+           "project_2d"]
 
 DPI = 150
 
@@ -55,14 +56,26 @@ def project_2d(latents: Any) -> tuple[np.ndarray, tuple[str, str]]:
         ((3, 2), True)
     """
     table = _as_latent_table(latents, min_rows=1)
+    project, labels = _projection(table)
+    return project(table), labels
+
+
+def _projection(table: np.ndarray) -> tuple[Any, tuple[str, str]]:
+    """The map ``[m, D] -> [m, 2]`` that :func:`project_2d` applies to ``table``, and its axis labels.
+
+    Other points (e.g. cluster centres) go through the same map as the samples.
+    """
     dim = table.shape[1]
     if dim == 2:
-        return table.copy(), ("z1", "z2")
+        return (lambda points: np.array(points, dtype=np.float64).reshape(-1, 2)), ("z1", "z2")
     if dim == 1:
-        return np.column_stack([table[:, 0], np.zeros(table.shape[0])]), ("z1", "(1-D latent)")
-    centred = table - table.mean(axis=0)
+        def on_line(points: Any) -> np.ndarray:
+            column = np.asarray(points, dtype=np.float64).reshape(-1, 1)
+            return np.column_stack([column[:, 0], np.zeros(column.shape[0])])
+        return on_line, ("z1", "(1-D latent)")
+    mean = table.mean(axis=0)
     # SVD gives the principal axes without a scikit-learn dependency here.
-    _, singular, vt = np.linalg.svd(centred, full_matrices=False)
+    _, singular, vt = np.linalg.svd(table - mean, full_matrices=False)
     variance = singular**2
     total = float(variance.sum())
     share = variance / total if total > 0 else np.zeros_like(variance)
@@ -70,11 +83,12 @@ def project_2d(latents: Any) -> tuple[np.ndarray, tuple[str, str]]:
     # Fix each axis' sign (largest loading positive) so repeated plots do not mirror.
     signs = np.sign(axes[np.arange(axes.shape[0]), np.argmax(np.abs(axes), axis=1)])
     signs[signs == 0] = 1.0
-    xy = centred @ (axes * signs[:, None]).T
+    axes = axes * signs[:, None]
     labels = tuple(
         f"PC{i + 1} of z1..z{dim} ({100 * share[i]:.0f}% var.)" for i in range(2)
     )
-    return xy, (labels[0], labels[1])
+    return (lambda points: (np.asarray(points, dtype=np.float64).reshape(-1, dim) - mean) @ axes.T), \
+        (labels[0], labels[1])
 
 
 # --------------------------------------------------------------------------- helpers
@@ -329,4 +343,191 @@ def plot_latent_maps(
                 legend_title, score_label)
     if title:
         fig.suptitle(title, fontsize=12)
+    return _save(fig, path)
+
+
+def plot_cluster_map(
+    latents: Any,
+    path: str | os.PathLike,
+    clusters: Sequence[int] | np.ndarray,
+    centers: Any,
+    main_cluster: int = 0,
+    title: str = "",
+    labels: Sequence[Any] | np.ndarray | None = None,
+    annotate: Sequence[Any] | None = None,
+) -> Path:
+    """Latent map coloured by cluster, with each cluster centre drawn as a numbered star.
+
+    Args:
+        latents: Latent table ``[n_samples, latent_dim]``; ``latent_dim > 2`` is projected on
+            the first two principal axes (the axis labels say so), centres included.
+        path: Output PNG path; parent folders are created.
+        clusters: Cluster label per sample, ``0 .. n_clusters - 1``.
+        centers: Cluster centres ``[n_clusters, latent_dim]`` in label order.
+        main_cluster: Label of the main mode (named in the legend).
+        title: Figure title.
+        labels: Optional sample ids, used to find the ``annotate`` entries.
+        annotate: Optional ids (or row indices without ``labels``) to circle and label.
+
+    Returns:
+        ``Path(path)``.
+
+    Raises:
+        ValueError: On an invalid table, cluster labels of the wrong length or outside the
+            centres, or centres of the wrong dimension.
+    """
+    table = _as_latent_table(latents, min_rows=1)
+    n, dim = table.shape
+    groups = _check_length(clusters, n, "clusters").astype(np.int64)
+    centres = _as_latent_table(centers, "centers", min_rows=1)
+    if centres.shape[1] != dim:
+        raise ValueError(f"centers have {centres.shape[1]} dimensions but the latents have {dim}")
+    if groups.min() < 0 or groups.max() >= centres.shape[0]:
+        raise ValueError(f"cluster labels must lie in 0..{centres.shape[0] - 1}; found "
+                         f"{int(groups.min())}..{int(groups.max())}")
+    project, axis_labels = _projection(table)
+    xy, centre_xy = project(table), project(centres)
+    ids = None if labels is None else _check_length(labels, n, "labels")
+    marks = _resolve_annotations(annotate, ids, n)
+
+    fig = Figure(figsize=(6.4, 5.2), layout="constrained")
+    ax = fig.add_subplot(1, 1, 1)
+    handles = []
+    for c in range(centres.shape[0]):
+        colour, marker = _PALETTE[c % len(_PALETTE)], _MARKERS[(c // len(_PALETTE) + c) % len(_MARKERS)]
+        member = groups == c
+        ax.scatter(xy[member, 0], xy[member, 1], s=22, c=colour, marker=marker, edgecolors="white",
+                   linewidths=0.4, alpha=0.9, zorder=2)
+        ax.scatter(centre_xy[c, 0], centre_xy[c, 1], s=260, c=colour, marker="*", edgecolors="black",
+                   linewidths=0.9, zorder=4)
+        ax.annotate(str(c), xy=(centre_xy[c, 0], centre_xy[c, 1]), xytext=(7, -12), textcoords="offset points",
+                    fontsize=9, fontweight="bold", zorder=5)
+        name = f"cluster {c}" + (" (main mode)" if c == main_cluster else "")
+        handles.append(Line2D([], [], linestyle="", marker=marker, color=colour, markeredgecolor="white",
+                              markersize=7, label=f"{name} (n={int(member.sum())})"))
+    handles.append(Line2D([], [], linestyle="", marker="*", color="white", markeredgecolor="black",
+                          markersize=12, label="cluster centre"))
+    outside = len(handles) > 7
+    ax.legend(handles=handles, title="cluster", fontsize=8, title_fontsize=8, framealpha=0.85,
+              **({"loc": "upper left", "bbox_to_anchor": (1.02, 1.0), "borderaxespad": 0.0} if outside
+                 else {"loc": "best"}))
+    _draw_annotations(ax, xy, marks)
+    ax.set_xlabel(axis_labels[0], fontsize=10)
+    ax.set_ylabel(axis_labels[1], fontsize=10)
+    ax.tick_params(labelsize=8)
+    ax.grid(True, color="#dddddd", linewidth=0.5, zorder=0)
+    ax.set_axisbelow(True)
+    if title:
+        ax.set_title(title, fontsize=11)
+    return _save(fig, path)
+
+
+#: Class colours of the probe overlays (class 1 first); background is not drawn.
+_CLASS_COLOURS = ("#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7",
+                  "#AA3377", "#8C564B", "#17BECF", "#BCBD22", "#FF9896")
+
+
+def _axial_slice(volume: np.ndarray, index: int) -> np.ndarray:
+    """Axial slice of a RAS-oriented ``[X, Y, Z]`` volume in radiological display order.
+
+    Rows run anterior (top) to posterior; columns run from the patient's right (left of the
+    picture) to the patient's left, as radiologists view axial CT.
+    """
+    return volume[::-1, ::-1, index].T
+
+
+def best_axial_slice(label_maps: Sequence[np.ndarray]) -> int:
+    """Axial index (last axis) with the most foreground over ``label_maps``; the middle if none."""
+    maps = [np.asarray(m) for m in label_maps]
+    if not maps or any(m.ndim != 3 for m in maps):
+        raise ValueError("best_axial_slice needs 3-D label maps")
+    area = sum((m > 0).sum(axis=(0, 1)) for m in maps)
+    return int(np.argmax(area)) if np.any(area > 0) else maps[0].shape[2] // 2
+
+
+def plot_probe_overlays(
+    images: Sequence[np.ndarray],
+    label_maps: Sequence[Sequence[np.ndarray]],
+    path: str | os.PathLike,
+    class_names: Sequence[str],
+    row_titles: Sequence[str],
+    column_titles: Sequence[str],
+    spacings: Sequence[Sequence[float]] | None = None,
+    title: str = "",
+) -> Path:
+    """Grid of axial slices: one row per cluster, one column per probe case, segmentations overlaid.
+
+    Each probe case is shown at the axial slice with the most foreground over all rows (see
+    :func:`best_axial_slice`), in radiological orientation for RAS-oriented volumes (the
+    patient's right on the left, marked "R"). Every foreground class gets a translucent fill and
+    a contour in its own colour, the same in every panel.
+
+    Args:
+        images: Preprocessed probe volumes ``[X, Y, Z]``, intensities in [0, 1].
+        label_maps: ``label_maps[row][column]``: label map of the probe ``column`` under the UNet
+            of ``row`` (same shape as the image).
+        path: Output PNG path.
+        class_names: Names of the classes, background first.
+        row_titles: One title per row (e.g. ``"cluster 1 (n=8)"``).
+        column_titles: One title per probe case.
+        spacings: Optional voxel spacing (mm) of each probe case, for the pixel aspect ratio.
+        title: Figure title.
+
+    Returns:
+        ``Path(path)``.
+
+    Raises:
+        ValueError: On mismatched counts or shapes.
+    """
+    volumes = [np.asarray(v, dtype=np.float32) for v in images]
+    n_cols, n_rows = len(volumes), len(label_maps)
+    if n_cols == 0 or n_rows == 0:
+        raise ValueError("plot_probe_overlays needs at least one probe image and one row of label maps")
+    if len(row_titles) != n_rows or len(column_titles) != n_cols:
+        raise ValueError(f"need {n_rows} row titles and {n_cols} column titles; found {len(row_titles)} and "
+                         f"{len(column_titles)}")
+    for r, row in enumerate(label_maps):
+        if len(row) != n_cols:
+            raise ValueError(f"row {r} has {len(row)} label maps; expected one per probe ({n_cols})")
+        for c, label in enumerate(row):
+            if np.shape(label) != volumes[c].shape or volumes[c].ndim != 3:
+                raise ValueError(f"row {r}, probe {c}: label map {np.shape(label)} does not match the 3-D image "
+                                 f"{volumes[c].shape}")
+    slices = [best_axial_slice([label_maps[r][c] for r in range(n_rows)]) for c in range(n_cols)]
+    aspects = [1.0] * n_cols
+    if spacings is not None:
+        aspects = [float(s[1]) / float(s[0]) for s in spacings]
+
+    fig = Figure(figsize=(2.5 * n_cols + 0.6, 2.5 * n_rows + 0.9), layout="constrained")
+    axes = fig.subplots(n_rows, n_cols, squeeze=False)
+    from matplotlib.colors import to_rgba
+
+    for r in range(n_rows):
+        for c in range(n_cols):
+            ax = axes[r][c]
+            image = _axial_slice(volumes[c], slices[c])
+            label = _axial_slice(np.asarray(label_maps[r][c]), slices[c])
+            ax.imshow(image, cmap="gray", vmin=0.0, vmax=1.0, aspect=aspects[c], interpolation="nearest")
+            overlay = np.zeros((*label.shape, 4))
+            for k in range(1, len(class_names)):
+                mask = label == k
+                if not mask.any():
+                    continue
+                colour = _CLASS_COLOURS[(k - 1) % len(_CLASS_COLOURS)]
+                overlay[mask] = to_rgba(colour, 0.35)
+                ax.contour(mask.astype(np.float32), levels=[0.5], colors=[colour], linewidths=0.9)
+            ax.imshow(overlay, aspect=aspects[c], interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.text(0.03, 0.97, "R", transform=ax.transAxes, fontsize=7, color="white", va="top", ha="left")
+            if r == 0:
+                ax.set_title(f"{column_titles[c]} (axial {slices[c]})", fontsize=9)
+            if c == 0:
+                ax.set_ylabel(row_titles[r], fontsize=9)
+    handles = [Line2D([], [], linestyle="", marker="s", markersize=8,
+                      color=_CLASS_COLOURS[(k - 1) % len(_CLASS_COLOURS)], markeredgecolor="black",
+                      label=str(class_names[k])) for k in range(1, len(class_names))]
+    fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 6), fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=11)
     return _save(fig, path)

@@ -1,0 +1,447 @@
+"""Audit of a trained run: which samples look wrong, which annotation styles the dataset mixes.
+
+:func:`analyze_run` reads a run directory and its training cases and writes, into
+``RUN_DIR/analysis/`` by default:
+
+``samples.csv``, one row per training sample, in the run's case order:
+    ``case_id``; ``z1`` .. ``zD`` (the learned latent); ``cluster`` (mixture component, 0 =
+    largest); ``density_gmm`` (log density under the mixture's large components, higher = more
+    typical); ``density_kde`` (leave-one-out log density under a Gaussian kernel density
+    estimate, higher = more typical); ``own_loss`` (the sample's last Dice + cross-entropy
+    training loss under its own latent, empty when not recorded); ``main_mode_loss`` (its Dice +
+    cross-entropy loss under the UNet decoded from the main mode); ``mode_distance`` (Euclidean
+    distance in latent units to the nearest large cluster centre); ``knn_score`` (mean distance
+    to the k nearest samples over its median, see
+    :func:`~HyperSORTLib.analysis.latent_space.outlier_scores`); ``suspicion`` (combined score
+    in [0, 1], higher = more suspicious); ``rank`` (1 = most suspicious); with a manifest also
+    ``group`` and ``erroneous`` (1/0).
+``clusters.csv``, one row per cluster:
+    ``cluster``; ``size`` (samples assigned); ``weight`` (mixture weight); ``z1`` .. ``zD`` (the
+    centre); ``is_main_mode`` (1 for the heaviest component, whose centre is the main mode);
+    ``description`` (what the centre's UNet does differently from the main mode's on the probe
+    cases, in words).
+``metrics.json``
+    counts, clusters, main mode, kernel bandwidth, probe cases, per-cluster behaviour (volumes,
+    Dice, missing/appearing/swapped classes); with a manifest also ``ari``/``nmi`` of the
+    clusters against the groups and ``auroc``/``average_precision``/``precision_at_k`` of the
+    suspicion ranking against the erroneous cases, and the same for every single signal under
+    ``detection_by_signal``.
+``report.html``
+    a self-contained page (inline CSS, images as data URIs) with the summary, latent maps,
+    cluster table and probe overlays, and the ranked sample table; the PNGs are also kept in
+    ``figures/``.
+
+The combined suspicion is the mean normalised rank over the six signals (see
+:func:`~HyperSORTLib.analysis.scores.combine_signals`), which is robust to a mixture giving
+isolated samples tight components of their own (see :mod:`HyperSORTLib.analysis.scores`).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from HyperSORTLib.analysis.behaviour import ClusterBehaviour, compare_to_reference
+from HyperSORTLib.analysis.inputs import (
+    MANIFEST_FILE,
+    Manifest,
+    PatchCase,
+    check_probe_ids,
+    nearest_cases,
+    read_latents_table,
+    read_manifest,
+    resolve_case_list,
+    training_patches,
+)
+from HyperSORTLib.analysis.latent_space import ClusterResult, cluster_latents, outlier_scores, score_clusters
+from HyperSORTLib.analysis.scores import (
+    combine_signals,
+    default_min_cluster_size,
+    detection_by_signal,
+    kde_log_density,
+    large_clusters,
+    mixture_log_density,
+    mode_distances,
+)
+from HyperSORTLib.utils.io import atomic_write_json, atomic_write_text
+
+__all__ = ["AnalysisResult", "ProbeCase", "SIGNALS", "HIGHER_IS_SUSPICIOUS", "analyze_run"]
+
+#: Per-sample signals, in ``samples.csv`` column order.
+SIGNALS = ("density_gmm", "density_kde", "own_loss", "main_mode_loss", "mode_distance", "knn_score")
+#: Orientation of each signal (densities are high for typical samples).
+HIGHER_IS_SUSPICIOUS = {"density_gmm": False, "density_kde": False, "own_loss": True, "main_mode_loss": True,
+                        "mode_distance": True, "knn_score": True}
+
+
+@dataclass
+class ProbeCase:
+    """A preprocessed probe case and the label map each cluster's UNet gives it."""
+
+    case_id: str
+    image: np.ndarray
+    voxel_ml: float
+    spacing: tuple[float, ...]
+    label_maps: dict[int, np.ndarray] = field(default_factory=dict)
+
+
+@dataclass
+class AnalysisResult:
+    """Everything :func:`analyze_run` computed and where it wrote it.
+
+    Attributes:
+        out_dir: the output folder.
+        case_ids: training case ids, in the run's (latent-table) order.
+        latents: latent table ``[N, D]``.
+        clusters: the mixture clustering.
+        large: mask of the clusters counted as modes.
+        signals: ``name -> [N]`` for every name in :data:`SIGNALS`.
+        suspicion: combined score ``[N]`` in [0, 1].
+        rank: 1 = most suspicious ``[N]``.
+        behaviours: ``cluster -> ClusterBehaviour`` against the main mode.
+        probes: the probe cases with every cluster's label map.
+        manifest: the ground truth, when given.
+        metrics: the content of ``metrics.json``.
+    """
+
+    out_dir: Path
+    case_ids: tuple[str, ...]
+    latents: np.ndarray
+    clusters: ClusterResult
+    large: np.ndarray
+    signals: dict[str, np.ndarray]
+    suspicion: np.ndarray
+    rank: np.ndarray
+    behaviours: dict[int, ClusterBehaviour]
+    probes: list[ProbeCase]
+    manifest: Manifest | None
+    metrics: dict[str, Any]
+    class_names: tuple[str, ...] = ()
+
+    @property
+    def report_path(self) -> Path:
+        return self.out_dir / "report.html"
+
+    @property
+    def samples_path(self) -> Path:
+        return self.out_dir / "samples.csv"
+
+    @property
+    def clusters_path(self) -> Path:
+        return self.out_dir / "clusters.csv"
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.out_dir / "metrics.json"
+
+    @property
+    def ranking(self) -> np.ndarray:
+        """Sample indices, most suspicious first."""
+        return np.argsort(self.rank, kind="stable")
+
+    def summary(self) -> str:
+        """A few lines for the terminal."""
+        m = self.metrics
+        top = ", ".join(self.case_ids[i] for i in self.ranking[:5])
+        lines = [f"HyperSORT analysis of {m['n_samples']} samples: {m['n_clusters']} clusters "
+                 f"({m['n_large_clusters']} large), main mode = cluster {m['main_mode']['cluster']}",
+                 f"  most suspicious: {top}"]
+        for c, behaviour in sorted(self.behaviours.items()):
+            if c != self.clusters.main_cluster:
+                lines.append(f"  cluster {c} (n={int(self.clusters.sizes[c])}): {behaviour.description}")
+        if m.get("auroc") is not None:
+            lines.append(f"  vs manifest: AUROC {m['auroc']:.3f}  AP {m['average_precision']:.3f}  "
+                         f"precision@{m['k']} {m['precision_at_k']:.3f}")
+        if m.get("ari") is not None:
+            lines.append(f"  clusters vs groups: ARI {m['ari']:.3f}  NMI {m['nmi']:.3f}")
+        lines.append(f"  report: {self.report_path}")
+        return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- the audit
+def analyze_run(run_dir: str | Path, out_dir: str | Path | None = None, manifest: str | Path | None = None,
+                probe_cases: Sequence[str] | str | None = None, data: str | Path | None = None,
+                device: str = "auto", n_probes: int = 3, max_components: int = 8, seed: int | None = None,
+                min_cluster_size: int | None = None, cache_dir: str | Path | None = None, use_cache: bool = True,
+                progress: bool = False) -> AnalysisResult:
+    """Audit a trained run and write ``samples.csv``, ``clusters.csv``, ``metrics.json`` and ``report.html``.
+
+    Args:
+        run_dir: the run directory (``config.json``, ``model.safetensors``, ``latents.csv``).
+        out_dir: output folder; default ``RUN_DIR/analysis``.
+        manifest: ground-truth CSV (``case_id``, ``group``, ``erroneous``); default
+            ``<dataset>/manifest.csv`` when that file exists.
+        probe_cases: training case ids (list or comma-separated string) to segment with every
+            cluster's UNet; default the ``n_probes`` cases nearest the main mode.
+        data: the dataset folder, when it is no longer where ``config.json`` says.
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+        n_probes: number of default probe cases.
+        max_components: largest number of mixture components tried (chosen by BIC).
+        seed: random state of the mixture fit; default the run's training seed.
+        min_cluster_size: smallest cluster counted as a mode; default ``max(3, ceil(2% of N))``.
+        cache_dir: preprocessing cache that training filled (read only); default the user cache
+            folder (``$HYPERSORT_CACHE_DIR``).
+        use_cache: ``False`` preprocesses every case from its files.
+        progress: show progress bars.
+
+    Returns:
+        An :class:`AnalysisResult`.
+
+    Raises:
+        RunDirectoryError: the run directory is incomplete or from another format version.
+        FileNotFoundError: the dataset or the manifest is missing (the message says to pass ``--data``).
+        ValueError: a manifest without the needed columns or cases, unknown probe ids, too few samples.
+
+    Example:
+        >>> result = analyze_run("runs/demo", manifest="demo_out/cohort/manifest.csv")  # doctest: +SKIP
+        >>> print(result.summary())  # doctest: +SKIP
+    """
+    from HyperSORTLib.inference import TrainedRun
+    from HyperSORTLib.training import checkpoint as ckpt
+
+    start = time.perf_counter()
+    if isinstance(n_probes, bool) or not isinstance(n_probes, int) or n_probes < 1:
+        raise ValueError(f"n_probes must be an integer >= 1; found {n_probes!r}")
+    run_dir = Path(run_dir)
+    out = Path(out_dir) if out_dir is not None else run_dir / "analysis"
+    config, case_ids, doc = ckpt.read_run_config(run_dir)
+    if len(case_ids) < 3:
+        raise ValueError(f"{run_dir} was trained on {len(case_ids)} case(s); an analysis needs at least 3.")
+    _, own_loss = read_latents_table(run_dir, case_ids)
+    given_probes = check_probe_ids(probe_cases, case_ids)  # every input is checked before heavy work
+    case_list, data_path = resolve_case_list(run_dir, doc, case_ids, data)
+    truth = _load_manifest(manifest, data_path, case_ids)
+
+    run = TrainedRun.load(run_dir, device=device)
+    class_names = tuple(run.class_names)
+    if len(case_list.class_names) != len(class_names):
+        raise ValueError(f"The dataset {data_path} has {len(case_list.class_names)} classes "
+                         f"({', '.join(case_list.class_names)}) but the run was trained on {len(class_names)} "
+                         f"({', '.join(class_names)}).")
+    latents = run.latents.astype(np.float64)
+    clusters = cluster_latents(latents, max_components=max_components,
+                               seed=config.train.seed if seed is None else seed)
+    large = large_clusters(clusters, min_cluster_size)
+    main = clusters.main_cluster
+    main_centre = clusters.centers[main]
+
+    probe_ids = given_probes or nearest_cases(case_ids, latents, main_centre, clusters.labels == main, n_probes)
+    cache = None
+    if use_cache:
+        from HyperSORTLib.data.cache import PreprocessCache
+
+        cache = PreprocessCache(cache_dir)
+    main_loss, probes = _main_mode_pass(run, case_list, main_centre, probe_ids, cache, progress)
+    latent_signals, kde_bandwidth = _latent_signals(latents, clusters, large)
+    measured = {**latent_signals, "own_loss": own_loss, "main_mode_loss": main_loss}
+    signals = {name: np.asarray(measured[name], dtype=np.float64) for name in SIGNALS}
+    suspicion = combine_signals(signals, HIGHER_IS_SUSPICIOUS)
+    rank = np.empty(len(case_ids), dtype=np.int64)
+    rank[np.argsort(-suspicion, kind="stable")] = np.arange(1, len(case_ids) + 1)
+
+    _decode_clusters(run, clusters, probes, progress)
+    behaviours = {c: compare_to_reference([p.label_maps[main] for p in probes], [p.label_maps[c] for p in probes],
+                                          [p.voxel_ml for p in probes], class_names)
+                  for c in range(clusters.n_clusters)}
+    result = AnalysisResult(out, tuple(case_ids), latents, clusters, large, signals, suspicion, rank, behaviours,
+                            probes, truth, {}, class_names)
+    result.metrics = _metrics(result, run_dir, data_path, kde_bandwidth,
+                              min_cluster_size or default_min_cluster_size(len(case_ids)))
+    _write_outputs(result, run_dir, start)
+    return result
+
+
+def _load_manifest(manifest: str | Path | None, data_path: Path, case_ids: Sequence[str]) -> Manifest | None:
+    if manifest is not None:
+        return read_manifest(manifest, case_ids)
+    folder = data_path if data_path.is_dir() else data_path.parent
+    default = folder / MANIFEST_FILE
+    return read_manifest(default, case_ids) if default.is_file() else None
+
+
+def _latent_signals(latents: np.ndarray, clusters: ClusterResult,
+                    large: np.ndarray) -> tuple[dict[str, np.ndarray], float]:
+    """The four signals computed from the latent table alone, and the kernel bandwidth used."""
+    density_kde, bandwidth = kde_log_density(latents)
+    return {"density_gmm": mixture_log_density(latents, clusters, large), "density_kde": density_kde,
+            "mode_distance": mode_distances(latents, clusters.centers[large]),
+            "knn_score": outlier_scores(latents)}, bandwidth
+
+
+@torch.no_grad()
+def _main_mode_pass(run: Any, case_list: Any, centre: np.ndarray, probe_ids: Sequence[str], cache: Any,
+                    progress: bool) -> tuple[np.ndarray, list[ProbeCase]]:
+    """Every case's Dice + CE loss under the main mode's UNet; keeps the probe cases' patches.
+
+    Cases stream through one at a time and are batched ``train.batch_size`` at a time for the
+    UNet, so memory does not grow with the dataset.
+    """
+    from HyperSORTLib.training.losses import DiceCELoss
+
+    train = run.config.train
+    loss_fn = DiceCELoss(train.dice_weight, train.ce_weight, train.include_background)
+    z = np.asarray(centre, dtype=np.float32)
+    losses = np.full(len(case_list.cases), np.nan)
+    wanted = {cid: i for i, cid in enumerate(probe_ids)}
+    probes: list[ProbeCase | None] = [None] * len(probe_ids)
+    batch: list[PatchCase] = []
+
+    def flush() -> None:
+        image = torch.from_numpy(np.stack([p.image for p in batch]))[:, None]
+        label = torch.from_numpy(np.stack([p.label for p in batch]).astype(np.int64))[:, None]
+        logits = run.predict_logits(image, z)
+        losses[[p.index for p in batch]] = loss_fn(logits, label.to(logits.device)).total.cpu().numpy()
+        batch.clear()
+
+    for patch in training_patches(case_list, run.config.data, cache, progress):
+        if batch and patch.image.shape != batch[0].image.shape:
+            flush()
+        batch.append(patch)
+        if patch.case_id in wanted:
+            probes[wanted[patch.case_id]] = ProbeCase(patch.case_id, patch.image, patch.voxel_ml, patch.spacing)
+        if len(batch) >= max(1, train.batch_size):
+            flush()
+    if batch:
+        flush()
+    return losses, [p for p in probes if p is not None]
+
+
+@torch.no_grad()
+def _decode_clusters(run: Any, clusters: ClusterResult, probes: list[ProbeCase], progress: bool) -> None:
+    """One UNet pass per (cluster, probe case): the label map each cluster centre's UNet draws."""
+    pairs = [(c, p) for c in range(clusters.n_clusters) for p in probes]
+    if progress:
+        from tqdm.auto import tqdm
+
+        pairs = tqdm(pairs, desc="decoding clusters", unit="pass")
+    for c, probe in pairs:
+        z = np.asarray(clusters.centers[c], dtype=np.float32)
+        logits = run.predict_logits(torch.from_numpy(probe.image)[None, None], z)
+        probe.label_maps[c] = logits.argmax(1)[0].to(torch.uint8).cpu().numpy()
+
+
+# --------------------------------------------------------------------------- metrics
+def _floats(values: Any) -> list[float]:
+    return [float(v) for v in np.asarray(values).ravel()]
+
+
+def _metrics(result: AnalysisResult, run_dir: Path, data_path: Path, bandwidth: float,
+             min_cluster_size: int) -> dict[str, Any]:
+    clusters, main = result.clusters, result.clusters.main_cluster
+    metrics: dict[str, Any] = {
+        "run_dir": str(run_dir), "dataset": str(data_path),
+        "n_samples": len(result.case_ids), "latent_dim": int(result.latents.shape[1]),
+        "n_clusters": int(clusters.n_clusters), "n_large_clusters": int(result.large.sum()),
+        "min_cluster_size": int(min_cluster_size),
+        "cluster_sizes": [int(s) for s in clusters.sizes],
+        "main_mode": {"cluster": int(main), "centre": _floats(clusters.centers[main]),
+                      "weight": float(clusters.weights[main]), "size": int(clusters.sizes[main])},
+        "bic_by_n_components": {str(k): float(v) for k, v in clusters.mixture.bic_by_n_components_.items()},
+        "kde_bandwidth": float(bandwidth),
+        "suspicion": {"method": "mean normalised rank over the signals", "signals": list(SIGNALS),
+                      "higher_is_suspicious": dict(HIGHER_IS_SUSPICIOUS)},
+        "top_suspicious": [result.case_ids[i] for i in result.ranking[:10]],
+        "probe_cases": [p.case_id for p in result.probes],
+        "clusters": [{"cluster": c, "size": int(clusters.sizes[c]), "weight": float(clusters.weights[c]),
+                      "centre": _floats(clusters.centers[c]), "is_main_mode": c == main,
+                      "is_large": bool(result.large[c]), **result.behaviours[c].as_dict()}
+                     for c in range(clusters.n_clusters)],
+        "manifest": None,
+    }
+    truth = result.manifest
+    if truth is None:
+        return metrics
+    errors = truth.erroneous
+    metrics["manifest"] = {"path": str(truth.path), "n_erroneous": int(errors.sum()),
+                           "group_sizes": truth.group_sizes()}
+    groups = np.asarray(truth.groups)
+    agreement = score_clusters(clusters.labels, groups)
+    clean = ~errors
+    clean_agreement = score_clusters(clusters.labels[clean], groups[clean]) if clean.sum() >= 2 else None
+    metrics.update({"ari": agreement["ari"], "nmi": agreement["nmi"],
+                    "ari_without_erroneous": None if clean_agreement is None else clean_agreement["ari"],
+                    "nmi_without_erroneous": None if clean_agreement is None else clean_agreement["nmi"]})
+    all_signals = {"suspicion": result.suspicion, **result.signals}
+    detection = detection_by_signal(all_signals, {"suspicion": True, **HIGHER_IS_SUSPICIOUS}, errors)
+    combined = detection.pop("suspicion")
+    metrics.update(combined or {"auroc": None, "average_precision": None, "precision_at_k": None, "k": None})
+    metrics.pop("n", None)
+    if combined is not None:
+        top = result.ranking[: combined["k"]]
+        metrics["erroneous_in_top_k"] = int(errors[top].sum())
+    metrics["detection_by_signal"] = detection
+    if combined is None:
+        metrics["detection_note"] = ("the manifest marks no case (or every case) as erroneous, so detection "
+                                     "metrics are undefined")
+    return metrics
+
+
+# --------------------------------------------------------------------------- outputs
+def _fmt(value: float) -> str:
+    return "" if not np.isfinite(value) else f"{value:.6g}"
+
+
+def samples_table(result: AnalysisResult) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of ``samples.csv`` (run order)."""
+    dims = result.latents.shape[1]
+    header = ["case_id", *[f"z{i + 1}" for i in range(dims)], "cluster", *SIGNALS, "suspicion", "rank"]
+    if result.manifest is not None:
+        header += ["group", "erroneous"]
+    rows = []
+    for i, case_id in enumerate(result.case_ids):
+        row = [case_id, *[f"{v:.8g}" for v in result.latents[i]], str(int(result.clusters.labels[i])),
+               *[_fmt(result.signals[name][i]) for name in SIGNALS], f"{result.suspicion[i]:.6g}",
+               str(int(result.rank[i]))]
+        if result.manifest is not None:
+            row += [result.manifest.groups[i], str(int(result.manifest.erroneous[i]))]
+        rows.append(row)
+    return header, rows
+
+
+def clusters_table(result: AnalysisResult) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of ``clusters.csv`` (cluster order)."""
+    c = result.clusters
+    header = ["cluster", "size", "weight", *[f"z{i + 1}" for i in range(result.latents.shape[1])],
+              "is_main_mode", "description"]
+    rows = [[str(k), str(int(c.sizes[k])), f"{c.weights[k]:.6g}", *[f"{v:.8g}" for v in c.centers[k]],
+             str(int(k == c.main_cluster)), result.behaviours[k].description] for k in range(c.n_clusters)]
+    return header, rows
+
+
+def _csv_text(header: list[str], rows: list[list[str]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def _json_safe(value: Any) -> Any:
+    """``value`` with NaN/inf replaced by ``None`` (strict JSON has no NaN)."""
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value
+
+
+def _write_outputs(result: AnalysisResult, run_dir: Path, start: float) -> None:
+    from HyperSORTLib.analysis.report import render_figures, render_report
+
+    out = result.out_dir
+    out.mkdir(parents=True, exist_ok=True)
+    figures = render_figures(result, out / "figures")
+    result.metrics["wall_time_s"] = round(time.perf_counter() - start, 2)
+    atomic_write_text(result.samples_path, _csv_text(*samples_table(result)))
+    atomic_write_text(result.clusters_path, _csv_text(*clusters_table(result)))
+    atomic_write_json(result.metrics_path, _json_safe(result.metrics))
+    atomic_write_text(result.report_path, render_report(result, figures, run_dir))

@@ -1,0 +1,301 @@
+"""Inputs of a run audit: the run's latent table, its training cases, a ground-truth manifest.
+
+Every reader checks its input up front and raises an error naming the file, what was expected
+and what was found, so an audit fails before any heavy computation.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+
+from HyperSORTLib.training.checkpoint import LATENTS_FILE, RunDirectoryError
+
+__all__ = ["Manifest", "MANIFEST_FILE", "MANIFEST_COLUMNS", "read_latents_table", "read_manifest",
+           "PatchCase", "analysis_patch_config", "check_probe_ids", "nearest_cases", "resolve_case_list",
+           "training_patches"]
+
+#: Name of the ground-truth manifest that ``hypersort demo`` and ``hypersort perturb`` write
+#: beside the dataset.
+MANIFEST_FILE = "manifest.csv"
+#: Columns a manifest must have; others (perturbation, params, dice_*, ...) are kept for display.
+MANIFEST_COLUMNS = ("case_id", "group", "erroneous")
+
+_TRUE = {"1", "true", "yes", "y", "t"}
+_FALSE = {"0", "false", "no", "n", "f"}
+
+
+def _preview(items: Sequence[str], limit: int = 5) -> str:
+    shown = ", ".join(items[:limit])
+    return shown + (f", ... ({len(items)} in all)" if len(items) > limit else "")
+
+
+# --------------------------------------------------------------------------- latents.csv
+def read_latents_table(run_dir: str | Path, case_ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Latents ``[N, D]`` and last training losses ``[N]`` (NaN where not recorded) of a run.
+
+    Raises:
+        RunDirectoryError: ``latents.csv`` is missing, malformed, or lists other cases than
+            ``config.json``.
+    """
+    path = Path(run_dir) / LATENTS_FILE
+    if not path.is_file():
+        raise RunDirectoryError(f"{run_dir} has no latent table yet ({path.name} is missing).")
+    with open(path, newline="", encoding="utf-8") as handle:
+        rows = list(csv.reader(handle))
+    if not rows or rows[0][:1] != ["case_id"] or rows[0][-1] != "loss" or len(rows[0]) < 3:
+        found = rows[0] if rows else "an empty file"
+        raise RunDirectoryError(f"{path}: expected a header 'case_id,z1,...,zD,loss'; found {found}.")
+    dims = len(rows[0]) - 2
+    ids = [row[0] for row in rows[1:]]
+    if ids != list(case_ids):
+        raise RunDirectoryError(f"{path} lists {len(ids)} cases that do not match the {len(case_ids)} case ids of "
+                                f"config.json (first difference: {_first_difference(ids, list(case_ids))}).")
+    latents = np.empty((len(ids), dims))
+    losses = np.full(len(ids), np.nan)
+    for i, row in enumerate(rows[1:]):
+        if len(row) != dims + 2:
+            raise RunDirectoryError(f"{path}, case '{row[0]}': expected {dims + 2} values, found {len(row)}.")
+        try:
+            latents[i] = [float(v) for v in row[1:-1]]
+            losses[i] = float(row[-1]) if row[-1].strip() else math.nan
+        except ValueError as exc:
+            raise RunDirectoryError(f"{path}, case '{row[0]}': {exc}.") from None
+    return latents, losses
+
+
+def _first_difference(a: Sequence[str], b: Sequence[str]) -> str:
+    for i, (x, y) in enumerate(zip(a, b)):
+        if x != y:
+            return f"row {i + 1}: '{x}' vs '{y}'"
+    return f"lengths {len(a)} vs {len(b)}"
+
+
+# --------------------------------------------------------------------------- manifest
+@dataclass(frozen=True)
+class Manifest:
+    """Ground truth per training case, in the run's case order.
+
+    Attributes:
+        path: the manifest file.
+        groups: bias group of each case (e.g. ``clean``, ``liver_dilated``).
+        erroneous: whether each case is an individual error.
+        rows: every column of each case's row, as strings (for display).
+    """
+
+    path: Path
+    groups: tuple[str, ...]
+    erroneous: np.ndarray
+    rows: tuple[dict[str, str], ...]
+
+    def group_sizes(self) -> dict[str, int]:
+        return {g: self.groups.count(g) for g in sorted(set(self.groups))}
+
+
+def read_manifest(path: str | Path, case_ids: Sequence[str]) -> Manifest:
+    """Read a manifest CSV (columns ``case_id``, ``group``, ``erroneous`` at least).
+
+    Rows of cases that are not in the run are ignored; every run case must have a row.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ValueError: a required column is missing, a case id is duplicated or missing, or an
+            ``erroneous`` value is not 1/0 (true/false).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Manifest {path} does not exist.")
+    with open(path, newline="", encoding="utf-8-sig") as handle:
+        reader = csv.DictReader(handle)
+        columns = list(reader.fieldnames or [])
+        missing = [c for c in MANIFEST_COLUMNS if c not in columns]
+        if missing:
+            raise ValueError(f"Manifest {path} lacks the column(s) {', '.join(missing)}; it must have "
+                             f"{', '.join(MANIFEST_COLUMNS)} (found: {', '.join(columns) or 'no header'}).")
+        by_id: dict[str, dict[str, str]] = {}
+        for line, row in enumerate(reader, start=2):
+            case_id = (row.get("case_id") or "").strip()
+            if case_id in by_id:
+                raise ValueError(f"Manifest {path}, line {line}: case '{case_id}' appears twice.")
+            by_id[case_id] = {k: (v or "") for k, v in row.items() if k is not None}
+    absent = [c for c in case_ids if c not in by_id]
+    if absent:
+        raise ValueError(f"Manifest {path} has no row for {len(absent)} of the run's {len(case_ids)} training "
+                         f"case(s): {_preview(absent)}.")
+    rows = tuple(by_id[c] for c in case_ids)
+    erroneous = np.zeros(len(rows), dtype=bool)
+    for i, (case_id, row) in enumerate(zip(case_ids, rows)):
+        value = row["erroneous"].strip().lower()
+        if value not in _TRUE | _FALSE:
+            raise ValueError(f"Manifest {path}, case '{case_id}': 'erroneous' must be 1 or 0 (true/false); "
+                             f"found {row['erroneous']!r}.")
+        erroneous[i] = value in _TRUE
+    groups = tuple(row["group"].strip() for row in rows)
+    return Manifest(path, groups, erroneous, rows)
+
+
+# --------------------------------------------------------------------------- dataset
+def _read_source(source: dict[str, Any]) -> Any:
+    """A case list from a ``data_source`` record through the readers the library has."""
+    from HyperSORTLib import data as data_module
+
+    if hasattr(data_module, "case_list_from_source"):
+        return data_module.case_list_from_source(source)
+    layout = source.get("format") or "nnunet"
+    if hasattr(data_module, "read_dataset"):
+        return data_module.read_dataset(source["path"], format=layout)
+    if layout != "nnunet":
+        raise ValueError(f"The run's dataset {source['path']} has format '{layout}', which this installation "
+                         f"cannot read (it reads nnU-Net raw / MSD folders).")
+    return data_module.read_nnunet_folder(source["path"])
+
+
+def resolve_case_list(run_dir: str | Path, doc: dict[str, Any], case_ids: Sequence[str],
+                      data: str | Path | None = None) -> tuple[Any, Path]:
+    """The run's training cases (a ``CaseList`` in the run's case order) and the dataset path.
+
+    The dataset is the one recorded in ``config.json`` (``data_source``), or ``data`` when given
+    (same format, new location).
+
+    Raises:
+        FileNotFoundError: no dataset is recorded and none given, or the folder does not exist
+            (the message says to pass ``--data``).
+        ValueError: the dataset lacks some of the run's cases.
+    """
+    config_path = Path(run_dir) / "config.json"
+    source = dict(doc.get("data_source") or {})
+    if data is not None:
+        source["path"] = str(data)
+        if not Path(data).exists():
+            raise FileNotFoundError(f"The dataset folder {data} given with --data does not exist.")
+    path = source.get("path")
+    if not path:
+        raise FileNotFoundError(f"{config_path} does not record where the training cases are (no data_source); "
+                                f"pass --data DATA_DIR with the dataset the run was trained on.")
+    if not Path(path).exists():
+        raise FileNotFoundError(f"The training dataset {path} recorded in {config_path} was not found; if it has "
+                                f"moved, pass --data DATA_DIR with its new location.")
+    case_list = _read_source(source)
+    by_id = {c.case_id: c for c in case_list.cases}
+    absent = [c for c in case_ids if c not in by_id]
+    if absent:
+        raise ValueError(f"The dataset {path} lacks {len(absent)} of the run's {len(case_ids)} training case(s): "
+                         f"{_preview(absent)}; pass --data with the dataset the run was trained on.")
+    ordered = dataclasses.replace(case_list, cases=tuple(by_id[c] for c in case_ids))
+    return ordered, Path(path)
+
+
+def check_probe_ids(probe_cases: Sequence[str] | str | None, case_ids: Sequence[str]) -> list[str] | None:
+    """The given probe ids (a list or a comma-separated string), checked against the run's cases.
+
+    Returns:
+        The ids without duplicates, or ``None`` when none were given.
+
+    Raises:
+        ValueError: an id is not a training case of the run, or the list is empty.
+    """
+    if probe_cases is None:
+        return None
+    ids = [p.strip() for p in probe_cases.split(",")] if isinstance(probe_cases, str) else [str(p) for p in probe_cases]
+    ids = [p for p in ids if p]
+    if not ids:
+        raise ValueError("No probe case ids given; pass a comma-separated list of training case ids.")
+    known = set(case_ids)
+    unknown = [p for p in ids if p not in known]
+    if unknown:
+        raise ValueError(f"Probe case(s) {_preview(unknown)} are not training cases of the run "
+                         f"({len(case_ids)} cases: {_preview(list(case_ids), 3)}).")
+    return list(dict.fromkeys(ids))
+
+
+def nearest_cases(case_ids: Sequence[str], latents: np.ndarray, centre: np.ndarray, members: np.ndarray,
+                  n: int = 3) -> list[str]:
+    """The ``n`` members nearest ``centre`` (the ``n`` nearest cases overall when fewer are members)."""
+    if n < 1:
+        raise ValueError(f"n_probes must be >= 1; found {n}")
+    distance = np.linalg.norm(np.asarray(latents) - np.asarray(centre)[None, :], axis=1)
+    pool = np.flatnonzero(members)
+    if pool.size < n:
+        pool = np.arange(len(case_ids))
+    return [case_ids[i] for i in pool[np.argsort(distance[pool], kind="stable")[:n]]]
+
+
+def analysis_patch_config(config: Any) -> Any:
+    """The data configuration whose patch every analysis pass uses: the training patch when it is
+    deterministic (``center``, ``label_center``), else (``label``, ``random``) the patch centred on
+    the annotation, which covers what training saw most."""
+    if config.patch_sampling in ("center", "label_center"):
+        return config
+    return dataclasses.replace(config, patch_sampling="label_center")
+
+
+def training_patches(case_list: Any, config: Any, cache: Any = None, progress: bool = False) -> Iterator[PatchCase]:
+    """Preprocess the cases as training does and cut each one's patch, one case at a time.
+
+    Args:
+        case_list: the cases.
+        config: the run's ``DataConfig``.
+        cache: a ``PreprocessCache`` to read (never written): cases that training cached are not
+            preprocessed again.
+        progress: show a progress bar.
+
+    Yields:
+        A :class:`PatchCase` per case, in case-list order.
+
+    Raises:
+        ValueError: a case cannot be read or preprocessed (the message names it and its files).
+    """
+    from HyperSORTLib.data.preprocessing import preprocess_case, sample_patch
+
+    patch_config = analysis_patch_config(config)
+    cases = case_list.cases
+    if progress:
+        from tqdm.auto import tqdm
+
+        cases = tqdm(cases, desc="main-mode loss", unit="case")
+    for index, case in enumerate(cases):
+        volume = None
+        if cache is not None:
+            try:
+                volume = cache.load(cache.case_key(case, case_list, config))
+            except Exception:  # an unreadable cache entry costs time, not the analysis
+                volume = None
+        if volume is None:
+            try:
+                volume = preprocess_case(case, case_list, config)
+            except Exception as exc:
+                raise ValueError(f"Case '{case.case_id}' (image {case.image}) could not be preprocessed: "
+                                 f"{exc}") from exc
+        image, label = sample_patch(np.asarray(volume.image), np.asarray(volume.label), patch_config, None,
+                                    volume.foreground, volume.foreground_box)
+        spacing = tuple(float(v) for v in np.linalg.norm(np.asarray(volume.affine)[:3, :3], axis=0))
+        yield PatchCase(index, case.case_id, image.astype(np.float32, copy=False), label, spacing)
+
+
+@dataclass
+class PatchCase:
+    """One preprocessed case as the network sees it.
+
+    Attributes:
+        index: position in the case list (the latent-table row).
+        case_id: the case id.
+        image: float32 patch ``[X, Y, Z]`` (RAS, intensities in [0, 1]).
+        label: class indices, same shape.
+        spacing: voxel spacing in mm along X, Y, Z of the preprocessed grid.
+    """
+
+    index: int
+    case_id: str
+    image: np.ndarray
+    label: np.ndarray
+    spacing: tuple[float, ...]
+
+    @property
+    def voxel_ml(self) -> float:
+        return float(np.prod(self.spacing)) / 1000.0
