@@ -131,9 +131,11 @@ def test_default_phantom_has_every_organ():
     assert phantom.image.dtype == np.float32 and phantom.label.dtype == np.uint8
     assert phantom.image.shape == (48, 40, 32)
     assert counts[1] > counts[2] and all(c >= 150 for c in counts[1:])
-    # Liver on the patient's right (low i), spleen on the left (high i), in RAS.
-    centroid_i = [np.argwhere(phantom.label == c)[:, 0].mean() for c in range(1, 5)]
-    assert centroid_i[0] < 24 < centroid_i[1] and centroid_i[2] < 24 < centroid_i[3]
+    # RAS: +x is the patient's right, so liver and right kidney at x > 0, spleen and left kidney at x < 0
+    # (the real TotalSegmentator example scan has its liver at x = +67 mm and its spleen at x = -113 mm).
+    world_x = [(phantom.affine[:3, :3] @ np.argwhere(phantom.label == c).mean(0) + phantom.affine[:3, 3])[0]
+               for c in range(1, 5)]
+    assert world_x[0] > 0 > world_x[1] and world_x[2] > 0 > world_x[3]
     assert np.allclose(phantom.affine @ [23.5, 19.5, 15.5, 1.0], [0, 0, 0, 1])
 
 

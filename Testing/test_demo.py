@@ -32,10 +32,14 @@ def test_demo_command_writes_map_and_metrics(tmp_path):
     assert metrics["config"]["model"]["unet"]["channels"] == [4, 8]
     png = (out / "latent_map.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
-    rows = (out / "samples.csv").read_text().splitlines()
-    assert len(rows) == 11 and rows[0].startswith("case_id,z1,z2,cluster,suspicion")
-    ranks = sorted(int(r.split(",")[5]) for r in rows[1:])
-    assert ranks == list(range(1, 11))
+    import csv
+
+    with open(out / "run" / "analysis" / "samples.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 10 and list(rows[0])[:4] == ["case_id", "z1", "z2", "cluster"]
+    assert sorted(int(r["rank"]) for r in rows) == list(range(1, 11))
+    assert {r["group"] for r in rows} <= {"clean", "liver_dilated", "spleen_missing", "erroneous"}
+    assert (out / "run" / "analysis" / "report.html").is_file() and metrics["report"].endswith("report.html")
     # the run directory is a normal, resumable run
     assert (out / "run" / "model.safetensors").is_file()
 

@@ -1,8 +1,9 @@
 """CT-like abdominal phantoms built from smooth analytic shapes.
 
 Each phantom is an axial stack of the upper abdomen in RAS orientation: axis i runs from the
-patient's right to the patient's left (+x is patient Left), axis j from posterior to anterior
-(+y), axis k from inferior to superior (+z). The affine is ``diag(spacing)`` with its origin
+patient's left to the patient's right (+x is patient Right, as in NIfTI and Slicer), axis j from
+posterior to anterior (+y), axis k from inferior to superior (+z). Shapes are placed in a
+patient-left coordinate ``u = -x`` (so the liver is at negative ``u``, on the patient's right). The affine is ``diag(spacing)`` with its origin
 chosen so that the volume is centred on world (0, 0, 0); every shape is defined in millimetres
 and then sampled, so the same random draw gives the same anatomy at any grid.
 
@@ -96,12 +97,15 @@ def _rot_y(deg: float) -> np.ndarray:
 
 
 class _Grid:
-    """World coordinates (mm) of the voxel centres, as three broadcastable axis vectors."""
+    """Coordinates (mm) of the voxel centres, as three broadcastable axis vectors.
+
+    ``x`` is the patient-left coordinate (minus RAS x), ``y`` and ``z`` are RAS.
+    """
 
     def __init__(self, shape: tuple[int, int, int], spacing: tuple[float, float, float]) -> None:
         self.shape = shape
         centred = [(np.arange(n, dtype=np.float64) - (n - 1) / 2.0) * h for n, h in zip(shape, spacing)]
-        self.x = centred[0][:, None, None]
+        self.x = -centred[0][:, None, None]
         self.y = centred[1][None, :, None]
         self.z = centred[2][None, None, :]
 
@@ -244,7 +248,7 @@ def make_phantom(
     label = np.zeros(shape, dtype=np.uint8)
     organ_scale = rng.uniform(0.85, 1.15, size=4)
 
-    # Liver: patient right (negative x), anterior-upper; a superellipsoid that thins towards the
+    # Liver: patient right (negative u), anterior-upper; a superellipsoid that thins towards the
     # left lobe so its cross-section looks like a wedge rather than a ball.
     liver_c = scaled((-55.0, 12.0, 52.0)) + jitter(15.0)
     liver_semi = np.array([88.0, 78.0, 75.0]) * organ_scale[0] * body_scale

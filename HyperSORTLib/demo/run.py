@@ -5,19 +5,18 @@ a systematic style group, a group with an organ left unannotated and a few gross
 trains HyperSORT on it, and scores the learned latent map against the truth:
 
 * ``ari`` / ``nmi``: Gaussian-mixture clusters of the latents vs the true groups;
-* ``auroc`` / ``average_precision``: ranking of the erroneous cases by latent suspicion score;
+* ``auroc`` / ``average_precision``: ranking of the erroneous cases by the combined suspicion
+  score of ``hypersort analyze`` (and by each of its signals);
 * ``main_mode_dice``: Dice against the clean labels of the UNet decoded from the main cluster.
 
-Outputs in ``OUT``: ``cohort/`` (the dataset), ``run/`` (the training run), ``latent_map.png``,
-``metrics.json`` and ``samples.csv``.
+Outputs in ``OUT``: ``cohort/`` (the dataset), ``run/`` (the training run, with the audit of
+``hypersort analyze`` in ``run/analysis/``: ``report.html``, ``samples.csv``, ``clusters.csv``),
+``latent_map.png`` and ``metrics.json``.
 """
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +26,7 @@ import numpy as np
 import torch
 
 from HyperSORTLib.config import DataConfig, HyperNetConfig, ModelConfig, RunConfig, TrainConfig, UNetConfig, from_dict
-from HyperSORTLib.utils.io import atomic_write_json, atomic_write_text
+from HyperSORTLib.utils.io import atomic_write_json
 
 #: Demo settings, sized to finish within 10 minutes on 2 CPU cores. Compared with the reference
 #: configuration: the UNet is smaller (the phantoms are 48x40x32 voxels); the latents learn 20x
@@ -73,6 +72,7 @@ class DemoResult:
             f"top-{m['n_erroneous']} caught {m['erroneous_in_top_k']}/{m['n_erroneous']}",
             f"  main-mode UNet Dice vs clean labels: {m['main_mode_dice']:.3f}",
             f"  latent map: {self.out_dir / 'latent_map.png'}   metrics: {self.out_dir / 'metrics.json'}",
+            f"  audit report: {m['report']}",
         ]
         return "\n".join(lines)
 
@@ -104,7 +104,7 @@ def _deep_merge(base: dict, update: dict) -> dict:
 
 def run_demo(options: DemoOptions) -> DemoResult:
     """Generate the cohort, train, analyse and write the demo outputs."""
-    from HyperSORTLib.analysis import summarize_latent_space
+    from HyperSORTLib.analysis import analyze_run
     from HyperSORTLib.analysis.plots import plot_latent_maps
     from HyperSORTLib.data import SegmentationCases, read_nnunet_folder, training_transforms
     from HyperSORTLib.demo.cohort import CohortSpec, generate_cohort
@@ -115,7 +115,7 @@ def run_demo(options: DemoOptions) -> DemoResult:
     out = Path(options.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     spec = CohortSpec() if options.n_cases is None else _scaled_spec(CohortSpec(), options.n_cases)
-    cohort = generate_cohort(out / "cohort", spec, seed=options.cohort_seed)
+    generate_cohort(out / "cohort", spec, seed=options.cohort_seed)
     cases = read_nnunet_folder(out / "cohort")
     config = demo_config(options, cases.class_names)
 
@@ -124,35 +124,32 @@ def run_demo(options: DemoOptions) -> DemoResult:
                       data_source={"path": str((out / "cohort").resolve()), "format": "nnunet"})
     result = trainer.fit()
 
+    audit = analyze_run(out / "run", manifest=out / "cohort" / "manifest.csv", device=str(trainer.device),
+                        seed=config.train.seed, progress=options.progress)
     run = TrainedRun.load(out / "run", device=str(trainer.device))
-    order = [cohort.case_ids.index(c) for c in run.case_ids]
-    groups = [cohort.groups[i] for i in order]
-    erroneous = np.array([cohort.erroneous[i] for i in order])
-    latents = run.latents
-    analysis = summarize_latent_space(latents, groups, erroneous, seed=config.train.seed)
-
-    main_centre = np.asarray(analysis["cluster_centers"][analysis["main_cluster"]], dtype=np.float32)
+    groups = [str(g) for g in audit.manifest.groups]
+    main = audit.clusters.main_cluster
     clean = SegmentationCases(with_clean_labels(cases), training_transforms(config.data))
-    dice = _main_mode_dice(run, clean, main_centre)
-    scores = np.asarray(analysis["outlier_scores"])
-    top = [run.case_ids[i] for i in analysis["ranking"][: max(int(erroneous.sum()), 1)]]
-    plot_latent_maps(latents, out / "latent_map.png", colour_by=groups, score=scores, labels=list(run.case_ids),
-                     annotate=top, title=f"HyperSORT demo: {len(groups)} phantom cases, {result.epochs} epochs")
-    _write_samples_csv(out / "samples.csv", run.case_ids, latents, groups, erroneous, analysis,
-                       result.sample_loss.numpy())
+    dice = _main_mode_dice(run, clean, np.asarray(audit.clusters.centers[main], dtype=np.float32))
+    n_errors = int(audit.manifest.erroneous.sum())
+    top = [audit.case_ids[i] for i in audit.ranking[: max(n_errors, 1)]]
+    plot_latent_maps(audit.latents, out / "latent_map.png", colour_by=groups, score=audit.suspicion,
+                     labels=list(audit.case_ids), annotate=top,
+                     title=f"HyperSORT demo: {len(groups)} phantom cases, {result.epochs} epochs")
 
-    m = analysis["metrics"]
+    m = audit.metrics
     metrics = {
-        "ari": m["ari"], "nmi": m["nmi"], "ari_without_erroneous": m.get("ari_clean"),
-        "nmi_without_erroneous": m.get("nmi_clean"),
+        "ari": m["ari"], "nmi": m["nmi"], "ari_without_erroneous": m.get("ari_without_erroneous"),
+        "nmi_without_erroneous": m.get("nmi_without_erroneous"),
         "auroc": m["auroc"], "average_precision": m["average_precision"], "precision_at_k": m["precision_at_k"],
-        "n_erroneous": int(erroneous.sum()), "erroneous_in_top_k": int(sum(erroneous[analysis["ranking"][i]]
-                                                                            for i in range(int(erroneous.sum())))),
-        "n_clusters": analysis["n_clusters"], "cluster_sizes": analysis["cluster_sizes"],
+        "n_erroneous": n_errors, "erroneous_in_top_k": m.get("erroneous_in_top_k"),
+        "detection_by_signal": m.get("detection_by_signal"),
+        "n_clusters": m["n_clusters"], "cluster_sizes": m["cluster_sizes"],
+        "cluster_descriptions": {str(c["cluster"]): c.get("description", "") for c in m["clusters"]},
         "main_mode_dice": dice["mean"], "main_mode_dice_per_class": dice["per_class"],
         "n_cases": len(groups), "group_sizes": {g: groups.count(g) for g in sorted(set(groups))},
         "epochs": result.epochs, "device": str(trainer.device), "final_loss": result.history[-1]["loss"],
-        "wall_time_s": round(time.perf_counter() - start, 1),
+        "report": str(audit.report_path), "wall_time_s": round(time.perf_counter() - start, 1),
         "config": config.to_dict(),
     }
     atomic_write_json(out / "metrics.json", metrics)
@@ -193,18 +190,3 @@ def _main_mode_dice(run: Any, clean: Any, centre: np.ndarray) -> dict[str, Any]:
             per_class[names[k]].append(dice)
     means = {name: float(np.mean(v)) for name, v in per_class.items()}
     return {"mean": float(np.mean(list(means.values()))), "per_class": means}
-
-
-def _write_samples_csv(path: Path, case_ids: tuple[str, ...], latents: np.ndarray, groups: list[str],
-                       erroneous: np.ndarray, analysis: dict[str, Any], loss: np.ndarray) -> None:
-    rank = np.empty(len(case_ids), dtype=int)
-    rank[np.asarray(analysis["ranking"])] = np.arange(1, len(case_ids) + 1)
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["case_id", *[f"z{i + 1}" for i in range(latents.shape[1])], "cluster", "suspicion",
-                     "suspicion_rank", "train_loss", "true_group", "erroneous"])
-    for i, case_id in enumerate(case_ids):
-        writer.writerow([case_id, *[f"{v:.6g}" for v in latents[i]], analysis["labels"][i],
-                         f"{analysis['outlier_scores'][i]:.4g}", rank[i], f"{loss[i]:.4g}", groups[i],
-                         int(erroneous[i])])
-    atomic_write_text(path, buffer.getvalue())
