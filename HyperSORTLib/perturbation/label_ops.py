@@ -10,18 +10,34 @@ Bad arguments raise :class:`ValueError` with a message naming the argument, what
 and what was found. A class that is absent from the label map is not an error: the perturbation
 of an absent class is an unchanged copy.
 
-New perturbations should follow the same conventions and be added to :data:`PERTURBATIONS` so
-that plan files can refer to them by name.
+New perturbations follow the same conventions and are registered, with their parameters, in
+:mod:`HyperSORTLib.perturbation.registry` (:data:`PERTURBATIONS`) so that plan files can refer
+to them by name.
 """
 
 from __future__ import annotations
 
-import math
 import numbers
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 from scipy import ndimage
+
+from HyperSORTLib.perturbation._validation import (
+    DIST_TOL_MM,
+    SeedLike,
+    as_rng,
+    bounding_box,
+    check_class_id,
+    check_class_ids,
+    check_finite,
+    check_label,
+    check_same_shape,
+    check_spacing,
+    in_classes,
+    margin_voxels,
+)
+from HyperSORTLib.perturbation.deformation import bspline_control_field, warp_nearest
 
 __all__ = [
     "PERTURBATIONS",
@@ -37,81 +53,6 @@ __all__ = [
     "translate_label",
     "volume_change",
 ]
-
-#: An int seed or an already-constructed generator (whose state is then advanced).
-SeedLike = int | np.random.Generator
-
-# Distances equal to the requested radius must count as inside it; EDT output is float64, so a
-# tolerance far below any physical voxel size absorbs the rounding of sqrt.
-_DIST_TOL_MM = 1e-6
-
-
-# --------------------------------------------------------------------------- validation helpers
-
-
-def _check_label(label: object, name: str = "label", ndim: int | None = None) -> np.ndarray:
-    if not isinstance(label, np.ndarray):
-        raise ValueError(f"{name} must be a numpy array, found {type(label).__name__}.")
-    if not np.issubdtype(label.dtype, np.integer):
-        raise ValueError(f"{name} must have an integer dtype, found {label.dtype}.")
-    if ndim is not None and label.ndim != ndim:
-        raise ValueError(f"{name} must be a {ndim}-D array, found {label.ndim}-D with shape {label.shape}.")
-    if label.ndim == 0:
-        raise ValueError(f"{name} must have at least one axis, found a 0-D array.")
-    return label
-
-
-def _check_spacing(spacing: object, ndim: int, name: str = "spacing") -> tuple[float, ...]:
-    try:
-        values = tuple(float(s) for s in spacing)  # type: ignore[union-attr]
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a sequence of {ndim} positive numbers (mm), found {spacing!r}.") from None
-    if len(values) != ndim:
-        raise ValueError(f"{name} must have {ndim} entries (one per label axis), found {len(values)}: {spacing!r}.")
-    if not all(math.isfinite(v) and v > 0 for v in values):
-        raise ValueError(f"{name} entries must be finite and > 0 mm, found {spacing!r}.")
-    return values
-
-
-def _check_class_id(value: object, name: str, dtype: np.dtype | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise ValueError(f"{name} must be an integer class id, found {value!r}.")
-    value = int(value)
-    if dtype is not None:
-        info = np.iinfo(dtype)
-        if not info.min <= value <= info.max:
-            raise ValueError(f"{name} must fit the label dtype {dtype} ({info.min}..{info.max}), found {value}.")
-    return value
-
-
-def _check_class_ids(values: object, name: str) -> tuple[int, ...]:
-    if isinstance(values, numbers.Integral) and not isinstance(values, bool):
-        return (int(values),)
-    try:
-        items = list(values)  # type: ignore[call-overload]
-    except TypeError:
-        raise ValueError(f"{name} must be an iterable of integer class ids, found {values!r}.") from None
-    return tuple(_check_class_id(v, f"{name}[{n}]") for n, v in enumerate(items))
-
-
-def _check_finite(value: object, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(float(value)):
-        raise ValueError(f"{name} must be a finite number, found {value!r}.")
-    return float(value)
-
-
-def _as_rng(seed: object) -> np.random.Generator:
-    if isinstance(seed, np.random.Generator):
-        return seed
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or int(seed) < 0:
-        raise ValueError(f"seed must be a non-negative int or a numpy.random.Generator, found {seed!r}.")
-    return np.random.default_rng(int(seed))
-
-
-def _check_same_shape(a: np.ndarray, b: np.ndarray) -> None:
-    if a.shape != b.shape:
-        raise ValueError(f"a and b must have the same shape, found {a.shape} and {b.shape}.")
-
 
 # --------------------------------------------------------------------------- class-value edits
 
@@ -129,8 +70,8 @@ def omit_class(label: np.ndarray, class_id: int) -> np.ndarray:
     Raises:
         ValueError: ``label`` is not an integer array or ``class_id`` is not an integer.
     """
-    label = _check_label(label)
-    class_id = _check_class_id(class_id, "class_id")
+    label = check_label(label)
+    class_id = check_class_id(class_id, "class_id")
     out = label.copy()
     out[label == class_id] = 0
     return out
@@ -151,9 +92,9 @@ def swap_classes(label: np.ndarray, a: int, b: int) -> np.ndarray:
         ValueError: ``label`` is not an integer array, or ``a``/``b`` are not integers that
             fit its dtype.
     """
-    label = _check_label(label)
-    a = _check_class_id(a, "a", label.dtype)
-    b = _check_class_id(b, "b", label.dtype)
+    label = check_label(label)
+    a = check_class_id(a, "a", label.dtype)
+    b = check_class_id(b, "b", label.dtype)
     out = label.copy()
     out[label == a] = b
     out[label == b] = a
@@ -175,9 +116,9 @@ def merge_classes(label: np.ndarray, source: int, target: int) -> np.ndarray:
         ValueError: ``label`` is not an integer array, or ``source``/``target`` are not
             integers (``target`` must fit the label dtype).
     """
-    label = _check_label(label)
-    source = _check_class_id(source, "source")
-    target = _check_class_id(target, "target", label.dtype)
+    label = check_label(label)
+    source = check_class_id(source, "source")
+    target = check_class_id(target, "target", label.dtype)
     out = label.copy()
     out[label == source] = target
     return out
@@ -216,27 +157,34 @@ def dilate_class(
         ValueError: ``label`` is not a 3-D integer array, ``spacing`` does not hold three
             positive numbers, ``mm`` is not finite, or a class id is not an integer.
     """
-    label = _check_label(label, ndim=3)
-    spacing = _check_spacing(spacing, label.ndim)
-    class_id = _check_class_id(class_id, "class_id")
-    mm = _check_finite(mm, "mm")
-    overwrite_ids = _check_class_ids(overwrite, "overwrite")
+    label = check_label(label, ndim=3)
+    spacing = check_spacing(spacing, label.ndim)
+    class_id = check_class_id(class_id, "class_id")
+    mm = check_finite(mm, "mm")
+    overwrite_ids = check_class_ids(overwrite, "overwrite")
     out = label.copy()
-    mask = label == class_id
-    if mm == 0 or not mask.any():
+    if mm == 0:
         return out
+    # Every voxel that can change lies within the margin of the class (growing) or inside it
+    # (shrinking, where the nearest outside voxel lies at most one voxel beyond its box), so
+    # the distance transform runs on that box only; the distances inside it are exact.
+    box = bounding_box(label == class_id, margin_voxels(mm, spacing) if mm > 0 else 1)
+    if box is None:
+        return out
+    sub = label[box]
+    mask = sub == class_id
     if mm > 0:
         # distance_transform_edt measures to the nearest zero element, i.e. to the class.
         distance = ndimage.distance_transform_edt(~mask, sampling=spacing)
-        grow = (distance <= mm + _DIST_TOL_MM) & ~mask & np.isin(label, overwrite_ids)
-        out[grow] = class_id
+        grow = (distance <= mm + DIST_TOL_MM) & ~mask & in_classes(sub, overwrite_ids)
+        out[box][grow] = class_id
     else:
         if mask.all():
             # No outside voxel to measure from: the class fills the field of view and the
             # margin lies beyond it, so there is nothing to erode inside the array.
             return out
         distance = ndimage.distance_transform_edt(mask, sampling=spacing)
-        out[mask & (distance <= -mm + _DIST_TOL_MM)] = 0
+        out[box][mask & (distance <= -mm + DIST_TOL_MM)] = 0
     return out
 
 
@@ -256,10 +204,10 @@ def translate_label(label: np.ndarray, shift_mm: Sequence[float], spacing: Seque
         ValueError: ``label`` is not a 3-D integer array, or ``shift_mm``/``spacing`` do not
             hold three finite numbers (spacing positive).
     """
-    label = _check_label(label, ndim=3)
-    spacing = _check_spacing(spacing, label.ndim)
+    label = check_label(label, ndim=3)
+    spacing = check_spacing(spacing, label.ndim)
     try:
-        shifts_mm = [_check_finite(s, f"shift_mm[{n}]") for n, s in enumerate(shift_mm)]
+        shifts_mm = [check_finite(s, f"shift_mm[{n}]") for n, s in enumerate(shift_mm)]
     except TypeError:
         raise ValueError(f"shift_mm must be a sequence of {label.ndim} numbers (mm), found {shift_mm!r}.") from None
     if len(shifts_mm) != label.ndim:
@@ -276,30 +224,6 @@ def translate_label(label: np.ndarray, shift_mm: Sequence[float], spacing: Seque
     return out
 
 
-def _control_grid_displacement(
-    shape: tuple[int, ...],
-    spacing: tuple[float, ...],
-    displacement_mm: float,
-    control_spacing_mm: float,
-    rng: np.random.Generator,
-) -> np.ndarray:
-    """Dense displacement field in voxels, shape (ndim, *shape), from a random control grid."""
-    extent_mm = [(n - 1) * h for n, h in zip(shape, spacing)]
-    # At least 2 nodes per axis so every axis can bend; nodes span the field of view.
-    n_nodes = [max(2, int(math.ceil(e / control_spacing_mm)) + 1) for e in extent_mm]
-    nodes = rng.normal(0.0, displacement_mm, size=(len(shape), *n_nodes))
-    field = np.empty((len(shape), *shape), dtype=np.float64)
-    factors = [n / m for n, m in zip(shape, n_nodes)]
-    for axis in range(len(shape)):
-        # Cubic spline through the node values (prefiltered), as ElasticDeform does. With
-        # grid_mode=False the corner nodes sit exactly on the corner voxels, so the grid spans
-        # the field of view; zoom never builds a dense coordinate array, which keeps memory
-        # low on full-resolution CT.
-        dense_mm = ndimage.zoom(nodes[axis], factors, order=3, mode="nearest", grid_mode=False)
-        field[axis] = dense_mm / spacing[axis]
-    return field
-
-
 def elastic_deform(
     label: np.ndarray,
     spacing: Sequence[float],
@@ -314,6 +238,15 @@ def elastic_deform(
     cubic spline; the label is then resampled at the displaced positions with nearest-neighbour
     interpolation, so no new class values appear. Content pulled in from outside the field of
     view is background.
+
+    This is the construction of ``elasticdeform.deform_random_grid(label, sigma, points,
+    order=0, mode="constant")`` with ``sigma`` and the node spacing in millimetres instead of
+    voxels and node counts: nodes span the field of view from the first to the last voxel
+    centre, ``label_out(x) = label_in(x + u(x))``, and sources outside ``[0, N - 1]`` are
+    background. One difference: the spline through the nodes is extended beyond the end nodes
+    by edge replication (``scipy.ndimage.zoom(mode="nearest")``) where elasticdeform mirrors
+    the nodes, so the same node displacements give the same values at the nodes but a slightly
+    different field between them (most near the edge nodes).
 
     Args:
         label: 3-D integer label map (axes i, j, k).
@@ -332,21 +265,19 @@ def elastic_deform(
             ``displacement_mm`` is negative, ``control_spacing_mm`` is not positive, or
             ``seed`` is neither a non-negative int nor a Generator.
     """
-    label = _check_label(label, ndim=3)
-    spacing = _check_spacing(spacing, label.ndim)
-    displacement_mm = _check_finite(displacement_mm, "displacement_mm")
-    control_spacing_mm = _check_finite(control_spacing_mm, "control_spacing_mm")
+    label = check_label(label, ndim=3)
+    spacing = check_spacing(spacing, label.ndim)
+    displacement_mm = check_finite(displacement_mm, "displacement_mm")
+    control_spacing_mm = check_finite(control_spacing_mm, "control_spacing_mm")
     if displacement_mm < 0:
         raise ValueError(f"displacement_mm must be >= 0, found {displacement_mm}.")
     if control_spacing_mm <= 0:
         raise ValueError(f"control_spacing_mm must be > 0, found {control_spacing_mm}.")
-    rng = _as_rng(seed)
+    rng = as_rng(seed)
     if displacement_mm == 0:
         return label.copy()
-    field = _control_grid_displacement(label.shape, spacing, displacement_mm, control_spacing_mm, rng)
-    grid = np.indices(label.shape, dtype=np.float64)
-    warped = ndimage.map_coordinates(label, grid + field, order=0, mode="constant", cval=0)
-    return warped.astype(label.dtype, copy=False)
+    field = bspline_control_field(label.shape, spacing, displacement_mm, control_spacing_mm, rng)
+    return warp_nearest(label, field, mode="constant")
 
 
 def remove_slices(label: np.ndarray, axis: int, fraction: float, seed: SeedLike) -> np.ndarray:
@@ -369,14 +300,14 @@ def remove_slices(label: np.ndarray, axis: int, fraction: float, seed: SeedLike)
         ValueError: ``label`` is not a 3-D integer array, ``axis`` is out of range,
             ``fraction`` is outside [0, 1], or ``seed`` is invalid.
     """
-    label = _check_label(label, ndim=3)
+    label = check_label(label, ndim=3)
     if isinstance(axis, bool) or not isinstance(axis, numbers.Integral) or not -label.ndim <= axis < label.ndim:
         raise ValueError(f"axis must be an integer in [{-label.ndim}, {label.ndim - 1}], found {axis!r}.")
     axis = int(axis) % label.ndim
-    fraction = _check_finite(fraction, "fraction")
+    fraction = check_finite(fraction, "fraction")
     if not 0.0 <= fraction <= 1.0:
         raise ValueError(f"fraction must lie in [0, 1], found {fraction}.")
-    rng = _as_rng(seed)
+    rng = as_rng(seed)
     out = label.copy()
     other_axes = tuple(a for a in range(label.ndim) if a != axis)
     occupied = np.flatnonzero((label != 0).any(axis=other_axes))
@@ -409,10 +340,10 @@ def dice_per_class(a: np.ndarray, b: np.ndarray, class_ids: Iterable[int]) -> di
     Raises:
         ValueError: the maps are not integer arrays of one shape, or a class id is not an integer.
     """
-    a, b = _check_label(a, "a"), _check_label(b, "b")
-    _check_same_shape(a, b)
+    a, b = check_label(a, "a"), check_label(b, "b")
+    check_same_shape(a, b)
     result: dict[int, float] = {}
-    for class_id in _check_class_ids(class_ids, "class_ids"):
+    for class_id in check_class_ids(class_ids, "class_ids"):
         in_a, in_b = a == class_id, b == class_id
         total = int(in_a.sum()) + int(in_b.sum())
         result[class_id] = 1.0 if total == 0 else 2.0 * int(np.logical_and(in_a, in_b).sum()) / total
@@ -434,10 +365,10 @@ def class_volumes_ml(label: np.ndarray, class_ids: Iterable[int], spacing: Seque
         ValueError: ``label`` is not an integer array, ``spacing`` does not match its axes, or
             a class id is not an integer.
     """
-    label = _check_label(label)
-    spacing = _check_spacing(spacing, label.ndim)
+    label = check_label(label)
+    spacing = check_spacing(spacing, label.ndim)
     voxel_ml = float(np.prod(spacing)) / 1000.0
-    return {c: int((label == c).sum()) * voxel_ml for c in _check_class_ids(class_ids, "class_ids")}
+    return {c: int((label == c).sum()) * voxel_ml for c in check_class_ids(class_ids, "class_ids")}
 
 
 def volume_change(
@@ -459,21 +390,18 @@ def volume_change(
         ValueError: the maps are not integer arrays of one shape, ``spacing`` is invalid, or a
             class id is not an integer.
     """
-    a, b = _check_label(a, "a"), _check_label(b, "b")
-    _check_same_shape(a, b)
-    ids = _check_class_ids(class_ids, "class_ids")
+    a, b = check_label(a, "a"), check_label(b, "b")
+    check_same_shape(a, b)
+    ids = check_class_ids(class_ids, "class_ids")
     vol_a = class_volumes_ml(a, ids, spacing)
     vol_b = class_volumes_ml(b, ids, spacing)
     return {c: (vol_b[c] - vol_a[c]) / vol_a[c] if vol_a[c] > 0 else float("nan") for c in ids}
 
 
-#: Label perturbations by name, for configuration files and manifests.
-PERTURBATIONS: dict[str, Callable[..., np.ndarray]] = {
-    "dilate_class": dilate_class,
-    "omit_class": omit_class,
-    "swap_classes": swap_classes,
-    "merge_classes": merge_classes,
-    "translate_label": translate_label,
-    "elastic_deform": elastic_deform,
-    "remove_slices": remove_slices,
-}
+def __getattr__(name: str):
+    # The registry of every perturbation is built in registry.py, which imports this module.
+    if name == "PERTURBATIONS":
+        from HyperSORTLib.perturbation.registry import PERTURBATIONS
+
+        return PERTURBATIONS
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
