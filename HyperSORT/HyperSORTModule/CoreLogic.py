@@ -1,0 +1,473 @@
+"""The module's logic on MRML nodes, free of Qt: runs in Slicer and in plain Python.
+
+It loads trained runs (cached per run directory and device), turns the selected CT volume
+into the arrays the library works on (cached per volume node and modification time),
+segments it from any latent point and writes the results into nodes:
+
+* while the probe moves: one persistent *preview* labelmap (coarse grid), updated in place
+  and shown as the label layer; probe moves are debounced;
+* when the probe stops (or on request): the module's probe segmentation node is updated
+  from the preview;
+* on Accept: a full-resolution segmentation node on exactly the input grid, one named,
+  coloured segment per class, created or updated; segmentations the user made are never
+  written to (nodes the module created carry the ``HyperSORT.Role`` attribute);
+* Compare: two full-resolution segmentations of two latent points, with per-class Dice.
+
+Errors the user can act on surface as :class:`HyperSORTError` with one readable sentence;
+nothing is written to any node before a computation has succeeded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from HyperSORTModule import SegmentationNodes, VolumeNodes
+from HyperSORTModule.Debounce import Debouncer, ManualScheduler, Scheduler
+from HyperSORTModule.Errors import HyperSORTError, SegmentationCancelled
+from HyperSORTModule.LatentMapPlot import ROLE_ATTRIBUTE, LatentMapPlot, groupSamples  # noqa: F401 (re-exported)
+from HyperSORTModule.OutputNodes import (ATTRIBUTE_PREFIX, ROLE_PREVIEW, ROLE_PROBE_SEGMENTATION, ROLE_SEGMENTATION,
+                                         OutputNodes, isModuleNode)
+
+
+ProgressCallback = Callable[[float], None]
+CancelCallback = Callable[[], bool]
+
+
+@dataclass(frozen=True)
+class LatentPoint:
+    """A named point of the latent space: a training sample, a cluster centre, the main mode, the probe."""
+
+    label: str
+    z: np.ndarray = field(repr=False)
+    kind: str = "point"
+
+    def describe(self) -> str:
+        return f"{self.label} (z = {', '.join(f'{v:.3f}' for v in np.asarray(self.z).ravel())})"
+
+
+@dataclass(frozen=True)
+class ClassComparison:
+    """Agreement of two segmentations for one class."""
+
+    name: str
+    dice: float
+    volumeA_ml: float
+    volumeB_ml: float
+
+
+def _clusterField(cluster, name: str):
+    return cluster[name] if isinstance(cluster, dict) else getattr(cluster, name)
+
+
+def diceScores(a: np.ndarray, b: np.ndarray, classNames: Sequence[str], voxelVolumeMl: float) -> list[ClassComparison]:
+    """Per-class Dice and volumes of two label maps on the same grid (1.0 when both are empty)."""
+    rows = []
+    for index, name in enumerate(classNames[1:], start=1):
+        inA, inB = a == index, b == index
+        sizeA, sizeB = int(np.count_nonzero(inA)), int(np.count_nonzero(inB))
+        overlap = int(np.count_nonzero(inA & inB))
+        dice = 1.0 if sizeA + sizeB == 0 else 2.0 * overlap / (sizeA + sizeB)
+        rows.append(ClassComparison(str(name), float(dice), float(sizeA * voxelVolumeMl), float(sizeB * voxelVolumeMl)))
+    return rows
+
+
+class HyperSORTCoreLogic:
+    """Segmentation from the latent map, on the nodes of ``scene``.
+
+    Args:
+        scene: the MRML scene (``slicer.mrmlScene`` in the application).
+        scheduler: timers for debouncing (Qt timers in the application; a
+            :class:`ManualScheduler` by default, driven by :meth:`processPendingUpdates`).
+        previewDelayMs: a probe move is previewed this long after it starts; moves in between
+            join the same update.
+        releaseDelayMs: when the probe has not moved for this long, the probe segmentation node
+            is updated from the preview (if :attr:`updateSegmentationOnRelease`).
+    """
+
+    def __init__(self, scene=None, scheduler: Scheduler | None = None, previewDelayMs: float = 150,
+                 releaseDelayMs: float = 600) -> None:
+        if scene is None:
+            import slicer
+
+            scene = slicer.mrmlScene
+        self.scene = scene
+        self.scheduler = scheduler if scheduler is not None else ManualScheduler()
+        self._runs: dict[tuple[str, str], object] = {}
+        self._checkpointHashes: dict[str, str] = {}
+        self.segmenter = None
+        self.inputVolumeNode = None
+        self.plot = LatentMapPlot(scene, onProbeMoved=self.onProbeMoved)
+        self.previewDebouncer = Debouncer(self._debouncedPreview, previewDelayMs, self.scheduler)
+        self.releaseDebouncer = Debouncer(self._debouncedRelease, releaseDelayMs, self.scheduler, restart=True)
+        self.previewEnabled = True
+        #: Compute the live labelmap on the input grid instead of the coarse preview grid (fast GPUs).
+        self.previewFullResolution = False
+        self.updateSegmentationOnRelease = True
+        self.nodes = OutputNodes(scene)
+        self.previewLabelmapNode = None
+        self.probeSegmentationNode = None
+        self.previewCount = 0
+        #: Runs a computation ``runner(compute) -> result``; None runs it directly. The application
+        #: runs it in a worker thread while the event loop keeps the window responsive (the
+        #: computation touches no node; nodes are read before and written after it).
+        self.runner: Callable[[Callable[[], object]], object] | None = None
+        self._computing = False
+        #: Name of the point the probe was last moved to by :meth:`pickPoint` (None after a drag).
+        self.probeLabel: str | None = None
+        self.lastTimings: dict[str, float] = {}
+        self.lastError: str | None = None
+        #: Called with (labelmap node, latent point) after every preview.
+        self.onPreviewUpdated: Callable[[object, LatentPoint], None] | None = None
+        #: Called with a message when a debounced (background) update fails.
+        self.onBackgroundError: Callable[[str], None] | None = None
+        #: Called with the probe's latent point whenever the probe moves.
+        self.onProbeChanged: Callable[[np.ndarray], None] | None = None
+
+    # ------------------------------------------------------------------ runs
+    def loadRun(self, runDirectory: str | Path, device: str = "auto"):
+        """Load a trained run (cached per resolved directory and device) and make it current."""
+        runDirectory = Path(str(runDirectory)).expanduser()
+        if not str(runDirectory) or not runDirectory.is_dir():
+            raise HyperSORTError(f"Run directory '{runDirectory}' does not exist. Choose the folder written by "
+                                 "'hypersort train' (it holds config.json and model.safetensors).")
+        key = (str(runDirectory.resolve()), str(device))
+        if key not in self._runs:
+            with self._userErrors(f"Loading run '{runDirectory}'"):
+                from HyperSORTLib.inference import InteractiveSegmenter
+
+                self._runs[key] = InteractiveSegmenter.load(runDirectory, device=device)
+        if self.segmenter is not self._runs[key]:
+            self.segmenter = self._runs[key]
+            self._resetOutputsForNewRun()
+        return self.segmenter
+
+    def _resetOutputsForNewRun(self) -> None:
+        self.previewDebouncer.cancel()
+        self.releaseDebouncer.cancel()
+        self.nodes.forgetColors()
+        self.previewLabelmapNode = None
+        self.probeSegmentationNode = None
+
+    def forgetNodes(self) -> None:
+        """Drop references to nodes and observations (the scene is closing); runs stay loaded."""
+        self._resetOutputsForNewRun()
+        self.plot.detach()
+
+    def requireRun(self):
+        if self.segmenter is None:
+            raise HyperSORTError("No run is loaded: choose a run directory and press Load.")
+        return self.segmenter
+
+    @property
+    def classNames(self) -> tuple[str, ...]:
+        return tuple(self.requireRun().class_names)
+
+    def checkpointHash(self) -> str:
+        """First 16 hex digits of the SHA-256 of the loaded run's weights (provenance of outputs)."""
+        runDirectory = str(self.requireRun().run_dir)
+        if runDirectory not in self._checkpointHashes:
+            path = Path(runDirectory) / "model.safetensors"
+            digest = hashlib.sha256()
+            if path.is_file():
+                with open(path, "rb") as handle:
+                    for block in iter(lambda: handle.read(1 << 20), b""):
+                        digest.update(block)
+            self._checkpointHashes[runDirectory] = digest.hexdigest()[:16]
+        return self._checkpointHashes[runDirectory]
+
+    def setPreviewSpacing(self, spacingMm: float | None) -> None:
+        """Preview grid spacing in mm; 0 or None = automatic (twice the training spacing)."""
+        self.requireRun().preview_spacing = None if not spacingMm else float(spacingMm)
+
+    def clearCache(self, releaseGPU: bool = True) -> None:
+        """Forget preprocessed volumes and decoded UNets of every loaded run (and free GPU memory)."""
+        for segmenter in self._runs.values():
+            segmenter.release() if releaseGPU else segmenter.clear_cache()
+
+    def unloadRuns(self) -> None:
+        """Drop every loaded run (the next Load reads the run directory again)."""
+        self.clearCache()
+        self._runs.clear()
+        self.segmenter = None
+        self._resetOutputsForNewRun()
+
+    # ------------------------------------------------------------------ latent points
+    def mainMode(self) -> LatentPoint:
+        return LatentPoint("main mode", np.asarray(self.requireRun().main_mode(), np.float64), "main")
+
+    def clusterPoints(self) -> list[LatentPoint]:
+        points = []
+        for cluster in self.requireRun().clusters():
+            index = int(_clusterField(cluster, "cluster"))
+            main = " (main mode)" if _clusterField(cluster, "is_main_mode") else ""
+            points.append(LatentPoint(f"cluster {index}{main}",
+                                      np.asarray(_clusterField(cluster, "centre"), np.float64), "cluster"))
+        return points
+
+    def samplePoint(self, caseId: str) -> LatentPoint:
+        with self._userErrors("Choosing a training sample"):
+            return LatentPoint(str(caseId), np.asarray(self.requireRun().latent_of(caseId), np.float64), "sample")
+
+    def probePoint(self) -> LatentPoint:
+        """The probe's latent point, named after the sample or centre it was moved to, else by its
+        coordinates (the main mode while no latent map is shown)."""
+        if self.plot.probeTable is None:
+            return LatentPoint(self.mainMode().label, self.mainMode().z, "probe")
+        z = self.plot.probe()
+        return LatentPoint(self.probeLabel or f"z = ({', '.join(f'{v:.3f}' for v in z)})", z, "probe")
+
+    def latentPoints(self) -> list[LatentPoint]:
+        """Points offered for Compare: main mode, cluster centres, training samples."""
+        segmenter = self.requireRun()
+        return [self.mainMode(), *self.clusterPoints(), *[self.samplePoint(c) for c in segmenter.case_ids]]
+
+    # ------------------------------------------------------------------ the latent map
+    def buildLatentMap(self, colorBy: str = "cluster", dimensions: tuple[int, int] = (0, 1)) -> LatentMapPlot:
+        """Create the plot nodes of the loaded run: samples coloured by ``colorBy``, centres, the probe."""
+        segmenter = self.requireRun()
+        with self._userErrors("Building the latent map"):
+            groups = groupSamples(segmenter.case_ids, segmenter.sample_table(), colorBy)
+            clusters = self.clusterPoints()
+            probe = self.mainMode().z
+            if segmenter.latent_dim < 2:
+                dimensions = (0, 0)
+            self.plot.build(segmenter.case_ids, segmenter.latents, groups, probe=probe,
+                            centres=np.array([c.z for c in clusters]) if clusters else None,
+                            centreLabels=[c.label for c in clusters], dimensions=dimensions)
+        self.previewDebouncer.cancel()
+        self.releaseDebouncer.cancel()
+        return self.plot
+
+    def setProbe(self, z: Sequence[float]) -> None:
+        """Move the probe (schedules a debounced preview like a drag does)."""
+        self._checkLatent(z)
+        if self.plot.probeTable is None:
+            raise HyperSORTError("There is no latent map yet: load a run first.")
+        self.plot.setProbe(z)
+
+    def pickPoint(self, point: LatentPoint) -> object | None:
+        """Move the probe to ``point`` and preview it at once (a click on a sample or a centre)."""
+        self.setProbe(point.z)
+        self.probeLabel = point.label
+        self.previewDebouncer.flush()
+        return self.previewLabelmapNode
+
+    def onProbeMoved(self) -> None:
+        """The probe table changed (drag, spin box): schedule a preview and the release update."""
+        self.probeLabel = None
+        if self.onProbeChanged is not None:
+            self.onProbeChanged(self.plot.probe())
+        if not self.previewEnabled:
+            return
+        self.previewDebouncer.trigger()
+        if self.updateSegmentationOnRelease:
+            self.releaseDebouncer.trigger()
+
+    def processPendingUpdates(self) -> int:
+        """Run due debounced updates now (plain Python has no event loop to do it)."""
+        if isinstance(self.scheduler, ManualScheduler):
+            return self.scheduler.runPending()
+        self.previewDebouncer.flush()
+        self.releaseDebouncer.flush()
+        return 0
+
+    def _debouncedPreview(self) -> None:
+        if self._computing:  # a long segmentation is running: preview once it is done
+            self.previewDebouncer.trigger()
+            return
+        try:
+            self.previewSegmentation(self.probePoint())
+            self.lastError = None
+        except HyperSORTError as error:
+            self._reportBackgroundError(str(error))
+
+    def _debouncedRelease(self) -> None:
+        if self.previewDebouncer.pending:
+            self.previewDebouncer.flush()
+        if self.previewLabelmapNode is None or self.lastError is not None:
+            return
+        try:
+            self.updateProbeSegmentationFromPreview()
+        except HyperSORTError as error:
+            self._reportBackgroundError(str(error))
+
+    def _reportBackgroundError(self, message: str) -> None:
+        self.lastError = message
+        logging.warning("HyperSORT: %s", message)
+        if self.onBackgroundError is not None:
+            self.onBackgroundError(message)
+
+    # ------------------------------------------------------------------ the input volume
+    def setInputVolume(self, volumeNode) -> None:
+        self.inputVolumeNode = volumeNode
+
+    def _prepareVolume(self, segmenter, volumeNode) -> None:
+        if volumeNode is None:
+            raise HyperSORTError("No input volume is selected: load a CT and select it as input volume.")
+        array = VolumeNodes.volumeArrayIJK(volumeNode)
+        if array.dtype == np.float32:
+            array = np.array(array)  # the node's memory may be replaced while the copy is cached
+        with self._userErrors(f"Input volume '{volumeNode.GetName()}'"):
+            segmenter.set_volume(array, VolumeNodes.ijkToRas(volumeNode), key=VolumeNodes.volumeKey(volumeNode))
+
+    def _checkLatent(self, z: Sequence[float]) -> np.ndarray:
+        segmenter = self.requireRun()
+        z = np.asarray(z, dtype=np.float64).reshape(-1)
+        if z.shape != (segmenter.latent_dim,):
+            raise HyperSORTError(f"This run's latent space has {segmenter.latent_dim} dimensions; the latent point "
+                                 f"given has {z.size} coordinates.")
+        if not np.isfinite(z).all():
+            raise HyperSORTError(f"The latent point {z.tolist()} has non-finite coordinates.")
+        return z
+
+    def segmentLatent(self, point: LatentPoint, preview: bool = False, progress: ProgressCallback | None = None,
+                      cancel: CancelCallback | None = None, volumeNode=None):
+        """Segment the input volume as ``point`` annotates; returns the library's LabelVolume."""
+        segmenter = self.requireRun()
+        z = self._checkLatent(point.z)
+        volumeNode = volumeNode or self.inputVolumeNode
+        start = time.perf_counter()
+        self._prepareVolume(segmenter, volumeNode)
+        with self._userErrors(f"Segmenting '{volumeNode.GetName()}' at {point.label}"):
+            result = self._run(lambda: segmenter.segment(z, preview=preview, progress=progress, cancel=cancel))
+        self.lastTimings = dict(getattr(segmenter, "timings", {}) or {})
+        self.lastTimings["logic"] = time.perf_counter() - start
+        return result
+
+    def _run(self, compute):
+        if self._computing:
+            raise HyperSORTError("A segmentation is still running: wait for it to finish or press Cancel.")
+        self._computing = True
+        try:
+            return compute() if self.runner is None else self.runner(compute)
+        finally:
+            self._computing = False
+
+    # ------------------------------------------------------------------ output nodes
+    isModuleNode = staticmethod(isModuleNode)
+
+    def _provenance(self, point: LatentPoint, volumeNode) -> dict[str, str]:
+        """Attributes written on every output: latent point, run, checkpoint hash, source volume."""
+        return {"Point": point.label, "Latent": ",".join(f"{v:.9g}" for v in np.asarray(point.z).ravel()),
+                "Run": str(self.requireRun().run_dir), "Checkpoint": self.checkpointHash(),
+                "Volume": volumeNode.GetID()}
+
+    def previewSegmentation(self, point: LatentPoint | None = None):
+        """Segment into the persistent preview labelmap (coarse preview grid unless
+        :attr:`previewFullResolution`); returns that node."""
+        point = point or self.probePoint()
+        volumeNode = self.inputVolumeNode
+        result = self.segmentLatent(point, preview=not self.previewFullResolution, volumeNode=volumeNode)
+        start = time.perf_counter()
+        if not self.nodes.alive(self.previewLabelmapNode):
+            self.previewLabelmapNode = self.nodes.labelmapNode("HyperSORT preview", ROLE_PREVIEW, volumeNode)
+        node = self.previewLabelmapNode
+        node.SetAndObserveTransformNodeID(volumeNode.GetTransformNodeID())
+        VolumeNodes.updateVolumeFromIJK(node, result.array, result.affine)
+        SegmentationNodes.showLabelmap(node, self.nodes.classColorNode(self.classNames))
+        self.nodes.writeProvenance(node, self._provenance(point, volumeNode))
+        SegmentationNodes.showInSliceViews(self.scene, labelmapNode=node)
+        self.lastTimings["mrml"] = time.perf_counter() - start
+        self.previewCount += 1
+        if self.onPreviewUpdated is not None:
+            self.onPreviewUpdated(node, point)
+        return node
+
+    def outputSegmentationNode(self, point: LatentPoint, volumeNode, requested=None, role: str = ROLE_SEGMENTATION):
+        """The node an accepted segmentation of ``point`` goes to (never one the user made)."""
+        return self.nodes.outputSegmentationNode(point.label, volumeNode, requested, role)
+
+    def _segmentationFromLabels(self, labels, point: LatentPoint, volumeNode, requested=None):
+        return self.nodes.segmentationFromLabels(labels, self.classNames, point.label, volumeNode,
+                                                 self._provenance(point, volumeNode), requested)
+
+    def acceptSegmentation(self, point: LatentPoint | None = None, progress: ProgressCallback | None = None,
+                           cancel: CancelCallback | None = None, segmentationNode=None):
+        """Full-resolution segmentation of ``point`` (default: the probe) into a segmentation node.
+
+        Returns the node: ``segmentationNode`` if the module created it, otherwise the module's
+        node for this point and volume (created when missing). Segments are on exactly the
+        input volume's grid.
+        """
+        point = point or self.probePoint()
+        volumeNode = self.inputVolumeNode
+        labels = self.segmentLatent(point, preview=False, progress=progress, cancel=cancel, volumeNode=volumeNode)
+        start = time.perf_counter()
+        self.previewDebouncer.cancel()  # the accepted result replaces the preview on screen
+        self.releaseDebouncer.cancel()
+        node = self._segmentationFromLabels(labels, point, volumeNode, segmentationNode)
+        self.nodes.hideLabelLayer(self.previewLabelmapNode)
+        self.lastTimings["mrml"] = time.perf_counter() - start
+        return node
+
+    def updateProbeSegmentationFromPreview(self):
+        """Copy the current preview into the module's probe segmentation node (cheap, coarse grid)."""
+        preview = self.previewLabelmapNode
+        if not self.nodes.alive(preview):
+            raise HyperSORTError("There is no preview yet: move the probe or click a sample first.")
+        volumeNode = self.inputVolumeNode
+        if volumeNode is None:
+            raise HyperSORTError("No input volume is selected.")
+        latent = (preview.GetAttribute(ATTRIBUTE_PREFIX + "Latent") or "").split(",")
+        point = LatentPoint(preview.GetAttribute(ATTRIBUTE_PREFIX + "Point") or "probe",
+                            np.array([float(v) for v in latent if v]), "probe")
+        if not self.nodes.alive(self.probeSegmentationNode):
+            self.probeSegmentationNode = self.nodes.newNode("vtkMRMLSegmentationNode", "HyperSORT probe",
+                                                            ROLE_PROBE_SEGMENTATION)
+            self.probeSegmentationNode.CreateDefaultDisplayNodes()
+            self.probeSegmentationNode.GetDisplayNode().SetVisibility(False)
+        self.nodes.writeSegmentation(self.probeSegmentationNode, preview, self.classNames, volumeNode,
+                                     self._provenance(point, volumeNode))
+        return self.probeSegmentationNode
+
+    def compare(self, pointA: LatentPoint, pointB: LatentPoint, progress: ProgressCallback | None = None,
+                cancel: CancelCallback | None = None):
+        """Segment two latent points at full resolution into two segmentation nodes.
+
+        A is drawn filled, B as outlines, so differences stand out. Returns
+        ``(nodeA, nodeB, [ClassComparison per class])``.
+        """
+        volumeNode = self.inputVolumeNode
+
+        def part(offset: float):
+            return None if progress is None else (lambda f: progress(offset + 0.5 * float(f)))
+
+        labelsA = self.segmentLatent(pointA, progress=part(0.0), cancel=cancel, volumeNode=volumeNode)
+        labelsB = self.segmentLatent(pointB, progress=part(0.5), cancel=cancel, volumeNode=volumeNode)
+        voxelMl = abs(np.linalg.det(VolumeNodes.ijkToRas(volumeNode)[:3, :3])) / 1000.0
+        summary = diceScores(labelsA.array, labelsB.array, self.classNames, voxelMl)
+        nodeA = self._segmentationFromLabels(labelsA, pointA, volumeNode)
+        nodeB = self._segmentationFromLabels(labelsB, pointB, volumeNode)
+        displayA, displayB = nodeA.GetDisplayNode(), nodeB.GetDisplayNode()
+        displayA.SetVisibility2DFill(True)
+        displayB.SetVisibility2DFill(False)
+        displayB.SetVisibility2DOutline(True)
+        displayB.SetSliceIntersectionThickness(3)
+        self.nodes.hideLabelLayer(self.previewLabelmapNode)
+        return nodeA, nodeB, summary
+
+    # ------------------------------------------------------------------ errors
+    @contextmanager
+    def _userErrors(self, what: str):
+        """Turn library exceptions into one-sentence :class:`HyperSORTError` messages."""
+        try:
+            yield
+        except HyperSORTError:
+            raise
+        except InterruptedError as error:
+            raise SegmentationCancelled(f"{what}: cancelled; no node was changed.") from error
+        except (ValueError, FileNotFoundError, KeyError) as error:
+            raise HyperSORTError(f"{what}: {error}") from error
+        except RuntimeError as error:
+            if "out of memory" in str(error).lower():
+                raise HyperSORTError(f"{what}: the GPU ran out of memory. Choose device 'cpu' or a coarser "
+                                     "preview spacing, or press 'Clear cache'.") from error
+            raise

@@ -1,0 +1,318 @@
+"""GUI wiring of the HyperSORT module panel (Slicer application only).
+
+Everything that computes lives in :class:`HyperSORTModule.CoreLogic.HyperSORTCoreLogic`; this
+class connects widgets to it: buttons to logic calls, the plot view's selection to sample
+picks, the latent sliders to the probe (and back), long work to a progress bar with Cancel,
+errors to readable messages.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import ctk
+import numpy as np
+import qt
+import slicer
+
+from HyperSORTModule.CoreLogic import LatentPoint
+from HyperSORTModule.Errors import HyperSORTError, SegmentationCancelled
+from HyperSORTModule.QtSupport import BackgroundRunner, ProgressWithCancel
+
+
+class LogicProtocol(Protocol):
+    """What the panel needs from the logic (the pytest-tested core logic provides it)."""
+
+    segmenter: object
+    plot: object
+
+    def loadRun(self, runDirectory, device: str = "auto"): ...
+    def buildLatentMap(self, colorBy: str = "cluster", dimensions=(0, 1)): ...
+    def acceptSegmentation(self, point=None, progress=None, cancel=None, segmentationNode=None): ...
+    def compare(self, pointA, pointB, progress=None, cancel=None): ...
+
+
+class HyperSORTPanel:
+    """Connects the widgets of ``Resources/UI/HyperSORT.ui`` (``ui``) to ``logic``.
+
+    Args:
+        ui: the widgets by object name (``slicer.util.childWidgetVariables``).
+        logic: the module logic.
+        parameterNode: callable returning the current parameter node wrapper (or None).
+    """
+
+    def __init__(self, ui, logic: LogicProtocol, parameterNode) -> None:
+        self.ui = ui
+        self.logic = logic
+        self.parameterNode = parameterNode
+        self.points: list[LatentPoint] = []
+        self.latentSliders: list = []
+        self._updatingSliders = False
+        self._layoutPlotView = None
+        self._colorBy = None
+        if not isinstance(getattr(logic, "runner", None), BackgroundRunner):
+            logic.runner = BackgroundRunner()  # segmentations run beside the event loop: no frozen window
+        self.progress = ProgressWithCancel(
+            ui.progressBar, ui.cancelButton, logic.runner,
+            busyWidgets=[ui.loadRunButton, ui.acceptButton, ui.compareButton, ui.goToPointButton])
+        ui.progressBar.visible = False
+        ui.cancelButton.visible = False
+        logic.onPreviewUpdated = self.onPreviewUpdated
+        logic.onBackgroundError = self.onBackgroundError
+        logic.onProbeChanged = self.onProbeChanged
+        ui.loadRunButton.connect("clicked(bool)", self.onLoadRun)
+        ui.clearCacheButton.connect("clicked(bool)", self.onClearCache)
+        ui.acceptButton.connect("clicked(bool)", self.onAccept)
+        ui.compareButton.connect("clicked(bool)", self.onCompare)
+        ui.goToPointButton.connect("clicked(bool)", self.onGoToPoint)
+        ui.showInLayoutButton.connect("clicked(bool)", self.onShowInLayout)
+        ui.plotWidget.plotView().connect("dataSelected(vtkStringArray*, vtkCollection*)", self.onDataSelected)
+        self.updateButtonStates()
+
+    # ------------------------------------------------------------------ parameter node -> logic
+    def applyParameters(self) -> None:
+        """Push the parameter node's settings to the logic (called when the node changes)."""
+        node = self.parameterNode()
+        if node is None:
+            return
+        logic = self.logic
+        logic.previewEnabled = bool(node.livePreview)
+        logic.previewFullResolution = bool(node.previewFullResolution)
+        logic.updateSegmentationOnRelease = bool(node.updateOnRelease)
+        if node.inputVolume is not logic.inputVolumeNode:
+            logic.setInputVolume(node.inputVolume)
+            if node.inputVolume is not None:
+                slicer.util.setSliceViewerLayers(background=node.inputVolume, fit=True)
+        if logic.segmenter is not None:
+            with slicer.util.tryWithErrorDisplay("Invalid preview spacing.", waitCursor=False):
+                logic.setPreviewSpacing(node.previewSpacing)
+            plot = logic.plot
+            if plot.viewNode is not None:
+                plot.setDragEnabled(bool(node.dragProbe))
+                if self._layoutPlotView is not None:
+                    self._layoutPlotView.SetInteractionMode(plot.viewNode.GetInteractionMode())
+                dims = (int(node.xDimension), int(node.yDimension))
+                if plot.latentDim > 1 and dims != plot.dimensions:
+                    if dims[0] != dims[1] and max(dims) < plot.latentDim:
+                        plot.setDimensions(*dims)
+                    else:  # passing through an invalid pair while stepping a spin box is not an error
+                        self.setStatus(f"Choose two different latent dimensions between 0 and {plot.latentDim - 1}.")
+                if self._colorBy is not None and node.colorBy != self._colorBy:
+                    self.rebuildMap()
+                self._colorBy = node.colorBy
+        self.updateButtonStates()
+
+    def updateButtonStates(self) -> None:
+        loaded = self.logic.segmenter is not None
+        node = self.parameterNode()
+        hasVolume = node is not None and node.inputVolume is not None
+        self.ui.acceptButton.enabled = loaded and hasVolume
+        self.ui.compareButton.enabled = loaded and hasVolume
+        self.ui.goToPointButton.enabled = loaded
+        self.ui.showInLayoutButton.enabled = loaded
+        self.ui.clearCacheButton.enabled = loaded
+
+    # ------------------------------------------------------------------ run loading
+    def onLoadRun(self) -> None:
+        node = self.parameterNode()
+        if node is None or not str(node.runDirectory or ""):
+            slicer.util.errorDisplay("Choose the run directory written by 'hypersort train' first.")
+            return
+        from HyperSORTModule import InstallLogic
+
+        with slicer.util.tryWithErrorDisplay("Could not load the run.", waitCursor=True):
+            InstallLogic.ensureDependencies(askConfirmation=True)
+            self.setStatus("Loading the run...")
+            segmenter = self.logic.loadRun(node.runDirectory, device=node.device)
+            self.rebuildMap()
+            self.setStatus(f"Loaded {segmenter.run_dir.name}: {len(segmenter.case_ids)} training samples, "
+                           f"{segmenter.latent_dim}-D latent space, classes {', '.join(segmenter.class_names[1:])}, "
+                           f"device {segmenter.device}.")
+            self.ui.runInfoLabel.text = self.ui.statusLabel.text
+        self.updateButtonStates()
+
+    def rebuildMap(self) -> None:
+        node = self.parameterNode()
+        segmenter = self.logic.segmenter
+        if segmenter is None:
+            return
+        dims = (int(node.xDimension), int(node.yDimension)) if node is not None else (0, 1)
+        if segmenter.latent_dim > 1 and (max(dims) >= segmenter.latent_dim or dims[0] == dims[1]):
+            dims = (0, 1)
+        plot = self.logic.buildLatentMap(colorBy=node.colorBy if node is not None else "cluster", dimensions=dims)
+        self._colorBy = node.colorBy if node is not None else None
+        plot.setDragEnabled(bool(node.dragProbe) if node is not None else True)
+        self.ui.plotWidget.setMRMLPlotViewNode(plot.viewNode)
+        self.ui.xDimensionSpinBox.maximum = max(0, segmenter.latent_dim - 1)
+        self.ui.yDimensionSpinBox.maximum = max(0, segmenter.latent_dim - 1)
+        self.buildLatentSliders()
+        self.fillPointLists()
+
+    def onClearCache(self) -> None:
+        self.logic.clearCache(releaseGPU=True)
+        self.setStatus("Cache cleared: preprocessed volumes and decoded UNets released (GPU memory freed).")
+
+    # ------------------------------------------------------------------ latent points
+    def fillPointLists(self) -> None:
+        self.points = self.logic.latentPoints()
+        labels = [point.label for point in self.points]
+        for combo in (self.ui.pointComboBox, self.ui.compareAComboBox, self.ui.compareBComboBox):
+            combo.clear()
+            combo.addItems(labels)
+        self.ui.compareBComboBox.currentIndex = self._defaultComparison()
+
+    def _defaultComparison(self) -> int:
+        """The most suspicious sample when the run has an analysis, else the second cluster, else 1."""
+        table = self.logic.segmenter.sample_table()
+        if table and "suspicion" in table and "case_id" in table:
+            scores = [float(s) if s not in ("", None) else -np.inf for s in table["suspicion"]]
+            worst = table["case_id"][int(np.argmax(scores))]
+            for index, point in enumerate(self.points):
+                if point.kind == "sample" and point.label == worst:
+                    return index
+        clusters = [i for i, p in enumerate(self.points) if p.kind == "cluster" and "main" not in p.label]
+        return clusters[0] if clusters else min(1, len(self.points) - 1)
+
+    def onGoToPoint(self) -> None:
+        index = self.ui.pointComboBox.currentIndex
+        if 0 <= index < len(self.points):
+            with slicer.util.tryWithErrorDisplay("Could not segment this point.", waitCursor=True):
+                self.logic.pickPoint(self.points[index])
+
+    def onDataSelected(self, seriesIds, selections) -> None:
+        """A click (or rectangle selection) in the plot view: segment the first sample or centre hit."""
+        plot = self.logic.plot
+        for index in range(seriesIds.GetNumberOfValues()):
+            rows = selections.GetItemAsObject(index)
+            if rows is None or rows.GetNumberOfTuples() == 0:
+                continue
+            seriesId, row = seriesIds.GetValue(index), int(rows.GetValue(0))
+            case = plot.caseIdAt(seriesId, row)
+            centre = plot.centreAt(seriesId, row)
+            point = (self.logic.samplePoint(case) if case is not None
+                     else self.logic.clusterPoints()[centre] if centre is not None else None)
+            if point is not None:
+                with slicer.util.tryWithErrorDisplay(f"Could not segment {point.label}.", waitCursor=True):
+                    self.logic.pickPoint(point)
+                    self.setStatus(f"Segmented with the UNet of {point.describe()}.")
+                return
+
+    # ------------------------------------------------------------------ latent sliders <-> probe
+    def buildLatentSliders(self) -> None:
+        layout = self.ui.latentCoordinatesWidget.layout()
+        while layout.rowCount() > 0:
+            layout.removeRow(0)  # deletes the row's label and slider
+        self.latentSliders = []
+        latents = self.logic.segmenter.latents
+        probe = self.logic.plot.probe()
+        low, high = latents.min(0), latents.max(0)
+        span = np.maximum(high - low, 1e-3)
+        for dim in range(latents.shape[1]):
+            slider = ctk.ctkSliderWidget()
+            slider.decimals = 4
+            slider.minimum = float(low[dim] - 0.5 * span[dim])
+            slider.maximum = float(high[dim] + 0.5 * span[dim])
+            slider.singleStep = float(span[dim] / 200.0)
+            slider.value = float(probe[dim])
+            slider.setToolTip(f"Latent coordinate z{dim + 1} of the probe")
+            slider.connect("valueChanged(double)", self.onLatentSliderChanged)
+            layout.addRow(f"z{dim + 1}:", slider)
+            self.latentSliders.append(slider)
+
+    def onLatentSliderChanged(self, value=None) -> None:
+        if self._updatingSliders or not self.latentSliders:
+            return
+        with slicer.util.tryWithErrorDisplay("Invalid latent point.", waitCursor=False):
+            self.logic.setProbe([slider.value for slider in self.latentSliders])
+
+    def onProbeChanged(self, z) -> None:
+        """The probe moved (drag or slider): show its coordinates, remember them in the parameter node."""
+        self._updatingSliders = True
+        try:
+            for slider, value in zip(self.latentSliders, z):
+                if abs(slider.value - value) > 1e-9:
+                    slider.value = float(value)
+        finally:
+            self._updatingSliders = False
+        node = self.parameterNode()
+        if node is not None:
+            node.latent = [float(v) for v in z]
+
+    # ------------------------------------------------------------------ logic notifications
+    def onPreviewUpdated(self, labelmapNode, point) -> None:
+        node = self.parameterNode()
+        if node is not None:
+            node.previewLabelmap = labelmapNode
+        timings = self.logic.lastTimings
+        self.setStatus(f"Preview of {point.describe()}: {timings.get('logic', 0.0) * 1000:.0f} ms "
+                       f"(UNet {timings.get('unet', 0.0) * 1000:.0f} ms).")
+
+    def onBackgroundError(self, message: str) -> None:
+        self.setStatus(message, error=True)
+
+    def setStatus(self, message: str, error: bool = False) -> None:
+        self.ui.statusLabel.text = message
+        self.ui.statusLabel.setStyleSheet("color: #b00020;" if error else "")
+        slicer.util.showStatusMessage(message, 5000)
+
+    # ------------------------------------------------------------------ long work
+    def _runLong(self, title: str, work):
+        """Run ``work(progress, cancel)`` with progress, Cancel and readable errors; None if it failed."""
+        try:
+            with self.progress:
+                return work(self.progress.progress, self.progress.cancel)
+        except SegmentationCancelled as error:
+            self.setStatus(str(error))
+        except HyperSORTError as error:
+            slicer.util.errorDisplay(f"{title}\n\n{error}")
+        except Exception as error:  # unexpected: show it, with details, instead of a silent failure
+            import traceback
+
+            slicer.util.errorDisplay(f"{title}\n\n{error}", detailedText=traceback.format_exc())
+        return None
+
+    def onAccept(self) -> None:
+        node = self.parameterNode()
+        point = self.logic.probePoint()
+        result = self._runLong(f"Could not segment {point.label} at full resolution.",
+                               lambda progress, cancel: self.logic.acceptSegmentation(
+                                   point, progress, cancel, segmentationNode=node.outputSegmentation))
+        if result is not None:
+            node.outputSegmentation = result
+            self.setStatus(f"'{result.GetName()}': full-resolution segmentation of {point.describe()}.")
+
+    def onCompare(self) -> None:
+        a, b = self.ui.compareAComboBox.currentIndex, self.ui.compareBComboBox.currentIndex
+        if not (0 <= a < len(self.points) and 0 <= b < len(self.points)) or a == b:
+            slicer.util.errorDisplay("Choose two different latent points to compare.")
+            return
+        pointA, pointB = self.points[a], self.points[b]
+        result = self._runLong(f"Could not compare {pointA.label} and {pointB.label}.",
+                               lambda progress, cancel: self.logic.compare(pointA, pointB, progress, cancel))
+        if result is None:
+            return
+        nodeA, nodeB, summary = result
+        rows = "".join(f"<tr><td>{r.name}</td><td>{r.dice:.3f}</td><td>{r.volumeA_ml:.1f}</td>"
+                       f"<td>{r.volumeB_ml:.1f}</td></tr>" for r in summary)
+        self.ui.compareResultLabel.text = (
+            f"<b>A</b> = {nodeA.GetName()} (filled), <b>B</b> = {nodeB.GetName()} (outline)"
+            f"<table><tr><th>class</th><th>Dice</th><th>A (ml)</th><th>B (ml)</th></tr>{rows}</table>")
+
+    # ------------------------------------------------------------------ layout
+    def onShowInLayout(self) -> None:
+        """Show the map in the view layout too (larger than the panel), with the same interaction."""
+        plot = self.logic.plot
+        if plot.chartNode is None:
+            return
+        slicer.modules.plots.logic().ShowChartInLayout(plot.chartNode)
+        layoutManager = slicer.app.layoutManager()
+        if layoutManager is None or layoutManager.plotViewCount == 0:
+            return
+        plotWidget = layoutManager.plotWidget(0)
+        viewNode = plotWidget.mrmlPlotViewNode()
+        viewNode.SetEnablePointMoveAlongX(True)
+        viewNode.SetEnablePointMoveAlongY(plot.latentDim > 1)
+        viewNode.SetInteractionMode(plot.viewNode.GetInteractionMode())
+        if self._layoutPlotView is not viewNode:
+            plotWidget.plotView().connect("dataSelected(vtkStringArray*, vtkCollection*)", self.onDataSelected)
+            self._layoutPlotView = viewNode
