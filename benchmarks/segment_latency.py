@@ -8,6 +8,11 @@ initialised (timing does not depend on training); the architectures are the refe
 configuration and the demo's small UNet (8/16/32/64 channels, one convolution per level), both at
 the reference data settings (2 mm, 168^3 windows).
 
+A second table compares the two ways of bringing class scores back onto the scan's grid: the
+boundary-only interpolation used for non-oblique scans and trilinear ``grid_sample`` on every
+voxel, on organ-shaped scores (what a trained UNet produces) and on noise (what the untrained
+weights of the latency table produce, the worst case for the boundary-only path).
+
 Run:
     python benchmarks/segment_latency.py                 # both models, CPU
     python benchmarks/segment_latency.py --device cuda   # on a GPU
@@ -74,7 +79,8 @@ def measure(name: str, config: RunConfig, device: torch.device, ct: np.ndarray, 
         prep = time.perf_counter() - t0
         samples = []
         for r in range(repeats):
-            z = np.random.default_rng(r).normal(0, 0.1, config.model.hyper.latent_dim)  # a new point each time
+            # a new point each time (never one decoded before), as when the probe moves
+            z = np.random.default_rng(1000 * preview + r).normal(0, 0.1, config.model.hyper.latent_dim)
             result = seg.segment(z, preview=preview)
             if device.type == "cuda":
                 torch.cuda.synchronize()
@@ -86,12 +92,54 @@ def measure(name: str, config: RunConfig, device: torch.device, ct: np.ndarray, 
     return rows
 
 
+def organ_scores(shape: tuple[int, int, int], num_classes: int = 5, seed: int = 0) -> torch.Tensor:
+    """Smooth organ-shaped class scores (signed distances to ellipsoids), like a trained UNet's output."""
+    rng = np.random.default_rng(seed)
+    axes = [np.linspace(-1, 1, n, dtype=np.float32) for n in shape]
+    x, y, z = np.meshgrid(*axes, indexing="ij")
+    scores = [np.zeros(shape, np.float32)]
+    for _ in range(num_classes - 1):
+        c, r = rng.uniform(-0.5, 0.5, 3), rng.uniform(0.15, 0.35, 3)
+        scores.append(1.0 - np.sqrt(((x - c[0]) / r[0]) ** 2 + ((y - c[1]) / r[1]) ** 2 + ((z - c[2]) / r[2]) ** 2))
+    return torch.from_numpy(np.stack(scores))
+
+
+def measure_resampling(device: torch.device, ct: np.ndarray, affine: np.ndarray, repeats: int) -> list[dict]:
+    """Class scores on the 2 mm grid -> labels on the 512x512x200 grid: boundary-only vs grid_sample."""
+    from HyperSORTLib.inference import geometry
+
+    prepared = geometry.prepare_volume(ct, affine, RunConfig().data)
+    rows = []
+    for kind, scores in (("organ-shaped scores", organ_scores(tuple(prepared.image.shape[1:]))),
+                         ("noise scores (untrained UNet)", torch.randn(5, *prepared.image.shape[1:]))):
+        times = {}
+        results = {}
+        for method in ("boundary-only", "grid_sample"):
+            original = geometry._axis_permutation
+            if method == "grid_sample":
+                geometry._axis_permutation = lambda transform: None
+            try:
+                samples = []
+                for _ in range(repeats):
+                    t0 = time.perf_counter()
+                    results[method] = geometry.logits_to_labels(scores.to(device), prepared.affine, affine, ct.shape)
+                    samples.append(time.perf_counter() - t0)
+            finally:
+                geometry._axis_permutation = original
+            times[method] = statistics.median(samples)
+        same = float((results["boundary-only"] == results["grid_sample"]).mean())
+        rows.append({"scores": kind, **times, "agree": same})
+        print(f"  resample {kind}: {times}", flush=True)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--models", default="small,reference", help="comma-separated: small, reference")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--resample-only", action="store_true", help="only compare the two resampling paths")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -100,10 +148,21 @@ def main() -> None:
     reference = RunConfig.from_dict({"model": {"unet": {"num_classes": 5}}})  # 2 mm, 168^3 patches
     small = RunConfig(model=DEMO_CONFIG.model, data=reference.data, train=reference.train)
     models = {"small": small, "reference": reference}
+    resampling = measure_resampling(device, ct, affine, args.repeats)
     rows = []
-    for name in args.models.split(","):
-        rows += measure(name, models[name], device, ct, affine, args.repeats)
+    if not args.resample_only:
+        for name in args.models.split(","):
+            rows += measure(name, models[name], device, ct, affine, args.repeats)
     print(f"\nScan 512x512x200 at 0.78x0.78x2.0 mm, 5 classes; {_machine(device)}; median of {args.repeats}.\n")
+    print("| class scores on the 2 mm grid | boundary-only (s) | grid_sample, every voxel (s) | speed-up | "
+          "labels identical |")
+    print("|---|---|---|---|---|")
+    for r in resampling:
+        print(f"| {r['scores']} | {r['boundary-only']:.2f} | {r['grid_sample']:.2f} | "
+              f"{r['grid_sample'] / r['boundary-only']:.1f}x | {100 * r['agree']:.4f} % |")
+    if not rows:
+        return
+    print()
     print("| model | mode | output grid | preprocess once (s) | hyper-network (s) | UNet (s) | resample (s) | "
           "per latent point (s) |")
     print("|---|---|---|---|---|---|---|---|")

@@ -188,7 +188,7 @@ class _SeparableResampler:
         self.logits = logits  # [K, X, Y, Z] float32
         self.transform = transform
         self.sources = sources
-        labels = logits.argmax(0)
+        labels = logits.argmax(0).astype(np.uint8 if logits.shape[0] <= 256 else np.int16)
         self.sizes = labels.shape
         corners = [labels]
         for axis in range(3):  # grow the set of corners one axis at a time
@@ -198,11 +198,15 @@ class _SeparableResampler:
 
     @staticmethod
     def _low(a: np.ndarray, axis: int) -> np.ndarray:
-        return a if a.shape[axis] == 1 else np.take(a, range(a.shape[axis] - 1), axis=axis)
+        index = [slice(None)] * a.ndim
+        index[axis] = slice(0, -1) if a.shape[axis] > 1 else slice(None)
+        return a[tuple(index)]
 
     @staticmethod
     def _high(a: np.ndarray, axis: int) -> np.ndarray:
-        return a if a.shape[axis] == 1 else np.take(a, range(1, a.shape[axis]), axis=axis)
+        index = [slice(None)] * a.ndim
+        index[axis] = slice(1, None) if a.shape[axis] > 1 else slice(None)
+        return a[tuple(index)]
 
     def _axis(self, d: int, start: int, stop: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Cell index, upper corner index and weight along source axis ``sources[d]`` for target indices."""
@@ -251,7 +255,8 @@ def logits_to_labels(logits: torch.Tensor, src_affine: np.ndarray, dst_affine: n
     and the arg-max is taken per target voxel, a slab of target slices at a time. When the two
     grids differ only by scaling, flips, axis order and shifts (every non-oblique scan), only
     voxels near class boundaries are interpolated (see :class:`_SeparableResampler`; the result
-    is the same); oblique scans use ``grid_sample`` on every voxel.
+    is the same); oblique scans, and scores whose classes change in most cells, use
+    ``grid_sample`` on every voxel.
 
     Args:
         logits: [K, X, Y, Z] scores on the grid with affine ``src_affine``.
@@ -272,6 +277,8 @@ def logits_to_labels(logits: torch.Tensor, src_affine: np.ndarray, dst_affine: n
     separable = None
     if sources is not None:
         separable = _SeparableResampler(source.cpu().numpy(), transform, sources)
+        if separable.uniform.mean() < 0.5:  # mostly boundaries (e.g. noisy scores): one fused pass is faster
+            separable = None
     per_slice = dst_shape[0] * dst_shape[1]
     step = max(1, slab_voxels // max(per_slice, 1))
     for k0 in range(0, dst_shape[2], step):
