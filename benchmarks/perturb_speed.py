@@ -46,6 +46,7 @@ from HyperSORTLib.perturbation import (
     swap_classes,
     translate_label,
 )
+from machine import cpu_model
 
 LIVER, SPLEEN, KIDNEY_R, KIDNEY_L, GALLBLADDER, AORTA = 1, 2, 3, 4, 5, 6
 
@@ -166,13 +167,7 @@ def peak_mb(fn: Callable) -> float:
 
 
 def machine_description() -> str:
-    model = platform.processor() or "CPU"
-    try:
-        with open("/proc/cpuinfo") as handle:
-            names = [line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")]
-        model = names[0] if names else model
-    except OSError:
-        pass
+    model = cpu_model()
     try:
         import torch
 

@@ -21,7 +21,6 @@ Run:
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -34,19 +33,7 @@ from HyperSORTLib.demo.run import DEMO_CONFIG
 from HyperSORTLib.inference import InteractiveSegmenter, TrainedRun
 from HyperSORTLib.model.hypersort import HyperSORTModel
 from HyperSORTLib.training.trainer import resolve_device
-
-
-def _machine(device: torch.device) -> str:
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    gpu = f", {torch.cuda.get_device_name(device)}" if device.type == "cuda" else ""
-    return f"{cpu}, {torch.get_num_threads()} threads{gpu}, torch {torch.__version__}"
+from machine import describe
 
 
 def _synthetic_ct(shape=(512, 512, 200), spacing=(0.78, 0.78, 2.0), seed=0) -> tuple[np.ndarray, np.ndarray]:
@@ -153,7 +140,7 @@ def main() -> None:
     if not args.resample_only:
         for name in args.models.split(","):
             rows += measure(name, models[name], device, ct, affine, args.repeats)
-    print(f"\nScan 512x512x200 at 0.78x0.78x2.0 mm, 5 classes; {_machine(device)}; median of {args.repeats}.\n")
+    print(f"\nScan 512x512x200 at 0.78x0.78x2.0 mm, 5 classes; {describe(device)}; median of {args.repeats}.\n")
     print("| class scores on the 2 mm grid | boundary-only (s) | grid_sample, every voxel (s) | speed-up | "
           "labels identical |")
     print("|---|---|---|---|---|")

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import sys
 import time
@@ -47,19 +46,7 @@ from HyperSORTLib.model.hypersort import HyperSORTModel  # noqa: E402
 from HyperSORTLib.training.trainer import resolve_device  # noqa: E402
 from HyperSORTModule import SelfTest, StandaloneScene, VolumeNodes  # noqa: E402
 from HyperSORTModule.CoreLogic import HyperSORTCoreLogic  # noqa: E402
-
-
-def machine(device: torch.device) -> str:
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    gpu = f", {torch.cuda.get_device_name(device)}" if device.type == "cuda" else ""
-    return f"{cpu}, {torch.get_num_threads()} threads{gpu}, torch {torch.__version__}"
+from machine import describe  # noqa: E402
 
 
 def synthetic_ct(shape=(512, 512, 200), spacing=(0.78, 0.78, 2.0), seed=0):
@@ -168,7 +155,7 @@ def main() -> None:
         rows += measure(name, configs()[name], device, args.repeats, args.paths.split(","), ct, affine)
     load = ", ".join(f"{v:.1f}" for v in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
     print(f"\nScan 512x512x200 int16 at 0.78x0.78x2.0 mm, volume node in a slicer-core MRML scene; "
-          f"{machine(device)}; next moves: median of {args.repeats}; load average at the end {load}.\n")
+          f"{describe(device)}; next moves: median of {args.repeats}; load average at the end {load}.\n")
     print("| model | path | labelmap grid | first move (s) | next moves (s) | vs preview | hyper-network (s) | "
           "UNet (s) | resample (s) | MRML write (s) |")
     print("|---|---|---|---|---|---|---|---|---|---|")

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import resource
 import statistics
 import subprocess
@@ -27,6 +26,7 @@ import sys
 import time
 
 import torch
+from machine import describe
 
 PRESETS = {
     # the built-in demo's network and patch
@@ -100,14 +100,7 @@ def run_variant(variant: str, spec: dict, device: str, steps: int, warmup: int) 
 def machine_description(device: str) -> str:
     if device.startswith("cuda"):
         return f"{torch.cuda.get_device_name(0)}, torch {torch.__version__}"
-    model = platform.processor() or "CPU"
-    try:
-        with open("/proc/cpuinfo") as handle:
-            names = [line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")]
-        model = names[0] if names else model
-    except OSError:
-        pass
-    return f"{model}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+    return describe(device)
 
 
 def main() -> None:
