@@ -169,6 +169,17 @@ def _draw_score(fig: Figure, ax: Axes, xy: np.ndarray, score: np.ndarray,
     bar.ax.tick_params(labelsize=8)
 
 
+def _style_axes(ax: Any, axis_labels: Sequence[str], title: str | None) -> None:
+    """Axis labels, light grid and title shared by the latent-map panels."""
+    ax.set_xlabel(axis_labels[0], fontsize=10)
+    ax.set_ylabel(axis_labels[1], fontsize=10)
+    ax.tick_params(labelsize=8)
+    ax.grid(True, color="#dddddd", linewidth=0.5, zorder=0)
+    ax.set_axisbelow(True)
+    if title:
+        ax.set_title(title, fontsize=11)
+
+
 def _draw_annotations(ax: Axes, xy: np.ndarray, marks: list[tuple[int, str]]) -> None:
     if not marks:
         return
@@ -202,13 +213,7 @@ def _draw_panel(
         ax.scatter(xy[:, 0], xy[:, 1], s=22, c=_PALETTE[0], edgecolors="white",
                    linewidths=0.4, alpha=0.9, zorder=2)
     _draw_annotations(ax, xy, marks)
-    ax.set_xlabel(axis_labels[0], fontsize=10)
-    ax.set_ylabel(axis_labels[1], fontsize=10)
-    ax.tick_params(labelsize=8)
-    ax.grid(True, color="#dddddd", linewidth=0.5, zorder=0)
-    ax.set_axisbelow(True)
-    if title:
-        ax.set_title(title, fontsize=11)
+    _style_axes(ax, axis_labels, title)
 
 
 def _save(fig: Figure, path: str | os.PathLike) -> Path:
@@ -412,13 +417,7 @@ def plot_cluster_map(
               **({"loc": "upper left", "bbox_to_anchor": (1.02, 1.0), "borderaxespad": 0.0} if outside
                  else {"loc": "best"}))
     _draw_annotations(ax, xy, marks)
-    ax.set_xlabel(axis_labels[0], fontsize=10)
-    ax.set_ylabel(axis_labels[1], fontsize=10)
-    ax.tick_params(labelsize=8)
-    ax.grid(True, color="#dddddd", linewidth=0.5, zorder=0)
-    ax.set_axisbelow(True)
-    if title:
-        ax.set_title(title, fontsize=11)
+    _style_axes(ax, axis_labels, title)
     return _save(fig, path)
 
 
