@@ -18,6 +18,7 @@ its affine and header.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Sequence
 
 import nibabel as nib
@@ -67,15 +68,19 @@ def _read_integer_data(image: nib.spatialimages.SpatialImage, case: CaseRecord, 
     return data
 
 
-def _load_label_file(case: CaseRecord) -> tuple[np.ndarray, nib.spatialimages.SpatialImage]:
-    path = case.label
+def _open_annotation(case: CaseRecord, path: Path, what: str) -> nib.spatialimages.SpatialImage:
+    """``nib.load`` with errors that name the case and the file (``what``: "label" or "mask")."""
     try:
-        image = nib.load(str(path))
+        return nib.load(str(path))
     except FileNotFoundError:
-        raise FileNotFoundError(f"Case '{case.case_id}': label file {path} does not exist.") from None
+        raise FileNotFoundError(f"Case '{case.case_id}': {what} file {path} does not exist.") from None
     except Exception as exc:
-        raise LabelError(f"Case '{case.case_id}': cannot read label file {path}: {exc}") from exc
-    return _read_integer_data(image, case, path), image
+        raise LabelError(f"Case '{case.case_id}': cannot read {what} file {path}: {exc}") from exc
+
+
+def _load_label_file(case: CaseRecord) -> tuple[np.ndarray, nib.spatialimages.SpatialImage]:
+    image = _open_annotation(case, case.label, "label")
+    return _read_integer_data(image, case, case.label), image
 
 
 def _load_masks(case: CaseRecord) -> tuple[np.ndarray, nib.spatialimages.SpatialImage]:
@@ -83,12 +88,7 @@ def _load_masks(case: CaseRecord) -> tuple[np.ndarray, nib.spatialimages.Spatial
     first: nib.spatialimages.SpatialImage | None = None
     dtype = label_dtype(len(case.masks) + 1)
     for position, path in enumerate(case.masks):
-        try:
-            image = nib.load(str(path))
-        except FileNotFoundError:
-            raise FileNotFoundError(f"Case '{case.case_id}': mask file {path} does not exist.") from None
-        except Exception as exc:
-            raise LabelError(f"Case '{case.case_id}': cannot read mask file {path}: {exc}") from exc
+        image = _open_annotation(case, path, "mask")
         mask = _read_integer_data(image, case, path) != 0
         if first is None:
             first = image
