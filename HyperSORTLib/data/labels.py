@@ -25,6 +25,7 @@ import nibabel as nib
 import numpy as np
 
 from HyperSORTLib.data.cases import CaseList, CaseRecord
+from HyperSORTLib.utils.nifti import open_nifti
 
 
 class LabelError(ValueError):
@@ -69,13 +70,14 @@ def _read_integer_data(image: nib.spatialimages.SpatialImage, case: CaseRecord, 
 
 
 def _open_annotation(case: CaseRecord, path: Path, what: str) -> nib.spatialimages.SpatialImage:
-    """``nib.load`` with errors that name the case and the file (``what``: "label" or "mask")."""
+    """:func:`~HyperSORTLib.utils.nifti.open_nifti` with errors that name the case and the file
+    (``what``: "label" or "mask")."""
     try:
-        return nib.load(str(path))
+        return open_nifti(path, f"Case '{case.case_id}': {what} file")
     except FileNotFoundError:
         raise FileNotFoundError(f"Case '{case.case_id}': {what} file {path} does not exist.") from None
-    except Exception as exc:
-        raise LabelError(f"Case '{case.case_id}': cannot read {what} file {path}: {exc}") from exc
+    except ValueError as exc:  # unparsable header, or less data than the header declares
+        raise LabelError(str(exc)) from exc
 
 
 def _load_label_file(case: CaseRecord) -> tuple[np.ndarray, nib.spatialimages.SpatialImage]:

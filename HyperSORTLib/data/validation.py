@@ -9,7 +9,8 @@ duplicate id        two or more cases share an id (every one of them is reported
 missing file        the image, label or a mask file does not exist
 no annotation       the case has neither a label file nor masks
 unreadable          the header cannot be parsed (not a NIfTI file, corrupt header)
-truncated           the voxel data cannot be read completely (cut-off download, bad gzip)
+truncated           the file is shorter than its header declares (cut-off download, bad gzip, a
+                    tiny file declaring a huge volume), or its voxels cannot be read completely
 not 3D              the volume is not 3D (a 4D file with one volume counts as 3D)
 bad affine          the affine is not finite or is singular
 absurd spacing      a voxel size outside [0.05, 20] mm (or not finite)
@@ -20,10 +21,11 @@ label values        label values outside the class map, or non-integer values
 empty label         no voxel of any selected class
 ==================  ===============================================================================
 
-Headers are read through nibabel's lazy proxies (no voxel data). The voxel checks (truncated,
-NaN/inf, label values, empty label) read the data; ``deep=False`` skips them and instead
-compares each gzip file's stored length with the length its header implies, which finds
-truncated ``.nii.gz`` files without decompressing them. Cases are checked in parallel threads,
+Files are opened with :func:`HyperSORTLib.utils.nifti.open_nifti`: headers only, and a file
+that cannot hold the data its header declares (for ``.nii.gz``, the gzip trailer's length) is
+reported as truncated before any voxel is read, so a small file declaring a huge volume costs
+no memory. The voxel checks (NaN/inf, label values, empty label, unreadable data) read the
+data; ``deep=False`` skips them. Cases are checked in parallel threads,
 and with a :class:`~HyperSORTLib.data.cache.PreprocessCache` each case's result is remembered
 until one of its files changes.
 """
@@ -32,7 +34,6 @@ from __future__ import annotations
 
 import logging
 import os
-import struct
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -40,19 +41,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import nibabel as nib
 import numpy as np
 
 from HyperSORTLib.data.cases import CaseList, CaseRecord
-from HyperSORTLib.data.labels import LabelError, apply_label_values
+from HyperSORTLib.data.labels import LabelError, affines_match, apply_label_values, label_dtype
+from HyperSORTLib.utils.nifti import SPACING_RANGE_MM, NiftiSizeError, affine_problem, open_nifti, voxel_sizes
 
 log = logging.getLogger(__name__)
 
-#: Voxel sizes outside this range (mm) are reported as absurd.
-SPACING_RANGE_MM = (0.05, 20.0)
+__all__ = ["SPACING_RANGE_MM", "CHECKS_VERSION", "Problem", "CheckReport", "check_case", "check_cases"]
 
 #: Bumped when the checks change, so remembered results are recomputed.
-CHECKS_VERSION = 1
+CHECKS_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -106,39 +106,8 @@ class CheckReport:
 
 
 # ------------------------------------------------------------------------------ per case
-def _gzip_length_matches(path: Path, header: Any) -> bool | None:
-    """Whether a gzip file's trailer (uncompressed length mod 2^32) matches the header's size.
-
-    ``None`` when it cannot be told (not gzip, or the header's size is unknown).
-    """
-    if not str(path).endswith(".gz"):
-        return None
-    try:
-        shape = header.get_data_shape()
-        itemsize = header.get_data_dtype().itemsize
-        offset = int(header["vox_offset"]) if "vox_offset" in header else int(header.get_data_offset())
-        if offset == 0:  # a single-file NIfTI has its data after the header and extensions
-            offset = int(getattr(header, "single_vox_offset", 0)) + sum(
-                e.get_sizeondisk() for e in getattr(header, "extensions", []))
-    except Exception:
-        return None
-    expected = offset + int(np.prod(shape, dtype=np.int64)) * itemsize
-    try:
-        with open(path, "rb") as handle:
-            handle.seek(-4, os.SEEK_END)
-            (stored,) = struct.unpack("<I", handle.read(4))
-    except OSError:
-        return False
-    return stored == expected % (1 << 32)
-
-
-def _spacing(affine: np.ndarray) -> np.ndarray:
-    return np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(axis=0))
-
-
 def _affine_close(a: np.ndarray, b: np.ndarray) -> bool:
-    tol = max(1e-2 * float(np.min(_spacing(a))), 1e-4)
-    return bool(np.allclose(a, b, rtol=0, atol=tol))
+    return affines_match(a, b, voxel_sizes(a))
 
 
 def _read_voxels(image: Any) -> np.ndarray:
@@ -168,26 +137,21 @@ def check_case(case: CaseRecord, case_list: CaseList, deep: bool = True) -> list
     images: dict[Path, Any] = {}
     for role, path in files:
         try:
-            image = nib.load(str(path))
+            image = open_nifti(path, role)
+        except NiftiSizeError as exc:  # from the header and file size alone, before reading voxels
+            add("truncated", str(exc))
+            continue
         except Exception as exc:
-            add("unreadable", f"{role} {path}: {exc}")
+            add("unreadable", str(exc) if isinstance(exc, ValueError) else f"{role} {path}: {exc}")
             continue
         shape = image.shape
         if not (len(shape) == 3 or (len(shape) == 4 and shape[3] == 1)):
             add("not 3D", f"{role} {path} has shape {shape}; expected a 3D volume")
             continue
-        affine = np.asarray(image.affine, np.float64)
-        if not np.isfinite(affine).all() or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
-            add("bad affine", f"{role} {path} has a non-finite or singular affine")
-            continue
-        spacing = _spacing(affine)
-        low, high = SPACING_RANGE_MM
-        if not ((spacing >= low) & (spacing <= high)).all():
-            add("absurd spacing", f"{role} {path} has voxel size {np.round(spacing, 4).tolist()} mm; "
-                                  f"expected {low}..{high} mm")
-            continue
-        if not deep and _gzip_length_matches(path, image.header) is False:
-            add("truncated", f"{role} {path}: the gzip stream is shorter or longer than its header says")
+        problem = affine_problem(image.affine)
+        if problem is not None:
+            kind = "absurd spacing" if problem.startswith("voxel size") else "bad affine"
+            add(kind, f"{role} {path}: {problem}")
             continue
         images[path] = image
     if len(images) < len(files):
@@ -239,7 +203,7 @@ def check_case(case: CaseRecord, case_list: CaseList, deep: bool = True) -> list
             data = rounded.astype(np.int64)
         values = data
     else:
-        values = np.zeros(ref_shape, np.uint16)
+        values = np.zeros(ref_shape, label_dtype(len(case.masks) + 1))
         for position, path in enumerate(case.masks):
             try:
                 mask = np.asanyarray(images[Path(path)].dataobj).reshape(ref_shape) != 0

@@ -21,9 +21,11 @@ import torch
 import torch.nn.functional as F
 
 from HyperSORTLib.config import DataConfig
+from HyperSORTLib.data.labels import label_dtype
+from HyperSORTLib.utils.nifti import SPACING_RANGE_MM, affine_problem, open_nifti, voxel_sizes
 
-#: Voxel sizes outside this range (mm) are treated as a broken header.
-SPACING_RANGE_MM = (1e-3, 100.0)
+__all__ = ["SPACING_RANGE_MM", "ScanError", "PreparedVolume", "check_scan", "load_scan", "prepare_volume",
+           "coarser_spacing", "logits_to_labels"]
 
 
 class ScanError(ValueError):
@@ -48,7 +50,7 @@ class PreparedVolume:
 
     @property
     def spacing(self) -> tuple[float, ...]:
-        return tuple(float(np.linalg.norm(self.affine[:3, a])) for a in range(3))
+        return tuple(float(v) for v in voxel_sizes(self.affine))
 
 
 def check_scan(array: np.ndarray, affine: np.ndarray, name: str = "scan") -> tuple[np.ndarray, np.ndarray]:
@@ -67,14 +69,10 @@ def check_scan(array: np.ndarray, affine: np.ndarray, name: str = "scan") -> tup
         raise ScanError(f"{name}: expected a 3-D volume, found shape {array.shape} (a single slice or 2-D image).")
     if not np.issubdtype(array.dtype, np.number) or np.issubdtype(array.dtype, np.complexfloating):
         raise ScanError(f"{name}: expected real intensities, found dtype {array.dtype}.")
+    problem = affine_problem(affine)
+    if problem is not None:
+        raise ScanError(f"{name}: {problem}.")
     affine = np.asarray(affine, dtype=np.float64)
-    if affine.shape != (4, 4) or not np.isfinite(affine).all():
-        raise ScanError(f"{name}: expected a finite 4x4 voxel-to-RAS affine, found {affine.tolist()}.")
-    spacing = np.linalg.norm(affine[:3, :3], axis=0)
-    if abs(np.linalg.det(affine[:3, :3])) < 1e-12 or not (
-            (spacing > SPACING_RANGE_MM[0]) & (spacing < SPACING_RANGE_MM[1])).all():
-        raise ScanError(f"{name}: voxel spacing {np.round(spacing, 4).tolist()} mm is not plausible "
-                        f"(expected {SPACING_RANGE_MM[0]}..{SPACING_RANGE_MM[1]} mm per axis).")
     array = array.astype(np.float32, copy=False)
     if not np.isfinite(array).all():
         raise ScanError(f"{name}: the intensities contain NaN or infinite values.")
@@ -88,16 +86,17 @@ def load_scan(path: str | Path) -> tuple[np.ndarray, np.ndarray, object]:
         FileNotFoundError: the file does not exist.
         ScanError: the file cannot be read or is not a valid 3-D scan (the message names it).
     """
-    import nibabel as nib
-
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"Input scan {path} does not exist.")
     try:
-        image = nib.load(str(path))
+        image = open_nifti(path, "Input scan")  # refuses a file smaller than its header declares
+    except FileNotFoundError:
+        raise
+    except ValueError as exc:
+        raise ScanError(str(exc)) from exc
+    try:
         data = np.asarray(image.dataobj, dtype=np.float32)
     except Exception as exc:  # nibabel raises many types for truncated or foreign files
-        raise ScanError(f"Input scan {path} could not be read as NIfTI/medical image: {exc}") from exc
+        raise ScanError(f"Input scan {path}: cannot read its voxels: {exc or type(exc).__name__}") from exc
     array, affine = check_scan(data, image.affine, name=str(path))
     return array, affine, image
 
@@ -136,7 +135,7 @@ def coarser_spacing(data: DataConfig, input_affine: np.ndarray, factor: float = 
     if data.spacing is not None:
         base = np.asarray(data.spacing, dtype=np.float64)
     else:
-        base = np.linalg.norm(np.asarray(input_affine, dtype=np.float64)[:3, :3], axis=0)
+        base = voxel_sizes(input_affine)
     return tuple(float(s) * factor for s in base)
 
 
@@ -188,7 +187,7 @@ class _SeparableResampler:
         self.logits = logits  # [K, X, Y, Z] float32
         self.transform = transform
         self.sources = sources
-        labels = logits.argmax(0).astype(np.uint8 if logits.shape[0] <= 256 else np.int16)
+        labels = logits.argmax(0).astype(label_dtype(logits.shape[0]))
         self.sizes = labels.shape
         corners = [labels]
         for axis in range(3):  # grow the set of corners one axis at a time
@@ -265,11 +264,12 @@ def logits_to_labels(logits: torch.Tensor, src_affine: np.ndarray, dst_affine: n
         cancel: polled between slabs; returning True raises :class:`InterruptedError`.
 
     Returns:
-        uint8 (int16 for more than 256 classes) labels of shape ``dst_shape``.
+        labels of shape ``dst_shape`` in :func:`~HyperSORTLib.data.labels.label_dtype` (uint8, uint16
+        beyond 256 classes).
     """
     dst_shape = tuple(int(s) for s in dst_shape)
     num_classes = logits.shape[0]
-    dtype = np.uint8 if num_classes <= 256 else np.int16
+    dtype = label_dtype(num_classes)
     out = np.empty(dst_shape, dtype=dtype)
     transform = np.linalg.solve(np.asarray(src_affine, np.float64), np.asarray(dst_affine, np.float64))
     sources = _axis_permutation(transform)

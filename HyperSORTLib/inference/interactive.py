@@ -26,6 +26,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from HyperSORTLib.data.labels import label_dtype
 from HyperSORTLib.inference.decode import TrainedRun
 from HyperSORTLib.inference.geometry import PreparedVolume, coarser_spacing, logits_to_labels, prepare_volume
 
@@ -267,7 +268,7 @@ class InteractiveSegmenter:
             to_input_grid = not preview
         if not to_input_grid:
             num_classes = logits.shape[0]
-            labels = logits.argmax(0).to(torch.uint8 if num_classes <= 256 else torch.int16).cpu().numpy()
+            labels = logits.argmax(0).cpu().numpy().astype(label_dtype(num_classes))
             result = LabelVolume(labels, volume.affine.copy())
         else:
             labels = logits_to_labels(logits, volume.affine, volume.input_affine, volume.input_shape, cancel=cancel)
