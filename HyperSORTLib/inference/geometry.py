@@ -24,8 +24,8 @@ from HyperSORTLib.config import DataConfig
 from HyperSORTLib.data.labels import label_dtype
 from HyperSORTLib.utils.nifti import SPACING_RANGE_MM, affine_problem, open_nifti, voxel_sizes
 
-__all__ = ["SPACING_RANGE_MM", "ScanError", "PreparedVolume", "check_scan", "load_scan", "prepare_volume",
-           "coarser_spacing", "logits_to_labels"]
+__all__ = ["SPACING_RANGE_MM", "MAX_GRID_VOXELS", "ScanError", "PreparedVolume", "check_scan", "load_scan",
+           "prepare_volume", "check_spacing", "check_grid", "resampled_shape", "coarser_spacing", "logits_to_labels"]
 
 
 class ScanError(ValueError):
@@ -101,6 +101,42 @@ def load_scan(path: str | Path) -> tuple[np.ndarray, np.ndarray, object]:
     return array, affine, image
 
 
+#: Largest preprocessed grid (voxels) a scan may be resampled to: 2^29 voxels is 2 GiB per
+#: float32 channel, already more than the network's class scores fit in on most machines.
+MAX_GRID_VOXELS = 1 << 29
+
+
+def resampled_shape(shape: Sequence[int], affine: np.ndarray, spacing: Sequence[float]) -> tuple[int, ...]:
+    """The shape of the grid covering a scan (``shape``, ``affine``) at voxel size ``spacing`` mm."""
+    extent = np.asarray(shape[:3], np.float64) * voxel_sizes(affine)
+    return tuple(int(max(1, np.ceil(e / float(s)))) for e, s in zip(extent, spacing))
+
+
+def check_spacing(spacing: float | Sequence[float], name: str = "spacing") -> tuple[float, float, float]:
+    """A grid spacing as three floats within :data:`SPACING_RANGE_MM`, or :class:`ScanError`."""
+    try:
+        values = np.broadcast_to(np.asarray(spacing, dtype=np.float64), (3,))
+    except (TypeError, ValueError):
+        raise ScanError(f"{name}: expected one or three numbers (mm), found {spacing!r}.") from None
+    low, high = SPACING_RANGE_MM
+    if not (np.isfinite(values).all() and ((values >= low) & (values <= high)).all()):
+        raise ScanError(f"{name}: expected {low}..{high} mm per axis, found {spacing!r}.")
+    return tuple(float(v) for v in values)
+
+
+def check_grid(shape: Sequence[int], affine: np.ndarray, spacing: Sequence[float], name: str = "scan",
+               what: str = "spacing") -> tuple[int, ...]:
+    """The resampled shape, or :class:`ScanError` when it exceeds :data:`MAX_GRID_VOXELS`."""
+    grid = resampled_shape(shape, affine, spacing)
+    voxels = int(np.prod(grid, dtype=object))
+    if voxels > MAX_GRID_VOXELS:
+        raise ScanError(f"{name}: {what} {tuple(round(float(s), 4) for s in spacing)} mm would resample the "
+                        f"{tuple(int(s) for s in shape[:3])} scan to a {'x'.join(map(str, grid))} grid "
+                        f"({voxels:,} voxels, {4 * voxels / 2**30:,.1f} GiB per channel); the limit is "
+                        f"{MAX_GRID_VOXELS:,} voxels. Choose a coarser spacing.")
+    return grid
+
+
 def prepare_volume(array: np.ndarray, affine: np.ndarray, data: DataConfig,
                    spacing: Sequence[float] | None = None, name: str = "scan") -> PreparedVolume:
     """Preprocess a scan exactly as training preprocessed its cases (without the patch crop).
@@ -119,9 +155,11 @@ def prepare_volume(array: np.ndarray, affine: np.ndarray, data: DataConfig,
     from HyperSORTLib.data.preprocessing import intensity_transform
 
     array, affine = check_scan(array, affine, name)
+    target = spacing if spacing is not None else data.spacing
+    if target is not None:  # before MONAI allocates the resampled grid
+        check_grid(array.shape, affine, check_spacing(target, f"{name}: spacing"), name)
     image = MetaTensor(torch.from_numpy(np.ascontiguousarray(array))[None], affine=torch.as_tensor(affine))
     image = mt.Orientation(axcodes="RAS", labels=(("L", "R"), ("P", "A"), ("I", "S")))(image)
-    target = spacing if spacing is not None else data.spacing
     if target is not None:
         image = mt.Spacing(pixdim=tuple(float(s) for s in target), mode="bilinear")(image)
     out = intensity_transform(data)({"image": image})["image"]
