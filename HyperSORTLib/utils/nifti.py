@@ -45,9 +45,10 @@ def affine_problem(affine: Any) -> str | None:
     affine = np.asarray(affine, dtype=np.float64)
     if affine.shape != (4, 4) or not np.isfinite(affine).all():
         return f"expected a finite 4x4 voxel-to-RAS affine, found {affine.tolist()}"
-    if abs(np.linalg.det(affine[:3, :3])) < 1e-12:
-        return "the affine is singular (a zero voxel size or collapsed axes)"
     spacing = voxel_sizes(affine)
+    if abs(np.linalg.det(affine[:3, :3])) < 1e-12:
+        return (f"the affine is singular (voxel spacing {np.round(spacing, 4).tolist()} mm, or collapsed axes); "
+                f"expected a zero-free, invertible voxel-to-RAS matrix")
     low, high = SPACING_RANGE_MM
     if not ((spacing >= low) & (spacing <= high)).all():
         return (f"voxel size {np.round(spacing, 4).tolist()} mm is not plausible "
