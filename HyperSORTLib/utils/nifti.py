@@ -28,6 +28,10 @@ SPACING_RANGE_MM = (0.05, 20.0)
 MAX_VOXELS = 1 << 31
 
 
+#: Deflate's largest compression ratio (about 1032:1 for long runs of one byte), with headroom.
+DEFLATE_MAX_RATIO = 1100
+
+
 class NiftiSizeError(ValueError):
     """A file's header declares more data than the file holds, or an implausibly large volume."""
 
@@ -88,8 +92,10 @@ def size_problem(path: str | os.PathLike, header: Any) -> str | None:
     """Why the file cannot hold what its header declares, or ``None`` when it can.
 
     Uncompressed files: header offset + voxel bytes must not exceed the file size. ``.gz``
-    files: the gzip trailer's uncompressed length must equal that size (mod 2^32). Both cost
-    one ``stat`` and at most a 4-byte read.
+    files: that size must be reachable by deflate from the compressed size (at most
+    :data:`DEFLATE_MAX_RATIO`:1; the trailer alone cannot tell 2^32 bytes from 0), and the gzip
+    trailer's uncompressed length must equal it (mod 2^32). Both cost one ``stat`` and at most
+    a 4-byte read.
     """
     path = Path(path)
     try:
@@ -103,6 +109,9 @@ def size_problem(path: str | os.PathLike, header: Any) -> str | None:
         return f"{declared}: {voxels:,} voxels, more than the limit of {MAX_VOXELS:,}; file size {file_size:,} bytes"
     expected = offset + data_bytes
     if str(path).endswith(".gz"):
+        if expected > DEFLATE_MAX_RATIO * file_size + 1024:  # the trailer alone is only mod 2^32
+            return (f"{declared}, but a {file_size:,}-byte gzip file cannot decompress to {expected:,} bytes "
+                    f"(deflate compresses at most {DEFLATE_MAX_RATIO}:1): truncated or corrupt")
         try:
             stored = _gzip_stored_length(path)
         except (OSError, struct.error):
