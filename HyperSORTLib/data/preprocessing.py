@@ -295,7 +295,10 @@ def resample_to_reference(array: np.ndarray | torch.Tensor, affine: np.ndarray, 
         affine: its voxel -> RAS mm matrix.
         reference: the original scan: a nibabel image or a path; the result has exactly its
             shape and affine.
-        mode: ``"nearest"`` for label maps, ``"bilinear"`` for probabilities.
+        mode: ``"nearest"`` for label maps, ``"bilinear"`` for probabilities. (Class scores
+            become labels on the scan's grid through
+            :func:`HyperSORTLib.inference.geometry.logits_to_labels`, which interpolates the
+            scores before the arg-max.)
 
     Returns:
         A NIfTI image with the reference's 3D shape and affine (label maps keep an integer type).
