@@ -45,7 +45,8 @@ def intensity_transform(config: DataConfig, keys: tuple[str, ...] = ("image",)) 
 
 
 class LoadFilesd(mt.MapTransform):
-    """Load the keys that hold file paths with MONAI's ``LoadImage``; pass loaded arrays through.
+    """Load the keys that hold file paths with MONAI's ``LoadImage`` (after the header check of
+    :func:`~HyperSORTLib.utils.nifti.open_nifti`); pass loaded arrays through.
 
     A label already read by :func:`~HyperSORTLib.data.labels.load_label` (a ``MetaTensor``
     carrying its affine, see :func:`label_metatensor`) is kept as it is, so label selection and
@@ -61,6 +62,7 @@ class LoadFilesd(mt.MapTransform):
         for key in self.key_iterator(out):
             value = out[key]
             if isinstance(value, (str, os.PathLike)):
+                open_nifti(value, key)  # a file smaller than its header declares is refused unread
                 out[key] = self.loader(value)
             elif not isinstance(value, MetaTensor):
                 raise TypeError(f"'{key}' must be a file path or a MetaTensor with an affine, found {type(value)}.")
