@@ -44,6 +44,20 @@ def label_dtype(num_classes: int) -> np.dtype:
     return np.dtype(np.uint8) if num_classes <= 256 else np.dtype(np.uint16)
 
 
+def argmax_labels(scores, axis: int = 0) -> np.ndarray:
+    """Arg-max class indices of a torch score tensor as a NumPy array in :func:`label_dtype`.
+
+    Narrowed on the tensor's device before the copy to the host (a GPU copies a quarter or an
+    eighth of the bytes).
+    """
+    import torch
+
+    num_classes = scores.shape[axis]
+    labels = scores.argmax(axis)
+    labels = labels.to(torch.uint8) if num_classes <= 256 else labels.to(torch.int32)
+    return labels.cpu().numpy().astype(label_dtype(num_classes), copy=False)
+
+
 def _read_integer_data(image: nib.spatialimages.SpatialImage, case: CaseRecord, path) -> np.ndarray:
     try:
         data = np.asanyarray(image.dataobj)

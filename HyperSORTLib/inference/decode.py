@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from HyperSORTLib.config import RunConfig
-from HyperSORTLib.data.labels import label_dtype
+from HyperSORTLib.data.labels import argmax_labels
 from HyperSORTLib.model.hypersort import HyperSORTModel
 from HyperSORTLib.model.unet import UNet3D
 from HyperSORTLib.training import checkpoint as ckpt
@@ -127,7 +127,7 @@ class TrainedRun:
         if array.dim() != 3:
             raise ValueError(f"segment expects a preprocessed 3-D volume [X, Y, Z], found shape {tuple(array.shape)}.")
         logits = self.predict_logits(array[None, None], z)
-        return logits.argmax(1)[0].cpu().numpy().astype(label_dtype(logits.shape[1]))
+        return argmax_labels(logits[0])
 
 
 def _window_count(spatial: Sequence[int], roi: Sequence[int], overlap: float) -> int:

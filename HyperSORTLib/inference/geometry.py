@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from HyperSORTLib.config import DataConfig
-from HyperSORTLib.data.labels import label_dtype
+from HyperSORTLib.data.labels import argmax_labels, label_dtype
 from HyperSORTLib.utils.nifti import SPACING_RANGE_MM, affine_problem, open_nifti, voxel_sizes
 
 __all__ = ["SPACING_RANGE_MM", "MAX_GRID_VOXELS", "ScanError", "PreparedVolume", "check_scan", "load_scan",
@@ -329,5 +329,5 @@ def logits_to_labels(logits: torch.Tensor, src_affine: np.ndarray, dst_affine: n
         grid = _sampling_grid(src_affine, logits.shape[1:], dst_affine, dst_shape, (k0, k1), logits.device)
         sampled = F.grid_sample(source.unsqueeze(0), grid, mode="bilinear", padding_mode="border",
                                 align_corners=True)[0]
-        out[:, :, k0:k1] = sampled.argmax(0).to("cpu").numpy().astype(dtype, copy=False)
+        out[:, :, k0:k1] = argmax_labels(sampled)
     return out

@@ -26,7 +26,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from HyperSORTLib.data.labels import label_dtype
+from HyperSORTLib.data.labels import argmax_labels
 from HyperSORTLib.inference.decode import TrainedRun
 from HyperSORTLib.inference.geometry import (PreparedVolume, check_grid, check_spacing, coarser_spacing,
                                              logits_to_labels, prepare_volume)
@@ -269,8 +269,7 @@ class InteractiveSegmenter:
         if to_input_grid is None:
             to_input_grid = not preview
         if not to_input_grid:
-            num_classes = logits.shape[0]
-            labels = logits.argmax(0).cpu().numpy().astype(label_dtype(num_classes))
+            labels = argmax_labels(logits)
             result = LabelVolume(labels, volume.affine.copy())
         else:
             labels = logits_to_labels(logits, volume.affine, volume.input_affine, volume.input_shape, cancel=cancel)
