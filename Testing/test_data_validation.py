@@ -128,7 +128,8 @@ def test_check_data_command(clean, broken, tmp_path, capsys):
 
     rows = list(csv.DictReader(report.read_text().splitlines()))
     assert {r["case_id"] for r in rows} == set(BROKEN) and {"case_id", "kind", "detail"} == set(rows[0])
-    assert main(["check-data", "--data", str(broken), "--format", "amos", "--no-cache"]) == 2  # bad input: one-line error
+    # bad input: one-line error
+    assert main(["check-data", "--data", str(broken), "--format", "amos", "--no-cache"]) == 2
     err = capsys.readouterr().err
     assert "error" in err and "training" in err and len(err.strip().splitlines()) == 1
 
