@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import re
 import sys
 from typing import Sequence
 
 from HyperSORTLib import __version__
-from HyperSORTLib.commands import COMMANDS
+from HyperSORTLib.commands import COMMANDS, NUMBER_LIST_OPTIONS
+
+_NUMBER_LIST = re.compile(r"^\s*-[\d.]")
 
 
 def _command_modules() -> dict:
@@ -40,9 +43,31 @@ def build_parser(modules: dict | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def join_number_lists(argv: Sequence[str], options: Sequence[str] = NUMBER_LIST_OPTIONS) -> list[str]:
+    """``["--latent", "-0.4,0.1"]`` -> ``["--latent=-0.4,0.1"]`` for the options in ``options``.
+
+    argparse takes a separate value that starts with ``-`` for an option unless it is a single
+    number; joined with ``=`` it is always the option's value.
+    """
+    out: list[str] = []
+    argv = list(argv)
+    i = 0
+    while i < len(argv):
+        if argv[i] in options and i + 1 < len(argv) and _NUMBER_LIST.match(argv[i + 1]):
+            out.append(f"{argv[i]}={argv[i + 1]}")
+            i += 2
+            continue
+        if argv[i] == "--":
+            out += argv[i:]
+            break
+        out.append(argv[i])
+        i += 1
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     modules = _command_modules()
-    args = build_parser(modules).parse_args(argv)
+    args = build_parser(modules).parse_args(join_number_lists(sys.argv[1:] if argv is None else argv))
     try:
         return modules[args.command].run(args)
     except KeyboardInterrupt:

@@ -183,7 +183,7 @@ def test_default_output_manifest_from_dataset_and_given_probes(tiny_run, tmp_pat
 
 @pytest.mark.slow
 def test_cli_writes_report_and_prints_summary(tiny_run, tmp_path, capsys):
-    code = main(["analyze", str(tiny_run["run"]), "--out", str(tmp_path / "cli"), "--manifest",
+    code = main(["analyze", "--run", str(tiny_run["run"]), "--out", str(tmp_path / "cli"), "--manifest",
                  str(tiny_run["manifest"]), "--probe", "case_001", "--device", "cpu", "--no-progress", "--no-cache"])
     assert code == 0
     out = capsys.readouterr().out
@@ -267,7 +267,7 @@ def test_missing_dataset_says_to_pass_data(trained, tmp_path):
 
 
 def test_cli_bad_input_is_one_line(tmp_path, capsys):
-    assert main(["analyze", str(tmp_path / "missing_run")]) == 2
+    assert main(["analyze", "--run", str(tmp_path / "missing_run")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("hypersort analyze: error:") and "config.json is missing" in err
     assert "Traceback" not in err

@@ -115,11 +115,11 @@ def test_check_results_are_cached_until_a_file_changes(clean, broken, tmp_path):
 
 
 def test_check_data_command(clean, broken, tmp_path, capsys):
-    assert main(["check-data", str(clean), "--no-cache", "--no-progress"]) == 0
+    assert main(["check-data", "--data", str(clean), "--no-cache", "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert "12 cases" in out and "no problems" in out
     report = tmp_path / "problems.csv"
-    assert main(["check-data", str(broken), "--cache-dir", str(tmp_path / "c"), "--no-progress",
+    assert main(["check-data", "--data", str(broken), "--cache-dir", str(tmp_path / "c"), "--no-progress",
                  "--report", str(report)]) == 1
     out = capsys.readouterr().out
     for case_id, (_, kind) in BROKEN.items():
@@ -128,7 +128,8 @@ def test_check_data_command(clean, broken, tmp_path, capsys):
 
     rows = list(csv.DictReader(report.read_text().splitlines()))
     assert {r["case_id"] for r in rows} == set(BROKEN) and {"case_id", "kind", "detail"} == set(rows[0])
-    assert main(["check-data", str(broken), "--format", "amos", "--no-cache"]) == 2  # bad input: one-line error
+    # bad input: one-line error
+    assert main(["check-data", "--data", str(broken), "--format", "amos", "--no-cache"]) == 2
     err = capsys.readouterr().err
     assert "error" in err and "training" in err and len(err.strip().splitlines()) == 1
 

@@ -107,7 +107,7 @@ def test_nnunet_copy_keeps_layout_and_geometry_and_the_manifest_reproduces_it(nn
     plan_path.write_text(NNUNET_PLAN)
     before = tree_digest(nnunet)
     dst = tmp_path / "dst"
-    assert main(["perturb", str(nnunet), str(dst), "--plan", str(plan_path), "--no-progress"]) == 0
+    assert main(["perturb", "--data", str(nnunet), "--out", str(dst), "--plan", str(plan_path), "--no-progress"]) == 0
     assert tree_digest(nnunet) == before  # the source is never touched
 
     assert (dst / "dataset.json").read_bytes() == (nnunet / "dataset.json").read_bytes()
@@ -143,9 +143,10 @@ def test_same_manifest_columns_as_the_demo_cohort_and_dry_run(tmp_path: Path, ca
     spec = CohortSpec(n_cases=8, shape=(24, 20, 16), spacing=(14.0, 14.0, 16.0), n_liver_dilated=1,
                       n_spleen_missing=1, n_erroneous=1)
     cohort = generate_cohort(tmp_path / "demo", spec, seed=1)
-    assert main(["perturb", str(cohort.root), "--plan", "amos-style", "--dry-run"]) == 0
+    assert main(["perturb", "--data", str(cohort.root), "--plan", "amos-style", "--dry-run"]) == 0
     assert "8 cases" in capsys.readouterr().out
-    assert main(["perturb", str(cohort.root), str(tmp_path / "out"), "--plan", "amos-style", "--no-progress"]) == 0
+    assert main(["perturb", "--data", str(cohort.root), "--out", str(tmp_path / "out"), "--plan", "amos-style",
+                 "--no-progress"]) == 0
     with open(cohort.root / "manifest.csv", encoding="utf-8") as demo, open(tmp_path / "out" / "manifest.csv") as ours:
         assert next(csv.reader(ours)) == next(csv.reader(demo))
     # The demo's own manifest and plan copy are not carried over; its clean labels are linked.
@@ -161,10 +162,12 @@ def test_refuses_destinations_inside_or_around_the_source(nnunet: Path, tmp_path
     before = tree_digest(nnunet)
     for dst, fragment in ((nnunet, "inside the source"), (nnunet / "out", "inside the source"),
                           (tmp_path, "is inside the destination")):
-        assert main(["perturb", str(nnunet), str(dst), "--plan", str(plan_path), "--no-progress"]) == 2
+        assert main(["perturb", "--data", str(nnunet), "--out", str(dst), "--plan", str(plan_path),
+                     "--no-progress"]) == 2
         assert fragment in capsys.readouterr().err
     assert tree_digest(nnunet) == before
-    assert main(["perturb", str(nnunet), str(tmp_path / "x"), "--plan", "amos-style", "--no-progress"]) == 2
+    assert main(["perturb", "--data", str(nnunet), "--out", str(tmp_path / "x"), "--plan", "amos-style",
+                 "--no-progress"]) == 2
     assert "class 'right kidney' is not a class of this dataset" in capsys.readouterr().err
 
 
@@ -327,8 +330,8 @@ def test_parallel_workers_give_the_same_copy(nnunet: Path, tmp_path: Path):
     plan_path = tmp_path / "plan.yaml"
     plan_path.write_text(NNUNET_PLAN)
     for name, workers in (("one", "1"), ("two", "2")):
-        assert main(["perturb", str(nnunet), str(tmp_path / name), "--plan", str(plan_path), "--workers", workers,
-                     "--no-progress"]) == 0
+        assert main(["perturb", "--data", str(nnunet), "--out", str(tmp_path / name), "--plan", str(plan_path),
+                     "--workers", workers, "--no-progress"]) == 0
     one, two = tree_digest(tmp_path / "one"), tree_digest(tmp_path / "two")
     assert {k: v for k, v in one.items() if not k.startswith(".")} == {k: v for k, v in two.items()
                                                                         if not k.startswith(".")}

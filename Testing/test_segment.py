@@ -228,55 +228,183 @@ def test_real_scans_come_back_on_their_exact_grid(tiny_run, name):
 
 
 # ----------------------------------------------------------------------------- command line
-def test_hypersort_segment_writes_labels_on_the_input_grid(tiny_run, tmp_path, capsys):
-    affine = _oblique_affine()
-    ct = (np.random.default_rng(1).normal(0, 40, (36, 30, 28))).astype(np.int16)
-    source = nib.Nifti1Image(ct, affine)
-    source.header.set_qform(affine, code=1)
-    nib.save(source, tmp_path / "ct.nii.gz")
+def _save_scan(path: Path, shape=(36, 30, 28), affine=None, seed: int = 1) -> Path:
+    affine = _oblique_affine() if affine is None else affine
+    ct = np.random.default_rng(seed).normal(0, 40, shape).astype(np.int16)
+    image = nib.Nifti1Image(ct, affine)
+    image.header.set_qform(affine, code=1)
+    nib.save(image, path)
+    return path
+
+
+def _segment(run: Path, scan: Path, output: Path, *extra: str) -> int:
+    return main(["segment", "--run", str(run), "--input", str(scan), "--output", str(output), "--device", "cpu",
+                 "--no-progress", *extra])
+
+
+def test_hypersort_segment_writes_labels_on_the_input_grid(tiny_run, tmp_path):
+    scan = _save_scan(tmp_path / "ct.nii.gz")
     out = tmp_path / "out" / "seg.nii.gz"
-    assert main(["segment", "--run", str(tiny_run), "--input", str(tmp_path / "ct.nii.gz"), "--output", str(out),
-                 "--sample", "case_002", "--device", "cpu", "--no-progress"]) == 0
-    written = nib.load(str(out))
-    assert written.shape == ct.shape and np.allclose(written.affine, affine)
+    assert _segment(tiny_run, scan, out, "--sample", "case_002") == 0
+    written, source = nib.load(str(out)), nib.load(str(scan))
+    assert written.shape == source.shape and np.allclose(written.affine, source.affine)
     assert written.get_data_dtype() == np.uint8
-    sidecar = json.loads((tmp_path / "out" / "seg.json").read_text())
+
+
+def test_hypersort_segment_sidecar_names_classes_and_latent(tiny_run, tmp_path):
+    scan = _save_scan(tmp_path / "ct.nii.gz")
+    assert _segment(tiny_run, scan, tmp_path / "seg.nii.gz", "--sample", "case_002") == 0
+    sidecar = json.loads((tmp_path / "seg.json").read_text())
     assert sidecar["labels"] == {"0": "background", "1": "ball_a", "2": "ball_b"}
     assert sidecar["latent_source"] == "sample case_002" and len(sidecar["latent"]) == 2
+    assert sidecar["written_by"] == "hypersort segment"
 
-    assert main(["segment", "--run", str(tiny_run), "--input", str(tmp_path / "ct.nii.gz"), "--output",
-                 str(tmp_path / "prev.nii.gz"), "--latent", "0.0,0.0", "--preview", "--no-progress"]) == 0
-    assert nib.load(str(tmp_path / "prev.nii.gz")).shape == ct.shape
+
+def test_hypersort_segment_preview_is_written_on_the_input_grid(tiny_run, tmp_path):
+    scan = _save_scan(tmp_path / "ct.nii.gz")
+    assert _segment(tiny_run, scan, tmp_path / "prev.nii.gz", "--latent", "0.0,0.0", "--preview") == 0
+    assert nib.load(str(tmp_path / "prev.nii.gz")).shape == nib.load(str(scan)).shape
+
+
+def test_hypersort_segment_latent_may_start_with_a_minus_sign(tiny_run, tmp_path):
+    scan = _save_scan(tmp_path / "ct.nii.gz")
+    assert _segment(tiny_run, scan, tmp_path / "a.nii.gz", "--latent", "-0.4,0.1", "--preview") == 0
+    assert _segment(tiny_run, scan, tmp_path / "b.nii.gz", "--latent=-0.4,0.1", "--preview") == 0
+    for name in ("a.json", "b.json"):
+        assert json.loads((tmp_path / name).read_text())["latent"] == pytest.approx([-0.4, 0.1])
+    assert np.array_equal(np.asanyarray(nib.load(str(tmp_path / "a.nii.gz")).dataobj),
+                          np.asanyarray(nib.load(str(tmp_path / "b.nii.gz")).dataobj))
 
 
 @pytest.mark.parametrize("extra, message", [
     (["--latent", "1,2,3"], "expects 2 comma-separated numbers"),
     (["--latent", "a,b"], "expects 2 comma-separated numbers"),
+    (["--latent", "-1,2,3"], "expects 2 comma-separated numbers"),
     (["--cluster", "99"], "Cluster 99 does not exist"),
     (["--sample", "case_999"], "not a training case"),
 ])
 def test_hypersort_segment_rejects_bad_latents(tiny_run, tmp_path, capsys, extra, message):
     nib.save(nib.Nifti1Image(np.zeros((12, 12, 12), np.int16), np.eye(4)), tmp_path / "ct.nii.gz")
-    code = main(["segment", "--run", str(tiny_run), "--input", str(tmp_path / "ct.nii.gz"),
-                 "--output", str(tmp_path / "seg.nii.gz"), "--no-progress", *extra])
-    assert code == 2
+    assert _segment(tiny_run, tmp_path / "ct.nii.gz", tmp_path / "seg.nii.gz", *extra) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "seg.nii.gz").exists()
 
 
-def test_hypersort_segment_rejects_bad_inputs(tiny_run, tmp_path, capsys):
+def test_hypersort_segment_rejects_a_2d_scan(tiny_run, tmp_path, capsys):
     nib.save(nib.Nifti1Image(np.zeros((12, 12), np.int16), np.eye(4)), tmp_path / "flat.nii.gz")
-    args = ["--output", str(tmp_path / "seg.nii.gz"), "--no-progress"]
-    assert main(["segment", "--run", str(tiny_run), "--input", str(tmp_path / "flat.nii.gz"), *args]) == 2
+    assert _segment(tiny_run, tmp_path / "flat.nii.gz", tmp_path / "seg.nii.gz") == 2
     assert "3-D" in capsys.readouterr().err
+
+
+def test_hypersort_segment_rejects_a_file_that_is_not_nifti(tiny_run, tmp_path, capsys):
     (tmp_path / "broken.nii.gz").write_bytes(b"\x1f\x8b not really gzip")
-    assert main(["segment", "--run", str(tiny_run), "--input", str(tmp_path / "broken.nii.gz"), *args]) == 2
-    assert "broken.nii.gz could not be read" in capsys.readouterr().err
+    assert _segment(tiny_run, tmp_path / "broken.nii.gz", tmp_path / "seg.nii.gz") == 2
+    err = capsys.readouterr().err
+    assert "broken.nii.gz" in err and "cannot read the header" in err and len(err.strip().splitlines()) == 1
+
+
+def test_hypersort_segment_rejects_a_run_of_another_format(tiny_run, tmp_path, capsys):
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     doc = json.loads((tiny_run / "config.json").read_text())
     doc["format_version"] = 999
     (foreign / "config.json").write_text(json.dumps(doc))
     nib.save(nib.Nifti1Image(np.zeros((12, 12, 12), np.int16), np.eye(4)), tmp_path / "ct.nii.gz")
-    assert main(["segment", "--run", str(foreign), "--input", str(tmp_path / "ct.nii.gz"), *args]) == 2
+    assert _segment(foreign, tmp_path / "ct.nii.gz", tmp_path / "seg.nii.gz") == 2
     assert "run format 999" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- outputs never destroy data
+@pytest.mark.parametrize("spelling", ["same", "dotdot", "symlink", "hardlink"])
+def test_hypersort_segment_never_writes_over_its_input(tiny_run, tmp_path, capsys, spelling):
+    (tmp_path / "d").mkdir()
+    scan = _save_scan(tmp_path / "d" / "ct.nii.gz")
+    before = scan.read_bytes()
+    output = {"same": scan, "dotdot": tmp_path / "d" / ".." / "d" / "ct.nii.gz",
+              "symlink": tmp_path / "link.nii.gz", "hardlink": tmp_path / "hard.nii.gz"}[spelling]
+    if spelling == "symlink":
+        output.symlink_to(scan)
+    elif spelling == "hardlink":
+        output.hardlink_to(scan)
+    assert _segment(tiny_run, scan, output, "--overwrite") == 2
+    err = capsys.readouterr().err
+    assert "is the input" in err and "even with --overwrite" in err
+    assert scan.read_bytes() == before and not (tmp_path / "d" / "ct.json").exists()
+
+
+def test_hypersort_segment_refuses_an_existing_output_without_overwrite(tiny_run, tmp_path, capsys):
+    scan = _save_scan(tmp_path / "ct.nii.gz")
+    output = tmp_path / "seg.nii.gz"
+    output.write_bytes(b"user data")
+    assert _segment(tiny_run, scan, output) == 2
+    assert "already exists; pass --overwrite" in capsys.readouterr().err
+    assert output.read_bytes() == b"user data" and not (tmp_path / "seg.json").exists()
+
+
+def test_hypersort_segment_refuses_an_existing_sidecar_without_overwrite(tiny_run, tmp_path, capsys):
+    scan = _save_scan(tmp_path / "ct.nii.gz")
+    assert _segment(tiny_run, scan, tmp_path / "seg.nii.gz", "--preview") == 0
+    (tmp_path / "seg.nii.gz").unlink()
+    sidecar = (tmp_path / "seg.json").read_bytes()
+    assert _segment(tiny_run, scan, tmp_path / "seg.nii.gz", "--preview") == 2
+    assert "seg.json already exists" in capsys.readouterr().err
+    assert (tmp_path / "seg.json").read_bytes() == sidecar and not (tmp_path / "seg.nii.gz").exists()
+
+
+def test_hypersort_segment_overwrite_replaces_its_own_output(tiny_run, tmp_path):
+    scan = _save_scan(tmp_path / "ct.nii.gz")
+    output = tmp_path / "seg.nii.gz"
+    assert _segment(tiny_run, scan, output, "--sample", "case_000", "--preview") == 0
+    assert _segment(tiny_run, scan, output, "--sample", "case_001", "--preview", "--overwrite") == 0
+    assert json.loads((tmp_path / "seg.json").read_text())["latent_source"] == "sample case_001"
+    assert nib.load(str(output)).shape == nib.load(str(scan)).shape
+
+
+def test_hypersort_segment_never_replaces_a_foreign_sidecar(tiny_run, tmp_path, capsys):
+    """``--output RUN/config.nii.gz`` would put its sidecar over the run's config.json."""
+    run_copy = tmp_path / "run"
+    run_copy.mkdir()
+    config = run_copy / "config.json"
+    config.write_bytes((tiny_run / "config.json").read_bytes())
+    scan = _save_scan(tmp_path / "ct.nii.gz")
+    assert _segment(tiny_run, scan, run_copy / "config.nii.gz", "--overwrite") == 2
+    err = capsys.readouterr().err
+    assert "config.json exists and was not written by hypersort segment" in err
+    assert config.read_bytes() == (tiny_run / "config.json").read_bytes()
+    assert not (run_copy / "config.nii.gz").exists()
+
+
+def test_hypersort_segment_output_must_be_a_file_in_a_folder(tiny_run, tmp_path, capsys):
+    scan = _save_scan(tmp_path / "ct.nii.gz")
+    (tmp_path / "folder.nii.gz").mkdir()
+    assert _segment(tiny_run, scan, tmp_path / "folder.nii.gz", "--overwrite") == 2
+    assert "is an existing folder" in capsys.readouterr().err
+    (tmp_path / "afile").write_text("x")
+    assert _segment(tiny_run, scan, tmp_path / "afile" / "seg.nii.gz") == 2
+    err = capsys.readouterr().err
+    assert "afile is a file, not a folder" in err and len(err.strip().splitlines()) == 1
+
+
+# ----------------------------------------------------------------------------- preview spacing
+def test_hypersort_segment_rejects_an_absurd_preview_spacing(tiny_run, tmp_path, capsys):
+    scan = _save_scan(tmp_path / "ct.nii.gz")
+    assert _segment(tiny_run, scan, tmp_path / "seg.nii.gz", "--preview", "--preview-spacing", "0.001") == 2
+    err = capsys.readouterr().err
+    assert "--preview-spacing" in err and "0.05..20.0 mm" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "seg.nii.gz").exists()
+
+
+@pytest.mark.parametrize("spacing", [0.001, 0.0, -1.0, float("nan"), 500.0, (1.0, 1.0)])
+def test_preview_spacing_outside_the_range_is_refused_by_the_library(tiny_run, spacing):
+    seg = InteractiveSegmenter.load(tiny_run, device="cpu")
+    with pytest.raises(ScanError, match="preview spacing"):
+        seg.preview_spacing = spacing
+
+
+def test_preview_spacing_that_would_not_fit_in_memory_is_refused(tiny_run):
+    seg = InteractiveSegmenter.load(tiny_run, device="cpu")
+    seg.set_volume(np.zeros((64, 64, 64), np.float32), np.eye(4))
+    with pytest.raises(ScanError, match=r"1067x1067x1067 grid .*Choose a coarser spacing"):
+        seg.preview_spacing = 0.06
+    seg.preview_spacing = 4.0  # a sane one is accepted
+    assert seg.preview_spacing == (4.0, 4.0, 4.0)

@@ -128,10 +128,46 @@ def test_slicer_requirements_follow_the_package_dependencies():
     listed = _requirements([line for line in lines if line])
     assert listed == expected
     assert all(spec.startswith(">=") for spec in listed.values())  # minimums, never pins
-    install = (MODULE / "HyperSORTModule" / "InstallLogic.py").read_text()
     torch_min = _requirements([l for l in project if l.startswith("torch")])["torch"]
-    assert f'TORCH_MINIMUM = "{torch_min}"' in install
-    assert "installTorch(" in install and "pip_ensure(" in install and "pip_install(" in install
+    assert _install_logic().TORCH_MINIMUM == torch_min
+
+
+def _install_logic():
+    import importlib
+    import sys
+
+    if str(MODULE) not in sys.path:
+        sys.path.insert(0, str(MODULE))
+    return importlib.import_module("HyperSORTModule.InstallLogic")
+
+
+@pytest.mark.parametrize("has_pip_ensure", [True, False])
+def test_dependencies_install_torch_through_the_pytorch_extension_then_the_rest(monkeypatch, has_pip_ensure):
+    import sys
+    import types
+
+    logic = _install_logic()
+    calls = []
+    torch_utils = types.ModuleType("PyTorchUtils")
+    torch_utils.PyTorchUtilsLogic = lambda: types.SimpleNamespace(
+        installTorch=lambda **kw: calls.append(("installTorch", kw)) or object())
+    slicer = types.ModuleType("slicer")
+    slicer.util = types.SimpleNamespace(confirmOkCancelDisplay=lambda *a, **k: True,
+                                        pip_install=lambda missing: calls.append(("pip_install", missing)))
+    packaging = types.ModuleType("slicer.packaging")
+    if has_pip_ensure:
+        packaging.pip_ensure = lambda reqs, **kw: calls.append(("pip_ensure", reqs))
+    slicer.packaging = packaging
+    monkeypatch.setitem(sys.modules, "slicer", slicer)
+    monkeypatch.setitem(sys.modules, "slicer.packaging", packaging)
+    monkeypatch.setitem(sys.modules, "PyTorchUtils", torch_utils)
+    monkeypatch.setattr(logic, "torchReady", lambda: False)
+    monkeypatch.setattr(logic, "readRequirements", lambda: ["monai>=1.3", "nibabel>=5"])
+    monkeypatch.setattr(logic, "missingRequirements", lambda reqs: ["nibabel>=5"])
+    logic.ensureDependencies(askConfirmation=False)
+    assert calls[0] == ("installTorch", {"askConfirmation": False, "torchVersionRequirement": logic.TORCH_MINIMUM})
+    assert calls[1] == (("pip_ensure", ["monai>=1.3", "nibabel>=5"]) if has_pip_ensure
+                        else ("pip_install", ["nibabel>=5"]))
 
 
 HEAVY = {"torch", "monai", "HyperSORTLib", "nibabel", "sklearn", "scipy", "matplotlib", "safetensors"}

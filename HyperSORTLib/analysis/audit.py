@@ -323,8 +323,7 @@ def _decode_clusters(run: Any, clusters: ClusterResult, probes: list[ProbeCase],
         pairs = tqdm(pairs, desc="decoding clusters", unit="pass")
     for c, probe in pairs:
         z = np.asarray(clusters.centers[c], dtype=np.float32)
-        logits = run.predict_logits(torch.from_numpy(probe.image)[None, None], z)
-        probe.label_maps[c] = logits.argmax(1)[0].to(torch.uint8).cpu().numpy()
+        probe.label_maps[c] = run.segment(probe.image, z)
 
 
 # --------------------------------------------------------------------------- metrics

@@ -16,6 +16,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from HyperSORTLib.training.checkpoint import LATENTS_FILE, RunDirectoryError
+from HyperSORTLib.utils.nifti import voxel_sizes
 
 __all__ = ["Manifest", "MANIFEST_FILE", "MANIFEST_COLUMNS", "read_latents_table", "read_manifest",
            "PatchCase", "analysis_patch_config", "check_probe_ids", "nearest_cases", "resolve_case_list",
@@ -274,7 +275,7 @@ def training_patches(case_list: Any, config: Any, cache: Any = None, progress: b
                                  f"{exc}") from exc
         image, label = sample_patch(np.asarray(volume.image), np.asarray(volume.label), patch_config, None,
                                     volume.foreground, volume.foreground_box)
-        spacing = tuple(float(v) for v in np.linalg.norm(np.asarray(volume.affine)[:3, :3], axis=0))
+        spacing = tuple(float(v) for v in voxel_sizes(volume.affine))
         yield PatchCase(index, case.case_id, image.astype(np.float32, copy=False), label, spacing)
 
 

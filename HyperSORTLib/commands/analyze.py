@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from HyperSORTLib.commands import add_data_option, add_device_option, add_progress_option, add_run_option
+
 NAME = "analyze"
 HELP = "audit a trained run: suspicious samples, clusters described in words, HTML report"
 
@@ -16,25 +18,25 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "losses, distance to the main mode), decode each cluster centre into a UNet and describe "
                     "how it segments probe cases, and write report.html, samples.csv, clusters.csv and "
                     "metrics.json.")
-    parser.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="run directory written by hypersort train")
+    add_run_option(parser)
     parser.add_argument("--out", type=Path, default=None, metavar="DIR",
-                        help="output folder (default: RUN_DIR/analysis)")
+                        help="output folder (default: RUN/analysis)")
     parser.add_argument("--manifest", type=Path, default=None, metavar="CSV",
                         help="ground truth CSV with case_id, group, erroneous (default: manifest.csv in the "
                              "dataset folder, when present)")
     parser.add_argument("--probe", default=None, metavar="CASE_IDS",
                         help="comma-separated training case ids to segment with every cluster's UNet "
                              "(default: the 3 cases nearest the main mode)")
-    parser.add_argument("--data", type=Path, default=None, metavar="DATA_DIR",
-                        help="dataset folder, when it has moved since training (default: the one in config.json)")
-    parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
+    add_data_option(parser, required=False,
+                    help="dataset folder, when it has moved since training (default: the one in config.json)")
+    add_device_option(parser)
     parser.add_argument("--max-components", type=int, default=8,
                         help="largest number of mixture components tried (default 8; BIC chooses)")
     parser.add_argument("--cache-dir", type=Path, default=None,
                         help="preprocessing cache written by training, read to skip preprocessing "
                              "(default $HYPERSORT_CACHE_DIR or the user cache folder)")
     parser.add_argument("--no-cache", action="store_true", help="preprocess every case from its files")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar (e.g. for log files)")
+    add_progress_option(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -42,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.max_components < 1:
         raise ValueError(f"--max-components must be >= 1, found {args.max_components}.")
-    result = analyze_run(args.run_dir, out_dir=args.out, manifest=args.manifest, probe_cases=args.probe,
+    result = analyze_run(args.run, out_dir=args.out, manifest=args.manifest, probe_cases=args.probe,
                          data=args.data, device=args.device, max_components=args.max_components,
                          cache_dir=args.cache_dir, use_cache=not args.no_cache, progress=not args.no_progress)
     print(result.summary())

@@ -11,6 +11,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from HyperSORTLib.commands import add_data_option, add_overwrite_option, add_progress_option, add_workers_option
+
 NAME = "check-data"
 HELP = "check a dataset and list broken cases"
 
@@ -67,13 +69,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Check every case of a dataset: missing, unreadable or truncated files, image/label shape "
                     "or affine mismatch, label values outside the class map, empty labels, NaN/inf, absurd "
                     "spacing, duplicate ids. Prints a table of the bad cases; exit code 1 when there is any.")
-    parser.add_argument("data", type=Path, help="dataset folder, or CSV case list")
+    add_data_option(parser)
     add_data_options(parser)
     parser.add_argument("--headers-only", action="store_true",
                         help="read headers only (fast; truncation by gzip length, no voxel checks)")
-    parser.add_argument("--workers", type=int, default=None, help="parallel reading threads (default: CPUs, max 8)")
-    parser.add_argument("--report", type=Path, default=None, help="also write the problems to this CSV file")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_workers_option(parser, "parallel reading threads (default: CPUs, max 8)")
+    parser.add_argument("--report", type=Path, default=None, metavar="CSV",
+                        help="also write the problems to this CSV file")
+    add_overwrite_option(parser, help="replace an existing --report file")
+    add_progress_option(parser)
 
 
 def print_report(report: Any, stream: Any = None) -> None:
@@ -98,7 +102,10 @@ def write_report_csv(path: Path, problems: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from HyperSORTLib.data.validation import check_cases
+    from HyperSORTLib.utils.io import check_output_file
 
+    if args.report is not None:  # before reading anything: the report never replaces data
+        check_output_file(args.report, args.overwrite, "--report", inputs=(args.data,))
     case_list = read_from_args(args.data, args)
     names = ", ".join(case_list.class_names[1:])
     print(f"{args.data}: {case_list.layout} layout, {len(case_list.cases)} cases, "

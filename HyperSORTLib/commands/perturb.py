@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from HyperSORTLib.commands import add_data_option, add_overwrite_option, add_progress_option, add_workers_option
+
 NAME = "perturb"
 HELP = "write a perturbed copy of a dataset (known biases and errors) with a manifest"
 
@@ -18,11 +20,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Inject known annotation biases into a copy of a dataset, following a plan (groups of cases, "
                     "perturbations, parameter ranges, seed). The copy keeps the source's layout: labels are "
                     "perturbed on their own voxel grid, images are linked (or copied), metadata is copied. "
-                    "DST/manifest.csv records each case's group, perturbation, drawn parameters, Dice and volume "
-                    "change; DST/perturb_plan.yaml the plan. The source is never modified; re-running the same "
+                    "OUT/manifest.csv records each case's group, perturbation, drawn parameters, Dice and volume "
+                    "change; OUT/perturb_plan.yaml the plan. The source is never modified; re-running the same "
                     "command completes an interrupted run.")
-    parser.add_argument("src", type=Path, nargs="?", help="source dataset folder, or CSV case list")
-    parser.add_argument("dst", type=Path, nargs="?", help="destination folder (outside the source)")
+    add_data_option(parser, required=False, help="source dataset folder, or CSV case list")
+    parser.add_argument("--out", type=Path, default=None, metavar="OUT",
+                        help="destination folder (outside the source; not needed with --dry-run)")
     parser.add_argument("--plan", default=None,
                         help="plan YAML file, or a built-in plan name (amos-style)")
     group = parser.add_argument_group("dataset")
@@ -33,13 +36,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     group.add_argument("--split", default=None, help="TotalSegmentator: only subjects of this meta.csv split")
     parser.add_argument("--copy-images", action="store_true",
                         help="copy images and other data files instead of linking them")
-    parser.add_argument("--workers", type=int, default=1, help="processes perturbing cases in parallel (default 1)")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="write into a non-empty destination that is not an earlier run of this plan")
+    add_workers_option(parser, "processes perturbing cases in parallel (default 1)", default=1)
+    add_overwrite_option(parser, help="write into a non-empty destination that is not an earlier run of this plan")
     parser.add_argument("--dry-run", action="store_true",
                         help="check the plan against the dataset and print the groups; write nothing")
     parser.add_argument("--list", action="store_true", help="list the perturbations and built-in plans, then exit")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_progress_option(parser)
 
 
 def describe_perturbations() -> str:
@@ -66,9 +68,10 @@ def run(args: argparse.Namespace) -> int:
     if args.list:
         print(describe_perturbations())
         return 0
-    missing = [name for name, value in (("SRC", args.src), ("DST", args.dst), ("--plan", args.plan)) if value is None]
-    if missing and not (args.dry_run and args.dst is None and args.src is not None and args.plan is not None):
-        raise ValueError(f"missing {', '.join(missing)}: usage 'hypersort perturb SRC DST --plan PLAN' "
+    missing = [name for name, value in (("--data", args.data), ("--out", args.out), ("--plan", args.plan))
+               if value is None]
+    if missing and not (args.dry_run and missing == ["--out"]):
+        raise ValueError(f"missing {', '.join(missing)}: usage 'hypersort perturb --data SRC --out OUT --plan PLAN' "
                          f"(or --list).")
 
     from HyperSORTLib.commands.check_data import reader_options
@@ -77,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
     from HyperSORTLib.perturbation.runner import perturb_dataset
 
     plan = load_plan(args.plan)
-    case_list = read_dataset(args.src, args.format, args.classes, **reader_options(args))
+    case_list = read_dataset(args.data, args.format, args.classes, **reader_options(args))
     if args.dry_run:
         plan.check_classes(case_list.class_names)
         assignments = plan.assign(case_list.case_ids)
@@ -91,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"  {name}: {len(ids)} ({shown})")
         return 0
     plan_file = Path(args.plan) if Path(args.plan).is_file() else builtin_plan_path(args.plan)
-    result = perturb_dataset(case_list, args.dst, plan, copy_images=args.copy_images, workers=args.workers,
+    result = perturb_dataset(case_list, args.out, plan, copy_images=args.copy_images, workers=args.workers,
                              overwrite=args.overwrite, progress=not args.no_progress,
                              plan_text=plan_file.read_text(encoding="utf-8"))
     print(result.summary(), file=sys.stdout)

@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from HyperSORTLib.commands import (add_device_option, add_overwrite_option, add_progress_option,
+                                   add_run_option)
+
 NAME = "segment"
 HELP = "segment a scan with the UNet of a latent point (main mode, a sample, a cluster or x,y)"
 
@@ -16,9 +19,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "scan is preprocessed like the training data, segmented with sliding-window inference and the "
                     "labels are resampled onto the input's exact grid (same shape and affine). Class names and the "
                     "latent point are written beside the output as JSON.")
-    parser.add_argument("--run", type=Path, required=True, help="trained run directory")
+    add_run_option(parser)
     parser.add_argument("--input", type=Path, required=True, help="scan to segment (NIfTI)")
-    parser.add_argument("--output", type=Path, required=True, help="label map to write (.nii.gz)")
+    parser.add_argument("--output", type=Path, required=True,
+                        help="label map to write (.nii.gz); never the input scan")
+    add_overwrite_option(parser, help="replace an existing output and its segment sidecar JSON")
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--latent", default=None, help="latent point as comma-separated numbers, e.g. 0.1,-0.3")
     which.add_argument("--sample", default=None, help="use this training case's latent")
@@ -27,8 +32,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         help="segment on a grid 2x coarser than training (fast, approximate), still written on the "
                              "input grid")
     parser.add_argument("--preview-spacing", type=float, default=None, help="preview grid spacing in mm")
-    parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_device_option(parser)
+    add_progress_option(parser)
 
 
 def parse_latent(text: str, dim: int) -> list[float]:
@@ -43,6 +48,50 @@ def parse_latent(text: str, dim: int) -> list[float]:
     return values
 
 
+#: Marks the JSON written beside a segmentation, so ``--overwrite`` never replaces any other JSON.
+SIDECAR_KIND = "hypersort segment"
+
+
+def sidecar_path(output: Path) -> Path:
+    """``X.nii.gz`` / ``X.nii`` -> ``X.json``."""
+    name = output.name
+    stem = name[: -len(".nii.gz")] if name.endswith(".nii.gz") else name[: -len(".nii")]
+    return output.with_name(stem + ".json")
+
+
+def is_segment_sidecar(path: Path) -> bool:
+    """Whether ``path`` is a JSON file that ``hypersort segment`` wrote (and may replace)."""
+    import json
+
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    return isinstance(data, dict) and (data.get("written_by") == SIDECAR_KIND
+                                       or {"labels", "latent", "latent_source", "run", "input"} <= set(data))
+
+
+def check_outputs(output: Path, scan: Path, overwrite: bool) -> Path:
+    """Refuse outputs that would destroy data, before any work; returns the sidecar path.
+
+    Refused: an output that is the input scan (even with ``overwrite``); an output or sidecar
+    that is a folder or below a file; an existing output or sidecar without ``overwrite``; and,
+    always, an existing sidecar that ``hypersort segment`` did not write (e.g. a run's
+    ``config.json`` for ``--output RUN/config.nii.gz``).
+    """
+    from HyperSORTLib.utils.io import check_output_file
+
+    if not str(output).endswith((".nii", ".nii.gz")):
+        raise ValueError(f"--output must be a NIfTI file name ending in .nii or .nii.gz, found {output}.")
+    check_output_file(output, overwrite, "--output", inputs=(scan,))
+    sidecar = sidecar_path(output)
+    if sidecar.is_file() and not is_segment_sidecar(sidecar):
+        raise ValueError(f"--output {output}: its sidecar {sidecar} exists and was not written by hypersort "
+                         f"segment; refusing to replace it, even with --overwrite. Choose another file name.")
+    check_output_file(sidecar, overwrite, "sidecar", inputs=(scan,))
+    return sidecar
+
+
 def run(args: argparse.Namespace) -> int:
     import nibabel as nib
     import numpy as np
@@ -50,8 +99,11 @@ def run(args: argparse.Namespace) -> int:
     from HyperSORTLib.inference import InteractiveSegmenter, load_scan
     from HyperSORTLib.utils.io import atomic_save_nifti, atomic_write_json
 
-    if not str(args.output).endswith((".nii", ".nii.gz")):
-        raise ValueError(f"--output must be a NIfTI file name ending in .nii or .nii.gz, found {args.output}.")
+    from HyperSORTLib.inference.geometry import check_spacing
+
+    sidecar = check_outputs(args.output, args.input, args.overwrite)
+    if args.preview_spacing is not None:
+        check_spacing(args.preview_spacing, "--preview-spacing")
     array, affine, image = load_scan(args.input)
     seg = InteractiveSegmenter.load(args.run, device=args.device)
     if args.latent is not None:
@@ -86,11 +138,9 @@ def run(args: argparse.Namespace) -> int:
     out = nib.Nifti1Image(result.array, affine, header=header)
     out.header.set_slope_inter(1, 0)
     atomic_save_nifti(out, args.output)
-    name = args.output.name
-    stem = name[: -len(".nii.gz")] if name.endswith(".nii.gz") else name[: -len(".nii")]
-    sidecar = args.output.with_name(stem + ".json")
     present = np.unique(result.array).tolist()
     atomic_write_json(sidecar, {
+        "written_by": SIDECAR_KIND,
         "labels": {str(i): n for i, n in enumerate(seg.class_names)},
         "latent": [float(v) for v in np.asarray(z).reshape(-1)],
         "latent_source": source,

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from HyperSORTLib.commands import add_training_options, training_overrides
+from HyperSORTLib.commands import add_data_option, add_training_options, add_workers_option, training_overrides
 from HyperSORTLib.commands.check_data import add_data_options, cache_from_args, print_report, read_from_args
 
 NAME = "train"
@@ -21,14 +21,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Train HyperSORT on a dataset (nnU-Net raw / MSD, AMOS, TotalSegmentator or a CSV list). "
                     "Every case is checked first (as check-data does); training refuses a dataset with broken "
                     "cases unless --skip-bad-cases leaves them out. Re-running the same command resumes the run.")
-    parser.add_argument("--data", type=Path, required=True, help="dataset folder, or CSV case list")
+    add_data_option(parser)
     parser.add_argument("--out", type=Path, required=True, help="run directory (resumed if it holds a checkpoint)")
     parser.add_argument("--config", type=Path, default=None, help="YAML run configuration")
     add_data_options(parser)
     parser.add_argument("--skip-bad-cases", action="store_true",
                         help="leave out the cases that fail the checks (listed in the run's skipped_cases.csv)")
-    parser.add_argument("--num-workers", type=int, default=None,
-                        help="data-loading worker processes (train.num_workers)")
+    add_workers_option(parser, "data-loading worker processes (default: the configuration's train.num_workers)")
     add_training_options(parser)
 
 
@@ -48,6 +47,9 @@ def run(args: argparse.Namespace) -> int:
     report = check_cases(cases, cache=cache, progress=progress, allow_empty=args.allow_empty_labels)
     if not report.ok:
         print_report(report, sys.stderr)
+        if report.dataset_problems:  # e.g. a selected class in no label: leaving cases out cannot fix it
+            print(f"hypersort train: refusing to train: {report.dataset_problems[0].detail}.", file=sys.stderr)
+            return 1
         if not args.skip_bad_cases:
             print(f"hypersort train: refusing to train on {len(report.bad_case_ids)} bad case(s); fix them, or "
                   f"pass --skip-bad-cases to leave them out.", file=sys.stderr)
@@ -58,8 +60,8 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"No usable case left in {args.data}.")
 
     overrides = training_overrides(args)
-    if args.num_workers is not None:
-        overrides["num_workers"] = args.num_workers
+    if args.workers is not None:
+        overrides["num_workers"] = args.workers
     config = dataclasses.replace(
         config,
         model=dataclasses.replace(config.model, unet=dataclasses.replace(config.model.unet,

@@ -23,7 +23,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 
@@ -152,12 +152,14 @@ class PreprocessCache:
         return _hash({"v": version, "deep": deep, "files": [file_signature(p) for p in case_files(case)],
                       "classes": check_fields(case_list), "case_id": case.case_id})
 
-    def load_check(self, key: str) -> list[dict[str, Any]] | None:
+    def load_check(self, key: str) -> Any:
         path = self.root / "checks" / key[:2] / f"{key}.json"
         try:
             return json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return None
 
-    def store_check(self, key: str, problems: Iterable[dict[str, Any]]) -> None:
-        atomic_write_json(self.root / "checks" / key[:2] / f"{key}.json", list(problems))
+    def store_check(self, key: str, result: Any) -> None:
+        """Remember a check result (any JSON value) under ``key``."""
+        atomic_write_json(self.root / "checks" / key[:2] / f"{key}.json",
+                          result if isinstance(result, dict) else list(result))

@@ -25,6 +25,7 @@ import nibabel as nib
 import numpy as np
 
 from HyperSORTLib.data.cases import CaseList, CaseRecord
+from HyperSORTLib.utils.nifti import open_nifti
 
 
 class LabelError(ValueError):
@@ -41,6 +42,20 @@ def affines_match(a: np.ndarray, b: np.ndarray, spacing: Sequence[float]) -> boo
 def label_dtype(num_classes: int) -> np.dtype:
     """The smallest unsigned integer type holding class indices 0..num_classes-1."""
     return np.dtype(np.uint8) if num_classes <= 256 else np.dtype(np.uint16)
+
+
+def argmax_labels(scores, axis: int = 0) -> np.ndarray:
+    """Arg-max class indices of a torch score tensor as a NumPy array in :func:`label_dtype`.
+
+    Narrowed on the tensor's device before the copy to the host (a GPU copies a quarter or an
+    eighth of the bytes).
+    """
+    import torch
+
+    num_classes = scores.shape[axis]
+    labels = scores.argmax(axis)
+    labels = labels.to(torch.uint8) if num_classes <= 256 else labels.to(torch.int32)
+    return labels.cpu().numpy().astype(label_dtype(num_classes), copy=False)
 
 
 def _read_integer_data(image: nib.spatialimages.SpatialImage, case: CaseRecord, path) -> np.ndarray:
@@ -69,13 +84,14 @@ def _read_integer_data(image: nib.spatialimages.SpatialImage, case: CaseRecord, 
 
 
 def _open_annotation(case: CaseRecord, path: Path, what: str) -> nib.spatialimages.SpatialImage:
-    """``nib.load`` with errors that name the case and the file (``what``: "label" or "mask")."""
+    """:func:`~HyperSORTLib.utils.nifti.open_nifti` with errors that name the case and the file
+    (``what``: "label" or "mask")."""
     try:
-        return nib.load(str(path))
+        return open_nifti(path, f"Case '{case.case_id}': {what} file")
     except FileNotFoundError:
         raise FileNotFoundError(f"Case '{case.case_id}': {what} file {path} does not exist.") from None
-    except Exception as exc:
-        raise LabelError(f"Case '{case.case_id}': cannot read {what} file {path}: {exc}") from exc
+    except ValueError as exc:  # unparsable header, or less data than the header declares
+        raise LabelError(str(exc)) from exc
 
 
 def _load_label_file(case: CaseRecord) -> tuple[np.ndarray, nib.spatialimages.SpatialImage]:

@@ -26,7 +26,8 @@ from monai.data import MetaTensor
 
 from HyperSORTLib.config import DataConfig
 from HyperSORTLib.data.cases import CaseList, CaseRecord
-from HyperSORTLib.data.labels import affines_match, load_label
+from HyperSORTLib.data.labels import affines_match, label_dtype, load_label
+from HyperSORTLib.utils.nifti import open_nifti
 
 RAS_LABELS = (("L", "R"), ("P", "A"), ("I", "S"))
 
@@ -44,7 +45,8 @@ def intensity_transform(config: DataConfig, keys: tuple[str, ...] = ("image",)) 
 
 
 class LoadFilesd(mt.MapTransform):
-    """Load the keys that hold file paths with MONAI's ``LoadImage``; pass loaded arrays through.
+    """Load the keys that hold file paths with MONAI's ``LoadImage`` (after the header check of
+    :func:`~HyperSORTLib.utils.nifti.open_nifti`); pass loaded arrays through.
 
     A label already read by :func:`~HyperSORTLib.data.labels.load_label` (a ``MetaTensor``
     carrying its affine, see :func:`label_metatensor`) is kept as it is, so label selection and
@@ -60,6 +62,7 @@ class LoadFilesd(mt.MapTransform):
         for key in self.key_iterator(out):
             value = out[key]
             if isinstance(value, (str, os.PathLike)):
+                open_nifti(value, key)  # a file smaller than its header declares is refused unread
                 out[key] = self.loader(value)
             elif not isinstance(value, MetaTensor):
                 raise TypeError(f"'{key}' must be a file path or a MetaTensor with an affine, found {type(value)}.")
@@ -175,11 +178,9 @@ def load_case(case: CaseRecord, case_list: CaseList) -> dict[str, Any]:
     """
     labels, label_image = load_label(case, case_list)
     item = label_metatensor(labels, label_image)
-    try:
-        header = nib.load(str(case.image))
-    except Exception:  # the image loader reports it, naming the file
-        header = None
-    if header is not None and tuple(header.shape[:3]) == labels.shape:
+    # the header check refuses an image smaller than its header declares before MONAI reads it
+    header = open_nifti(case.image, f"Case '{case.case_id}': image")
+    if tuple(header.shape[:3]) == labels.shape:
         affine = np.asarray(header.affine, np.float64)
         if affines_match(affine, np.asarray(label_image.affine), header.header.get_zooms()[:3]):
             item = label_metatensor(labels, label_image, affine)
@@ -205,7 +206,7 @@ def preprocess_case(case: CaseRecord, case_list: CaseList, config: DataConfig,
     image_np = image.detach().cpu().numpy()[0].astype(np.float32, copy=False)
     if not np.isfinite(image_np).all():
         raise ValueError(f"image {case.image} contains NaN or infinite values.")
-    dtype = np.uint8 if len(case_list.class_names) <= 256 else np.uint16
+    dtype = label_dtype(len(case_list.class_names))
     label_np = np.rint(label.detach().cpu().numpy()[0]).astype(dtype)
     affine = np.asarray(image.affine, dtype=np.float64)
     return PreprocessedCase(np.ascontiguousarray(image_np), np.ascontiguousarray(label_np), affine,
@@ -296,13 +297,16 @@ def resample_to_reference(array: np.ndarray | torch.Tensor, affine: np.ndarray, 
         affine: its voxel -> RAS mm matrix.
         reference: the original scan: a nibabel image or a path; the result has exactly its
             shape and affine.
-        mode: ``"nearest"`` for label maps, ``"bilinear"`` for probabilities.
+        mode: ``"nearest"`` for label maps, ``"bilinear"`` for probabilities. (Class scores
+            become labels on the scan's grid through
+            :func:`HyperSORTLib.inference.geometry.logits_to_labels`, which interpolates the
+            scores before the arg-max.)
 
     Returns:
         A NIfTI image with the reference's 3D shape and affine (label maps keep an integer type).
     """
     if not isinstance(reference, nib.spatialimages.SpatialImage):
-        reference = nib.load(str(reference))
+        reference = open_nifti(reference, "reference scan")
     data = torch.as_tensor(np.asarray(array))
     channel = data.ndim == 4
     source = MetaTensor(data if channel else data[None], affine=torch.as_tensor(np.asarray(affine, np.float64)))

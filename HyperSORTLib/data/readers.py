@@ -93,8 +93,10 @@ def normalize_classes(classes: ClassSelection) -> list[tuple[str, str]] | None:
     if classes is None:
         return None
     if isinstance(classes, str):
-        return parse_classes(classes)
-    if isinstance(classes, Mapping):
+        pairs = parse_classes(classes)
+        if pairs is None:
+            return None
+    elif isinstance(classes, Mapping):
         pairs = [(str(k), str(v)) for k, v in classes.items()]
     else:
         pairs = []
@@ -108,9 +110,11 @@ def normalize_classes(classes: ClassSelection) -> list[tuple[str, str]] | None:
     if not pairs:
         raise ValueError("The class selection is empty; name at least one class (or select all with None).")
     names = [name for _, name in pairs]
-    duplicates = sorted({n for n in names if names.count(n) > 1})
+    keys = [_norm(n) for n in names]  # 'Left kidney' and 'left_kidney' would be one class to a reader
+    duplicates = sorted({n for n, k in zip(names, keys) if keys.count(k) > 1})
     if duplicates:
-        raise ValueError(f"Class selection: the names {duplicates} are given to more than one class.")
+        raise ValueError(f"Class selection: the names {duplicates} are given to more than one class; "
+                         f"every selected class needs its own name.")
     if any(_norm(name) in ("background", "0") for name in names) or any(src == "0" for src, _ in pairs):
         raise ValueError("Class selection: background (value 0) is always class 0; list only foreground classes.")
     return pairs

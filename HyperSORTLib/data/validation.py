@@ -9,7 +9,8 @@ duplicate id        two or more cases share an id (every one of them is reported
 missing file        the image, label or a mask file does not exist
 no annotation       the case has neither a label file nor masks
 unreadable          the header cannot be parsed (not a NIfTI file, corrupt header)
-truncated           the voxel data cannot be read completely (cut-off download, bad gzip)
+truncated           the file is shorter than its header declares (cut-off download, bad gzip, a
+                    tiny file declaring a huge volume), or its voxels cannot be read completely
 not 3D              the volume is not 3D (a 4D file with one volume counts as 3D)
 bad affine          the affine is not finite or is singular
 absurd spacing      a voxel size outside [0.05, 20] mm (or not finite)
@@ -20,10 +21,15 @@ label values        label values outside the class map, or non-integer values
 empty label         no voxel of any selected class
 ==================  ===============================================================================
 
-Headers are read through nibabel's lazy proxies (no voxel data). The voxel checks (truncated,
-NaN/inf, label values, empty label) read the data; ``deep=False`` skips them and instead
-compares each gzip file's stored length with the length its header implies, which finds
-truncated ``.nii.gz`` files without decompressing them. Cases are checked in parallel threads,
+With ``deep=True`` the dataset as a whole is checked too: a selected class that no readable
+annotation holds is an ``absent class`` problem of case ``(dataset)`` (:data:`DATASET_ID`);
+``allow_empty`` does not silence it, and leaving cases out cannot fix it.
+
+Files are opened with :func:`HyperSORTLib.utils.nifti.open_nifti`: headers only, and a file
+that cannot hold the data its header declares (for ``.nii.gz``, the gzip trailer's length) is
+reported as truncated before any voxel is read, so a small file declaring a huge volume costs
+no memory. The voxel checks (NaN/inf, label values, empty label, unreadable data) read the
+data; ``deep=False`` skips them. Cases are checked in parallel threads,
 and with a :class:`~HyperSORTLib.data.cache.PreprocessCache` each case's result is remembered
 until one of its files changes.
 """
@@ -32,7 +38,6 @@ from __future__ import annotations
 
 import logging
 import os
-import struct
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -40,19 +45,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import nibabel as nib
 import numpy as np
 
 from HyperSORTLib.data.cases import CaseList, CaseRecord
-from HyperSORTLib.data.labels import LabelError, apply_label_values
+from HyperSORTLib.data.labels import LabelError, affines_match, apply_label_values, label_dtype
+from HyperSORTLib.utils.nifti import SPACING_RANGE_MM, NiftiSizeError, affine_problem, open_nifti, voxel_sizes
 
 log = logging.getLogger(__name__)
 
-#: Voxel sizes outside this range (mm) are reported as absurd.
-SPACING_RANGE_MM = (0.05, 20.0)
+__all__ = ["SPACING_RANGE_MM", "CHECKS_VERSION", "Problem", "CheckReport", "check_case", "check_cases"]
 
 #: Bumped when the checks change, so remembered results are recomputed.
-CHECKS_VERSION = 1
+CHECKS_VERSION = 2
+
+#: The ``case_id`` of problems of the dataset as a whole.
+DATASET_ID = "(dataset)"
 
 
 @dataclass(frozen=True)
@@ -83,15 +90,22 @@ class CheckReport:
     @property
     def bad_case_ids(self) -> tuple[str, ...]:
         """The ids of the cases with at least one problem, in report order, each once."""
-        return tuple(dict.fromkeys(p.case_id for p in self.problems))
+        return tuple(dict.fromkeys(p.case_id for p in self.problems if p.case_id != DATASET_ID))
+
+    @property
+    def dataset_problems(self) -> list[Problem]:
+        """Problems of the dataset as a whole (e.g. a selected class in no label); leaving cases
+        out cannot fix them."""
+        return [p for p in self.problems if p.case_id == DATASET_ID]
 
     def summary(self) -> str:
         if self.ok:
             return f"{self.n_cases} cases checked in {self.seconds:.1f} s: no problems."
         kinds = Counter(p.kind for p in self.problems)
         listed = ", ".join(f"{n} {k}" for k, n in kinds.most_common())
+        dataset = f", {len(self.dataset_problems)} dataset problem(s)" if self.dataset_problems else ""
         return (f"{self.n_cases} cases checked in {self.seconds:.1f} s: {len(self.bad_case_ids)} bad "
-                f"case(s) ({listed}).")
+                f"case(s){dataset} ({listed}).")
 
     def table(self, max_detail: int = 160) -> str:
         """The problems as an aligned text table (case, problem, details)."""
@@ -106,39 +120,8 @@ class CheckReport:
 
 
 # ------------------------------------------------------------------------------ per case
-def _gzip_length_matches(path: Path, header: Any) -> bool | None:
-    """Whether a gzip file's trailer (uncompressed length mod 2^32) matches the header's size.
-
-    ``None`` when it cannot be told (not gzip, or the header's size is unknown).
-    """
-    if not str(path).endswith(".gz"):
-        return None
-    try:
-        shape = header.get_data_shape()
-        itemsize = header.get_data_dtype().itemsize
-        offset = int(header["vox_offset"]) if "vox_offset" in header else int(header.get_data_offset())
-        if offset == 0:  # a single-file NIfTI has its data after the header and extensions
-            offset = int(getattr(header, "single_vox_offset", 0)) + sum(
-                e.get_sizeondisk() for e in getattr(header, "extensions", []))
-    except Exception:
-        return None
-    expected = offset + int(np.prod(shape, dtype=np.int64)) * itemsize
-    try:
-        with open(path, "rb") as handle:
-            handle.seek(-4, os.SEEK_END)
-            (stored,) = struct.unpack("<I", handle.read(4))
-    except OSError:
-        return False
-    return stored == expected % (1 << 32)
-
-
-def _spacing(affine: np.ndarray) -> np.ndarray:
-    return np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(axis=0))
-
-
 def _affine_close(a: np.ndarray, b: np.ndarray) -> bool:
-    tol = max(1e-2 * float(np.min(_spacing(a))), 1e-4)
-    return bool(np.allclose(a, b, rtol=0, atol=tol))
+    return affines_match(a, b, voxel_sizes(a))
 
 
 def _read_voxels(image: Any) -> np.ndarray:
@@ -149,6 +132,11 @@ def _read_voxels(image: Any) -> np.ndarray:
 
 def check_case(case: CaseRecord, case_list: CaseList, deep: bool = True) -> list[Problem]:
     """All problems of one case (an empty list when it is fine)."""
+    return _check_case(case, case_list, deep)[0]
+
+
+def _check_case(case: CaseRecord, case_list: CaseList, deep: bool) -> tuple[list[Problem], list[int] | None]:
+    """The case's problems, and the class indices its annotation holds (``None``: not read)."""
     cid = case.case_id
     problems: list[Problem] = []
     add = lambda kind, detail: problems.append(Problem(cid, kind, detail))  # noqa: E731
@@ -163,35 +151,30 @@ def check_case(case: CaseRecord, case_list: CaseList, deep: bool = True) -> list
     for role, path in missing:
         add("missing file", f"{role} {path} does not exist")
     if missing:
-        return problems
+        return problems, None
 
     images: dict[Path, Any] = {}
     for role, path in files:
         try:
-            image = nib.load(str(path))
+            image = open_nifti(path, role)
+        except NiftiSizeError as exc:  # from the header and file size alone, before reading voxels
+            add("truncated", str(exc))
+            continue
         except Exception as exc:
-            add("unreadable", f"{role} {path}: {exc}")
+            add("unreadable", str(exc) if isinstance(exc, ValueError) else f"{role} {path}: {exc}")
             continue
         shape = image.shape
         if not (len(shape) == 3 or (len(shape) == 4 and shape[3] == 1)):
             add("not 3D", f"{role} {path} has shape {shape}; expected a 3D volume")
             continue
-        affine = np.asarray(image.affine, np.float64)
-        if not np.isfinite(affine).all() or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
-            add("bad affine", f"{role} {path} has a non-finite or singular affine")
-            continue
-        spacing = _spacing(affine)
-        low, high = SPACING_RANGE_MM
-        if not ((spacing >= low) & (spacing <= high)).all():
-            add("absurd spacing", f"{role} {path} has voxel size {np.round(spacing, 4).tolist()} mm; "
-                                  f"expected {low}..{high} mm")
-            continue
-        if not deep and _gzip_length_matches(path, image.header) is False:
-            add("truncated", f"{role} {path}: the gzip stream is shorter or longer than its header says")
+        problem = affine_problem(image.affine)
+        if problem is not None:
+            kind = "absurd spacing" if problem.startswith("voxel size") else "bad affine"
+            add(kind, f"{role} {path}: {problem}")
             continue
         images[path] = image
     if len(images) < len(files):
-        return problems
+        return problems, None
 
     reference = images[Path(case.image)]
     ref_shape, ref_affine = reference.shape[:3], np.asarray(reference.affine)
@@ -204,7 +187,7 @@ def check_case(case: CaseRecord, case_list: CaseList, deep: bool = True) -> list
             add("affine mismatch", f"{role} {path} and image {case.image} have different affines "
                                    f"(largest difference {diff:.4g})")
     if problems or not deep:
-        return problems
+        return problems, None
 
     # voxel checks
     try:
@@ -229,23 +212,23 @@ def check_case(case: CaseRecord, case_list: CaseList, deep: bool = True) -> list
             data = np.asanyarray(images[Path(case.label)].dataobj)
         except Exception as exc:
             add("truncated", f"label {case.label}: cannot read its voxels: {exc}")
-            return problems
+            return problems, None
         data = data.reshape(data.shape[:3])
         if data.dtype.kind == "f":
             rounded = np.rint(data)
             if not np.isfinite(data).all() or not np.array_equal(rounded, data):
                 add("label values", f"label {case.label} holds non-integer or non-finite values")
-                return problems
+                return problems, None
             data = rounded.astype(np.int64)
         values = data
     else:
-        values = np.zeros(ref_shape, np.uint16)
+        values = np.zeros(ref_shape, label_dtype(len(case.masks) + 1))
         for position, path in enumerate(case.masks):
             try:
                 mask = np.asanyarray(images[Path(path)].dataobj).reshape(ref_shape) != 0
             except Exception as exc:
                 add("truncated", f"mask {path}: cannot read its voxels: {exc}")
-                return problems
+                return problems, None
             values[mask & (values == 0)] = position + 1
     declared = case_list.declared_values
     if declared is not None and case_list.label_values is not None and case.label is not None:
@@ -254,7 +237,7 @@ def check_case(case: CaseRecord, case_list: CaseList, deep: bool = True) -> list
         if undeclared.size:
             add("label values", f"label {case.label} has values {undeclared[:10].tolist()} that the dataset's "
                                 f"class map does not declare ({min(declared)}..{max(declared)})")
-            return problems
+            return problems, None
     try:
         classes = apply_label_values(values, case_list.label_values, num_classes, f"label {case.label}")
     except LabelError as exc:
@@ -263,12 +246,13 @@ def check_case(case: CaseRecord, case_list: CaseList, deep: bool = True) -> list
         names = ", ".join(case_list.class_names[:6]) + (", ..." if num_classes > 6 else "")
         add("label values", f"label {case.label} has values {bad[:10].tolist()} outside the class map "
                             f"0..{num_classes - 1} ({names})" if bad.size else str(exc))
-        return problems
+        return problems, None
+    present = [int(v) for v in np.unique(classes)]
     if not classes.any():
         where = f"label {case.label}" if case.label is not None else f"masks in {Path(case.masks[0]).parent}"
         add("empty label", f"{where}: no voxel of {', '.join(case_list.class_names[1:6])}"
                            f"{', ...' if num_classes > 6 else ''}")
-    return problems
+    return problems, present
 
 
 def duplicate_id_problems(case_list: CaseList) -> list[Problem]:
@@ -278,6 +262,27 @@ def duplicate_id_problems(case_list: CaseList) -> list[Problem]:
         if counts[case.case_id] > 1:
             problems.append(Problem(case.case_id, "duplicate id",
                                     f"{counts[case.case_id]} cases have this id (this one: image {case.image})"))
+    return problems
+
+
+def absent_class_problems(case_list: CaseList, present: list[list[int] | None]) -> list[Problem]:
+    """One dataset problem per selected class that no readable annotation holds.
+
+    ``present[i]``: the class indices of case ``i``'s annotation (``None`` when it could not be
+    read). Such a class would train a network that never sees it, usually a typo or a wrong
+    label value in ``--classes``; leaving cases out cannot fix it.
+    """
+    read = [p for p in present if p is not None]
+    if not read:
+        return []
+    found = set().union(*map(set, read))
+    problems = []
+    for index, name in enumerate(case_list.class_names[1:], start=1):
+        if index not in found:
+            value = case_list.label_values[index] if case_list.label_values is not None else index
+            problems.append(Problem(DATASET_ID, "absent class",
+                                    f"class '{name}' (label value {value}) occurs in none of the {len(read)} "
+                                    f"readable annotations; check the class selection (--classes)"))
     return problems
 
 
@@ -299,18 +304,18 @@ def check_cases(case_list: CaseList, deep: bool = True, workers: int | None = No
     report.problems += duplicate_id_problems(case_list)
     keys = [cache.check_key(c, case_list, deep, CHECKS_VERSION) if cache is not None else None
             for c in case_list.cases]
-    results: list[list[Problem] | None] = [None] * len(case_list.cases)
+    results: list[tuple[list[Problem], list[int] | None] | None] = [None] * len(case_list.cases)
     for i, key in enumerate(keys):
-        if key is not None and (stored := cache.load_check(key)) is not None:
-            results[i] = [Problem(**p) for p in stored]
+        if key is not None and isinstance(stored := cache.load_check(key), dict):
+            results[i] = ([Problem(**p) for p in stored["problems"]], stored.get("classes_present"))
             report.cached += 1
     todo = [i for i, r in enumerate(results) if r is None]
 
-    def run(i: int) -> list[Problem]:
+    def run(i: int) -> tuple[list[Problem], list[int] | None]:
         try:
-            return check_case(case_list.cases[i], case_list, deep)
+            return _check_case(case_list.cases[i], case_list, deep)
         except Exception as exc:  # a check that itself fails still names the case
-            return [Problem(case_list.cases[i].case_id, "unreadable", f"{type(exc).__name__}: {exc}")]
+            return [Problem(case_list.cases[i].case_id, "unreadable", f"{type(exc).__name__}: {exc}")], None
 
     workers = workers or min(8, os.cpu_count() or 1)
     bar = None
@@ -320,11 +325,12 @@ def check_cases(case_list: CaseList, deep: bool = True, workers: int | None = No
         bar = tqdm(total=len(todo), desc="checking", unit="case")
     try:
         with ThreadPoolExecutor(max(1, workers)) as pool:
-            for i, problems in zip(todo, pool.map(run, todo)):
-                results[i] = problems
+            for i, result in zip(todo, pool.map(run, todo)):
+                results[i] = result
                 if keys[i] is not None:
                     try:
-                        cache.store_check(keys[i], [p.to_dict() for p in problems])
+                        cache.store_check(keys[i], {"problems": [p.to_dict() for p in result[0]],
+                                                    "classes_present": result[1]})
                     except OSError as exc:  # a read-only cache only costs time
                         log.warning("Cannot write check results to %s: %s", cache.root, exc)
                 if bar is not None:
@@ -332,7 +338,9 @@ def check_cases(case_list: CaseList, deep: bool = True, workers: int | None = No
     finally:
         if bar is not None:
             bar.close()
-    for problems in results:
-        report.problems += [p for p in problems or [] if not (allow_empty and p.kind == "empty label")]
+    for problems, _ in results:
+        report.problems += [p for p in problems if not (allow_empty and p.kind == "empty label")]
+    if deep:
+        report.problems += absent_class_problems(case_list, [present for _, present in results])
     report.seconds = time.perf_counter() - start
     return report

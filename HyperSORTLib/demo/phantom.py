@@ -21,6 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+from HyperSORTLib.utils.nifti import voxel_sizes
+
 __all__ = ["CLASS_NAMES", "Phantom", "make_phantom", "phantom_affine"]
 
 #: Label names by id; id 0 is background.
@@ -46,7 +48,7 @@ class Phantom:
     @property
     def spacing(self) -> tuple[float, float, float]:
         """Voxel size in millimetres along i, j, k."""
-        return tuple(float(np.linalg.norm(self.affine[:3, a])) for a in range(3))  # type: ignore[return-value]
+        return tuple(float(v) for v in voxel_sizes(self.affine))  # type: ignore[return-value]
 
 
 def phantom_affine(shape: tuple[int, int, int], spacing: tuple[float, float, float]) -> np.ndarray:

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from HyperSORTLib.config import RunConfig
+from HyperSORTLib.data.labels import argmax_labels
 from HyperSORTLib.model.hypersort import HyperSORTModel
 from HyperSORTLib.model.unet import UNet3D
 from HyperSORTLib.training import checkpoint as ckpt
@@ -120,12 +121,13 @@ class TrainedRun:
                                         overlap=overlap, mode="gaussian")
 
     def segment(self, volume: np.ndarray | torch.Tensor, z: Sequence[float] | np.ndarray | torch.Tensor) -> np.ndarray:
-        """Label map (uint8, same shape) of a preprocessed 3-D volume, segmented as ``z`` annotates."""
+        """Label map (same shape, :func:`~HyperSORTLib.data.labels.label_dtype`) of a preprocessed 3-D
+        volume, segmented as ``z`` annotates."""
         array = torch.as_tensor(np.asarray(volume, dtype=np.float32))
         if array.dim() != 3:
             raise ValueError(f"segment expects a preprocessed 3-D volume [X, Y, Z], found shape {tuple(array.shape)}.")
         logits = self.predict_logits(array[None, None], z)
-        return logits.argmax(1)[0].to(torch.uint8).cpu().numpy()
+        return argmax_labels(logits[0])
 
 
 def _window_count(spatial: Sequence[int], roi: Sequence[int], overlap: float) -> int:

@@ -21,9 +21,11 @@ import torch
 import torch.nn.functional as F
 
 from HyperSORTLib.config import DataConfig
+from HyperSORTLib.data.labels import argmax_labels, label_dtype
+from HyperSORTLib.utils.nifti import SPACING_RANGE_MM, affine_problem, open_nifti, voxel_sizes
 
-#: Voxel sizes outside this range (mm) are treated as a broken header.
-SPACING_RANGE_MM = (1e-3, 100.0)
+__all__ = ["SPACING_RANGE_MM", "MAX_GRID_VOXELS", "ScanError", "PreparedVolume", "check_scan", "load_scan",
+           "prepare_volume", "check_spacing", "check_grid", "resampled_shape", "coarser_spacing", "logits_to_labels"]
 
 
 class ScanError(ValueError):
@@ -48,7 +50,7 @@ class PreparedVolume:
 
     @property
     def spacing(self) -> tuple[float, ...]:
-        return tuple(float(np.linalg.norm(self.affine[:3, a])) for a in range(3))
+        return tuple(float(v) for v in voxel_sizes(self.affine))
 
 
 def check_scan(array: np.ndarray, affine: np.ndarray, name: str = "scan") -> tuple[np.ndarray, np.ndarray]:
@@ -67,14 +69,10 @@ def check_scan(array: np.ndarray, affine: np.ndarray, name: str = "scan") -> tup
         raise ScanError(f"{name}: expected a 3-D volume, found shape {array.shape} (a single slice or 2-D image).")
     if not np.issubdtype(array.dtype, np.number) or np.issubdtype(array.dtype, np.complexfloating):
         raise ScanError(f"{name}: expected real intensities, found dtype {array.dtype}.")
+    problem = affine_problem(affine)
+    if problem is not None:
+        raise ScanError(f"{name}: {problem}.")
     affine = np.asarray(affine, dtype=np.float64)
-    if affine.shape != (4, 4) or not np.isfinite(affine).all():
-        raise ScanError(f"{name}: expected a finite 4x4 voxel-to-RAS affine, found {affine.tolist()}.")
-    spacing = np.linalg.norm(affine[:3, :3], axis=0)
-    if abs(np.linalg.det(affine[:3, :3])) < 1e-12 or not (
-            (spacing > SPACING_RANGE_MM[0]) & (spacing < SPACING_RANGE_MM[1])).all():
-        raise ScanError(f"{name}: voxel spacing {np.round(spacing, 4).tolist()} mm is not plausible "
-                        f"(expected {SPACING_RANGE_MM[0]}..{SPACING_RANGE_MM[1]} mm per axis).")
     array = array.astype(np.float32, copy=False)
     if not np.isfinite(array).all():
         raise ScanError(f"{name}: the intensities contain NaN or infinite values.")
@@ -88,18 +86,55 @@ def load_scan(path: str | Path) -> tuple[np.ndarray, np.ndarray, object]:
         FileNotFoundError: the file does not exist.
         ScanError: the file cannot be read or is not a valid 3-D scan (the message names it).
     """
-    import nibabel as nib
-
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"Input scan {path} does not exist.")
     try:
-        image = nib.load(str(path))
+        image = open_nifti(path, "Input scan")  # refuses a file smaller than its header declares
+    except FileNotFoundError:
+        raise
+    except ValueError as exc:
+        raise ScanError(str(exc)) from exc
+    try:
         data = np.asarray(image.dataobj, dtype=np.float32)
     except Exception as exc:  # nibabel raises many types for truncated or foreign files
-        raise ScanError(f"Input scan {path} could not be read as NIfTI/medical image: {exc}") from exc
+        raise ScanError(f"Input scan {path}: cannot read its voxels: {exc or type(exc).__name__}") from exc
     array, affine = check_scan(data, image.affine, name=str(path))
     return array, affine, image
+
+
+#: Largest preprocessed grid (voxels) a scan may be resampled to: 2^29 voxels is 2 GiB per
+#: float32 channel, already more than the network's class scores fit in on most machines.
+MAX_GRID_VOXELS = 1 << 29
+
+
+def resampled_shape(shape: Sequence[int], affine: np.ndarray, spacing: Sequence[float]) -> tuple[int, ...]:
+    """The shape of the grid covering a scan (``shape``, ``affine``) at voxel size ``spacing`` mm."""
+    extent = np.asarray(shape[:3], np.float64) * voxel_sizes(affine)
+    return tuple(int(max(1, np.ceil(e / float(s)))) for e, s in zip(extent, spacing))
+
+
+def check_spacing(spacing: float | Sequence[float], name: str = "spacing") -> tuple[float, float, float]:
+    """A grid spacing as three floats within :data:`SPACING_RANGE_MM`, or :class:`ScanError`."""
+    try:
+        values = np.broadcast_to(np.asarray(spacing, dtype=np.float64), (3,))
+    except (TypeError, ValueError):
+        raise ScanError(f"{name}: expected one or three numbers (mm), found {spacing!r}.") from None
+    low, high = SPACING_RANGE_MM
+    if not (np.isfinite(values).all() and ((values >= low) & (values <= high)).all()):
+        raise ScanError(f"{name}: expected {low}..{high} mm per axis, found {spacing!r}.")
+    return tuple(float(v) for v in values)
+
+
+def check_grid(shape: Sequence[int], affine: np.ndarray, spacing: Sequence[float], name: str = "scan",
+               what: str = "spacing") -> tuple[int, ...]:
+    """The resampled shape, or :class:`ScanError` when it exceeds :data:`MAX_GRID_VOXELS`."""
+    grid = resampled_shape(shape, affine, spacing)
+    voxels = int(np.prod(grid, dtype=object))
+    if voxels > MAX_GRID_VOXELS:
+        raise ScanError(f"{name}: {what} {tuple(round(float(s), 4) for s in spacing)} mm would resample the "
+                        f"{tuple(int(s) for s in shape[:3])} scan to a {'x'.join(map(str, grid))} grid "
+                        f"({voxels:,} voxels, {4 * voxels / 2**30:,.1f} GiB per channel); the limit is "
+                        f"{MAX_GRID_VOXELS:,} voxels. Choose a coarser spacing.")
+    return grid
 
 
 def prepare_volume(array: np.ndarray, affine: np.ndarray, data: DataConfig,
@@ -120,9 +155,11 @@ def prepare_volume(array: np.ndarray, affine: np.ndarray, data: DataConfig,
     from HyperSORTLib.data.preprocessing import intensity_transform
 
     array, affine = check_scan(array, affine, name)
+    target = spacing if spacing is not None else data.spacing
+    if target is not None:  # before MONAI allocates the resampled grid
+        check_grid(array.shape, affine, check_spacing(target, f"{name}: spacing"), name)
     image = MetaTensor(torch.from_numpy(np.ascontiguousarray(array))[None], affine=torch.as_tensor(affine))
     image = mt.Orientation(axcodes="RAS", labels=(("L", "R"), ("P", "A"), ("I", "S")))(image)
-    target = spacing if spacing is not None else data.spacing
     if target is not None:
         image = mt.Spacing(pixdim=tuple(float(s) for s in target), mode="bilinear")(image)
     out = intensity_transform(data)({"image": image})["image"]
@@ -136,7 +173,7 @@ def coarser_spacing(data: DataConfig, input_affine: np.ndarray, factor: float = 
     if data.spacing is not None:
         base = np.asarray(data.spacing, dtype=np.float64)
     else:
-        base = np.linalg.norm(np.asarray(input_affine, dtype=np.float64)[:3, :3], axis=0)
+        base = voxel_sizes(input_affine)
     return tuple(float(s) * factor for s in base)
 
 
@@ -188,7 +225,7 @@ class _SeparableResampler:
         self.logits = logits  # [K, X, Y, Z] float32
         self.transform = transform
         self.sources = sources
-        labels = logits.argmax(0).astype(np.uint8 if logits.shape[0] <= 256 else np.int16)
+        labels = logits.argmax(0).astype(label_dtype(logits.shape[0]))
         self.sizes = labels.shape
         corners = [labels]
         for axis in range(3):  # grow the set of corners one axis at a time
@@ -265,11 +302,12 @@ def logits_to_labels(logits: torch.Tensor, src_affine: np.ndarray, dst_affine: n
         cancel: polled between slabs; returning True raises :class:`InterruptedError`.
 
     Returns:
-        uint8 (int16 for more than 256 classes) labels of shape ``dst_shape``.
+        labels of shape ``dst_shape`` in :func:`~HyperSORTLib.data.labels.label_dtype` (uint8, uint16
+        beyond 256 classes).
     """
     dst_shape = tuple(int(s) for s in dst_shape)
     num_classes = logits.shape[0]
-    dtype = np.uint8 if num_classes <= 256 else np.int16
+    dtype = label_dtype(num_classes)
     out = np.empty(dst_shape, dtype=dtype)
     transform = np.linalg.solve(np.asarray(src_affine, np.float64), np.asarray(dst_affine, np.float64))
     sources = _axis_permutation(transform)
@@ -291,5 +329,5 @@ def logits_to_labels(logits: torch.Tensor, src_affine: np.ndarray, dst_affine: n
         grid = _sampling_grid(src_affine, logits.shape[1:], dst_affine, dst_shape, (k0, k1), logits.device)
         sampled = F.grid_sample(source.unsqueeze(0), grid, mode="bilinear", padding_mode="border",
                                 align_corners=True)[0]
-        out[:, :, k0:k1] = sampled.argmax(0).to("cpu").numpy().astype(dtype, copy=False)
+        out[:, :, k0:k1] = argmax_labels(sampled)
     return out

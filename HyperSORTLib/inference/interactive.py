@@ -26,8 +26,10 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from HyperSORTLib.data.labels import argmax_labels
 from HyperSORTLib.inference.decode import TrainedRun
-from HyperSORTLib.inference.geometry import PreparedVolume, coarser_spacing, logits_to_labels, prepare_volume
+from HyperSORTLib.inference.geometry import (PreparedVolume, check_grid, check_spacing, coarser_spacing,
+                                             logits_to_labels, prepare_volume)
 
 #: Where ``hypersort analyze`` writes its tables inside a run directory.
 ANALYSIS_DIR = "analysis"
@@ -187,13 +189,14 @@ class InteractiveSegmenter:
 
     @preview_spacing.setter
     def preview_spacing(self, value: float | Sequence[float] | None) -> None:
+        """Raises :class:`ScanError` for a spacing outside ``SPACING_RANGE_MM``, or one that would
+        resample the current scan to more than ``MAX_GRID_VOXELS`` voxels."""
         if value is None:
             spacing = None
         else:
-            values = np.broadcast_to(np.asarray(value, dtype=np.float64), (3,))
-            if not (np.isfinite(values).all() and (values > 0).all()):
-                raise ValueError(f"The preview spacing must be positive millimetres, found {value!r}.")
-            spacing = tuple(float(v) for v in values)
+            spacing = check_spacing(value, "preview spacing")
+            if self._input is not None:
+                check_grid(self._input[0].shape, self._input[1], spacing, "scan", "preview spacing")
         if spacing != self._preview_spacing:
             self._preview_spacing = spacing
             self._prepared.pop("preview", None)
@@ -266,8 +269,7 @@ class InteractiveSegmenter:
         if to_input_grid is None:
             to_input_grid = not preview
         if not to_input_grid:
-            num_classes = logits.shape[0]
-            labels = logits.argmax(0).to(torch.uint8 if num_classes <= 256 else torch.int16).cpu().numpy()
+            labels = argmax_labels(logits)
             result = LabelVolume(labels, volume.affine.copy())
         else:
             labels = logits_to_labels(logits, volume.affine, volume.input_affine, volume.input_shape, cancel=cancel)

@@ -14,7 +14,6 @@ Every write is atomic: a file appears complete or not at all.
 from __future__ import annotations
 
 import csv
-import gzip
 import hashlib
 import io
 import os
@@ -26,7 +25,8 @@ import nibabel as nib
 import numpy as np
 
 from HyperSORTLib.data.cases import CaseList
-from HyperSORTLib.utils.io import atomic_path
+from HyperSORTLib.utils.io import atomic_path, atomic_save_nifti
+from HyperSORTLib.utils.nifti import open_nifti
 
 __all__ = ["copy_file", "label_destinations", "link_or_copy", "mirror_other_files", "normalise_path", "read_raw",
            "rewrite_case_list", "save_like", "write_masks", "write_label_file"]
@@ -73,17 +73,9 @@ def label_destinations(case_list: CaseList, dst: Path) -> dict[Path, Path]:
 
 def read_raw(path: Path) -> tuple[np.ndarray, nib.spatialimages.SpatialImage]:
     """The stored values of a label or mask file (no scaling to class indices) and its image."""
-    image = nib.load(str(path))
+    image = open_nifti(path, "label")  # refuses a file smaller than its header declares
     data = np.asanyarray(image.dataobj)
     return data, image
-
-
-def _to_bytes(image: nib.spatialimages.SpatialImage, name: str) -> bytes | None:
-    if name.endswith(".nii.gz"):
-        return gzip.compress(image.to_bytes(), compresslevel=6, mtime=0)
-    if name.endswith(".nii"):
-        return image.to_bytes()
-    return None
 
 
 def save_like(template: nib.spatialimages.SpatialImage, data: np.ndarray, path: Path) -> None:
@@ -91,11 +83,9 @@ def save_like(template: nib.spatialimages.SpatialImage, data: np.ndarray, path: 
     and on-disk data type unchanged); ``.nii.gz`` output is byte-reproducible (no gzip time)."""
     header = template.header.copy()
     image = type(template)(np.asarray(data).reshape(template.shape), template.affine, header)
-    payload = _to_bytes(image, path.name)
     path.parent.mkdir(parents=True, exist_ok=True)
-    if payload is not None:
-        with atomic_path(path) as tmp:
-            tmp.write_bytes(payload)
+    if path.name.endswith((".nii", ".nii.gz")):
+        atomic_save_nifti(image, path)
         return
     # Other formats: nibabel needs the real suffix to pick the format, so save beside the
     # destination under a hidden name that keeps it, then rename.

@@ -63,3 +63,42 @@ def atomic_save_nifti(image, path: str | os.PathLike, compresslevel: int = 6) ->
         payload = gzip.compress(payload, compresslevel=compresslevel, mtime=0)
     with atomic_path(path) as tmp:
         tmp.write_bytes(payload)
+
+
+def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """Whether two paths name the same file: equal once resolved (``d/../d/x``, symbolic
+    links), or the same inode (hard links, bind mounts)."""
+    a, b = Path(a), Path(b)
+    if a.resolve() == b.resolve():
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist
+        return False
+
+
+def check_output_file(path: str | os.PathLike, overwrite: bool, what: str = "output",
+                      inputs: tuple[str | os.PathLike, ...] = ()) -> Path:
+    """Refuse a file path that a command is about to write, before any work is done.
+
+    Refused: a path that is one of ``inputs`` (even with ``overwrite``), an existing folder, a
+    path below a file, and an existing file unless ``overwrite``.
+
+    Raises:
+        ValueError: one line naming ``what``, the path and the reason.
+    """
+    path = Path(path)
+    for source in inputs:
+        if source is not None and same_file(path, source):
+            raise ValueError(f"{what} {path} is the input {source}; refusing to overwrite an input, "
+                             f"even with --overwrite. Choose another file name.")
+    if path.is_dir():
+        raise ValueError(f"{what} {path} is an existing folder; expected a file name.")
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if parent.exists() and not parent.is_dir():
+        raise ValueError(f"{what} {path}: {parent} is a file, not a folder.")
+    if path.exists() and not overwrite:
+        raise ValueError(f"{what} {path} already exists; pass --overwrite to replace it.")
+    return path

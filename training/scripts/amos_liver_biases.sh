@@ -14,11 +14,11 @@ CONFIG=${CONFIG:-$HERE/configs/amos.yaml}
 DEVICE=${DEVICE:-cuda}
 EPOCHS=${EPOCHS:-100}
 
-hypersort check-data "$AMOS" --format amos --classes liver --no-progress
+hypersort check-data --data "$AMOS" --format amos --classes liver --no-progress
 if [ ! -f "$OUT/data/dataset.json" ]; then
-    hypersort perturb "$AMOS" "$OUT/data" --plan "$PLAN"
+    hypersort perturb --data "$AMOS" --out "$OUT/data" --plan "$PLAN"
 fi
 # the injected empty labels are errors the audit must find, not cases to refuse
 hypersort train --data "$OUT/data" --classes liver --config "$CONFIG" --out "$OUT/run" \
     --device "$DEVICE" --epochs "$EPOCHS" --allow-empty-labels --no-progress
-hypersort analyze "$OUT/run" --device "$DEVICE" --no-progress
+hypersort analyze --run "$OUT/run" --device "$DEVICE" --no-progress

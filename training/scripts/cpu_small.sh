@@ -12,4 +12,4 @@ EPOCHS=${EPOCHS:-60}
 
 hypersort train --data "$DATA" ${CLASSES:+--classes "$CLASSES"} --config "$HERE/configs/cpu_small.yaml" \
     --out "$OUT" --device cpu --epochs "$EPOCHS" --skip-bad-cases
-hypersort analyze "$OUT" --device cpu
+hypersort analyze --run "$OUT" --device cpu

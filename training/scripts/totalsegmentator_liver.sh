@@ -16,4 +16,4 @@ EPOCHS=${EPOCHS:-100}
 
 hypersort train --data "$TS" --format totalsegmentator --split "$SPLIT" --classes "$CLASSES" \
     --config "$CONFIG" --out "$OUT/run" --device "$DEVICE" --epochs "$EPOCHS" --skip-bad-cases --no-progress
-hypersort analyze "$OUT/run" --device "$DEVICE" --no-progress
+hypersort analyze --run "$OUT/run" --device "$DEVICE" --no-progress
