@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import argparse
 
+from HyperSORTLib.device import DEFAULT_DEVICE
+
 COMMANDS = ("demo", "train", "check_data", "perturb", "analyze", "segment")
 
 
 def add_training_options(parser: argparse.ArgumentParser) -> None:
     """Options shared by the commands that train (device, epochs, seed, progress, batch size)."""
-    parser.add_argument("--device", default=None, help="auto (default), cpu, cuda or cuda:N")
+    parser.add_argument("--device", default=DEFAULT_DEVICE,
+                        help="auto (default: the configuration's train.device, itself auto), cpu, cuda or cuda:N")
     parser.add_argument("--epochs", type=int, default=None, help="override the number of epochs")
     parser.add_argument("--seed", type=int, default=None, help="override the random seed")
     parser.add_argument("--batch-size", type=int, default=None, help="samples per step")
@@ -26,6 +29,6 @@ def training_overrides(args: argparse.Namespace) -> dict:
     overrides = {}
     for key in ("device", "epochs", "seed", "batch_size"):
         value = getattr(args, key, None)
-        if value is not None:
+        if value is not None and not (key == "device" and value == DEFAULT_DEVICE):
             overrides[key] = value
     return overrides

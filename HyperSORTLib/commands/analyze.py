@@ -34,6 +34,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                         help="preprocessing cache written by training, read to skip preprocessing "
                              "(default $HYPERSORT_CACHE_DIR or the user cache folder)")
     parser.add_argument("--no-cache", action="store_true", help="preprocess every case from its files")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace analysis files in --out that hypersort analyze did not write")
+    parser.add_argument("--accept-data-change", action="store_true",
+                        help="analyse on a dataset whose files differ from those the run was trained on")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (e.g. for log files)")
 
 
@@ -44,6 +48,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--max-components must be >= 1, found {args.max_components}.")
     result = analyze_run(args.run_dir, out_dir=args.out, manifest=args.manifest, probe_cases=args.probe,
                          data=args.data, device=args.device, max_components=args.max_components,
-                         cache_dir=args.cache_dir, use_cache=not args.no_cache, progress=not args.no_progress)
+                         cache_dir=args.cache_dir, use_cache=not args.no_cache, progress=not args.no_progress,
+                         overwrite=args.overwrite, accept_data_change=args.accept_data_change)
     print(result.summary())
     return 0

@@ -29,18 +29,21 @@ def register(sub: argparse._SubParsersAction) -> None:
                         help="leave out the cases that fail the checks (listed in the run's skipped_cases.csv)")
     parser.add_argument("--num-workers", type=int, default=None,
                         help="data-loading worker processes (train.num_workers)")
+    parser.add_argument("--accept-data-change", action="store_true",
+                        help="resume although the dataset's files (or folder) differ from those the run was started "
+                             "on; the change is recorded in the run's config.json")
     add_training_options(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    import dataclasses
-
     from HyperSORTLib.commands.check_data import write_report_csv
     from HyperSORTLib.config import RunConfig
     from HyperSORTLib.data.dataset import PreprocessedCases
     from HyperSORTLib.data.validation import Problem, check_cases
+    from HyperSORTLib.rundir import check_run_output, ensure_writable
     from HyperSORTLib.training import Trainer
 
+    check_run_output(args.out)  # before anything is written there
     config = RunConfig.from_file(args.config) if args.config else RunConfig()
     cases = read_from_args(args.data, args)
     cache = cache_from_args(args)
@@ -60,13 +63,7 @@ def run(args: argparse.Namespace) -> int:
     overrides = training_overrides(args)
     if args.num_workers is not None:
         overrides["num_workers"] = args.num_workers
-    config = dataclasses.replace(
-        config,
-        model=dataclasses.replace(config.model, unet=dataclasses.replace(config.model.unet,
-                                                                         num_classes=len(cases.class_names))),
-        data=dataclasses.replace(config.data, class_names=cases.class_names),
-        train=dataclasses.replace(config.train, **overrides),
-    )
+    config = config.for_dataset(cases, **overrides)
     dataset = PreprocessedCases(cases, config.data, cache=cache, progress=progress,
                                 workers=config.train.num_workers, skip_failed=args.skip_bad_cases)
     skipped = list(report.problems) + [Problem(case_id, "preprocessing", message)
@@ -77,9 +74,11 @@ def run(args: argparse.Namespace) -> int:
     if not len(dataset):
         raise ValueError(f"No usable case left in {args.data}.")
     cases = dataset.case_list
+    ensure_writable(args.out)
     if skipped:
         write_report_csv(args.out / SKIPPED_FILE, skipped)
-    trainer = Trainer(config, dataset, cases.case_ids, args.out, progress=progress, data_source=cases.source)
+    trainer = Trainer(config, dataset, cases.case_ids, args.out, progress=progress, data_source=cases.source,
+                      accept_data_change=args.accept_data_change)
     result = trainer.fit()
     last = result.history[-1] if result.history else {}
     print(f"Trained {result.epochs} epochs on {len(cases.cases)} cases; final loss "
