@@ -186,3 +186,11 @@ def test_cli_reports_bad_dataset_without_traceback(tmp_path):
                            "--out", str(tmp_path / "run")], capture_output=True, text=True, timeout=120)
     assert done.returncode == 2
     assert "dataset.json is missing" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_amp_is_off_on_cpu_whatever_the_configuration(sphere_dataset, tmp_path):
+    config = tiny_config(amp=True, device="cpu")
+    cases = read_nnunet_folder(sphere_dataset)
+    trainer = Trainer(config, SegmentationCases(cases, training_transforms(config.data)), cases.case_ids,
+                      tmp_path / "run", progress=False)
+    assert trainer.device.type == "cpu" and trainer.amp_dtype is None
