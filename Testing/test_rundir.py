@@ -197,6 +197,23 @@ def test_stale_analysis_after_training_continues(analysed, tmp_path):
     assert centre.shape == clusters[0].centre.shape
 
 
+def test_segment_cluster_refuses_a_stale_analysis(analysed, tmp_path, capsys):
+    run = shutil.copytree(analysed["run"], tmp_path / "run")
+    image = analysed["data"] / "imagesTr" / "case_000_0000.nii.gz"
+    args = ["segment", "--run", str(run), "--input", str(image), "--cluster", "0", "--device", "cpu",
+            "--no-progress"]
+    assert main([*args, "--output", str(tmp_path / "ok.nii.gz")]) == 0
+    cases = read_nnunet_folder(analysed["data"])
+    config = tiny_config(epochs=3)
+    Trainer(config, SegmentationCases(cases, training_transforms(config.data)), cases.case_ids, run,
+            progress=False, data_source={"path": str(analysed["data"]), "format": "nnunet"}).fit()
+    capsys.readouterr()
+    assert main([*args, "--output", str(tmp_path / "stale.nii.gz")]) == 2
+    err = capsys.readouterr().err
+    assert "epoch 2" in err and "epoch 3" in err and "hypersort analyze" in err
+    assert not (tmp_path / "stale.nii.gz").exists()
+
+
 # --------------------------------------------------------------------------- file-system faults
 class _CountEpochs(Callback):
     def __init__(self) -> None:
