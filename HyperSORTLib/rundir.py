@@ -28,7 +28,6 @@ import hashlib
 import io
 import json
 import math
-import os
 import shutil
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -43,7 +42,7 @@ from safetensors.torch import save_file
 
 from HyperSORTLib import RUN_FORMAT_VERSION, __version__
 from HyperSORTLib.config import RunConfig
-from HyperSORTLib.utils.io import atomic_path, atomic_write_json, atomic_write_text
+from HyperSORTLib.utils.io import atomic_path
 
 CONFIG_FILE = "config.json"
 MODEL_FILE = "model.safetensors"

@@ -8,7 +8,6 @@ import json
 import os
 import shutil
 import stat
-import warnings
 from pathlib import Path
 
 import nibabel as nib

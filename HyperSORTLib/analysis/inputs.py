@@ -1,4 +1,5 @@
-"""Inputs of a run audit: the run's latent table, its training cases, a ground-truth manifest.
+"""Inputs of a run audit: its training cases, a ground-truth manifest, probe cases (the latent
+table is read by :mod:`HyperSORTLib.rundir`).
 
 Every reader checks its input up front and raises an error naming the file, what was expected
 and what was found, so an audit fails before any heavy computation.
@@ -8,16 +9,15 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from HyperSORTLib.rundir import CONFIG_FILE, RunDirectoryError, check_data_unchanged, read_latents_table
+from HyperSORTLib.rundir import CONFIG_FILE, check_data_unchanged
 
-__all__ = ["Manifest", "MANIFEST_FILE", "MANIFEST_COLUMNS", "read_latents_table", "read_manifest",
+__all__ = ["Manifest", "MANIFEST_FILE", "MANIFEST_COLUMNS", "read_manifest",
            "PatchCase", "analysis_patch_config", "check_probe_ids", "nearest_cases", "resolve_case_list",
            "training_patches"]
 
