@@ -8,6 +8,7 @@ Layout::
       model.safetensors   learned weights (generator + latent table); loads without running code
       latents.csv         case id, latent coordinates, last training loss per sample
       train_log.csv       one row per epoch
+      skipped_cases.csv   cases left out by ``train --skip-bad-cases``, with the reason
       checkpoint.pt       full training state for resuming (tensors and plain values only,
                           loaded with ``torch.load(weights_only=True)``)
       analysis/           written by ``hypersort analyze``: samples.csv, clusters.csv,
@@ -49,6 +50,8 @@ MODEL_FILE = "model.safetensors"
 CHECKPOINT_FILE = "checkpoint.pt"
 LATENTS_FILE = "latents.csv"
 LOG_FILE = "train_log.csv"
+#: Cases ``hypersort train --skip-bad-cases`` left out, with the reason (written before training starts).
+SKIPPED_FILE = "skipped_cases.csv"
 RUN_FORMAT = "hypersort-run"
 
 #: Where ``hypersort analyze`` writes inside a run directory, and the files it writes.
@@ -79,7 +82,8 @@ def is_run_dir(path: str | Path) -> bool:
 
 
 def check_run_output(path: str | Path) -> None:
-    """Refuse ``path`` as a run directory unless it is absent, empty or a HyperSORT run.
+    """Refuse ``path`` as a run directory unless it is absent, empty (but for files a run writes
+    before its ``config.json``) or a HyperSORT run.
 
     Raises:
         RunDirectoryError: ``path`` is a file, or a non-empty folder that is not a run (naming the files).
@@ -89,7 +93,8 @@ def check_run_output(path: str | Path) -> None:
         raise RunDirectoryError(f"--out {path} is a file; expected a run directory (new, empty or a HyperSORT run).")
     if not path.is_dir() or is_run_dir(path):
         return
-    found = sorted(p.name for p in path.iterdir())
+    # A run that stopped before its config.json (e.g. a failed start) leaves only files of its own.
+    found = sorted(p.name for p in path.iterdir() if p.name != SKIPPED_FILE and not p.name.startswith(".hypersort-"))
     if found:
         raise RunDirectoryError(f"--out {path} is not a HyperSORT run (no {CONFIG_FILE} of format {RUN_FORMAT}) and "
                                 f"is not empty: it holds {_preview(found)}; choose a new or empty folder.")

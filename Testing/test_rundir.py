@@ -77,6 +77,17 @@ def test_train_accepts_an_empty_folder_and_resumes_a_run(sphere_dataset, tmp_pat
     assert rundir.load_training_state(out)["epoch"] == 2
 
 
+def test_check_run_output_rules(tmp_path):
+    rundir.check_run_output(tmp_path / "new")  # absent
+    started = tmp_path / "started"
+    started.mkdir()
+    (started / rundir.SKIPPED_FILE).write_text("case_id,check,message\n")  # a run that failed to start
+    rundir.check_run_output(started)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(rundir.RunDirectoryError, match="is a file"):
+        rundir.check_run_output(tmp_path / "file")
+
+
 def test_model_weights_get_the_permissions_of_the_other_run_files(sphere_dataset, tmp_path):
     run = tmp_path / "run"
     _trainer(sphere_dataset, run, tiny_config(epochs=1)).fit()

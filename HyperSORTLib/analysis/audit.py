@@ -191,8 +191,9 @@ def analyze_run(run_dir: str | Path, out_dir: str | Path | None = None, manifest
             folder (``$HYPERSORT_CACHE_DIR``).
         use_cache: ``False`` preprocesses every case from its files.
         progress: show progress bars.
-        overwrite: replace analysis files in ``out_dir`` that ``hypersort analyze`` did not write
-            (without it they are an error; an earlier analysis is always replaced).
+        overwrite: replace analysis files in a given ``out_dir`` that ``hypersort analyze`` did not
+            write (without it they are an error; an earlier analysis, and ``RUN_DIR/analysis``, are
+            always replaced).
         accept_data_change: analyse on a dataset whose files under the run's case ids differ from
             those the run was trained on.
 
@@ -215,7 +216,8 @@ def analyze_run(run_dir: str | Path, out_dir: str | Path | None = None, manifest
     run_dir = Path(run_dir)
     out = Path(out_dir) if out_dir is not None else rundir.analysis_dir(run_dir)
     config, case_ids, doc = rundir.read_run_config(run_dir)
-    rundir.check_analysis_output(out, overwrite)
+    if out_dir is not None:  # RUN_DIR/analysis belongs to hypersort analyze; another folder may hold user files
+        rundir.check_analysis_output(out, overwrite)
     if len(case_ids) < 3:
         raise ValueError(f"{run_dir} was trained on {len(case_ids)} case(s); an analysis needs at least 3.")
     _, own_loss = read_latents_table(run_dir, case_ids)

@@ -12,8 +12,6 @@ from HyperSORTLib.commands.check_data import add_data_options, cache_from_args, 
 NAME = "train"
 HELP = "train on a dataset"
 
-SKIPPED_FILE = "skipped_cases.csv"
-
 
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
@@ -40,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     from HyperSORTLib.config import RunConfig
     from HyperSORTLib.data.dataset import PreprocessedCases
     from HyperSORTLib.data.validation import Problem, check_cases
-    from HyperSORTLib.rundir import check_run_output, ensure_writable
+    from HyperSORTLib.rundir import SKIPPED_FILE, check_run_output, ensure_writable
     from HyperSORTLib.training import Trainer
 
     check_run_output(args.out)  # before anything is written there
