@@ -76,6 +76,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, NotADirectoryError) as exc:  # bad input: readable, no traceback
         print(f"hypersort {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:
+        # Permissions, read-only or full file systems, a path under a file: the user's to fix, so
+        # one line; any other OSError is unexpected and keeps its traceback.
+        from HyperSORTLib.rundir import USER_FS_ERRNOS
+
+        if exc.errno not in USER_FS_ERRNOS:
+            raise
+        print(f"hypersort {args.command}: error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

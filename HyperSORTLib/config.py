@@ -20,7 +20,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Optional, TypeVar
+from typing import Any, Mapping, Optional, Sequence, TypeVar
 
 T = TypeVar("T")
 
@@ -274,6 +274,26 @@ class RunConfig:
 
     def replace(self, **sections: Any) -> "RunConfig":
         return dataclasses.replace(self, **sections)
+
+    def for_dataset(self, case_list: Any = None, class_names: Sequence[str] | None = None,
+                    **train_overrides: Any) -> "RunConfig":
+        """This configuration fitted to a dataset: the UNet's class count and ``data.class_names``
+        from the case list's classes (background first), plus ``train`` overrides.
+
+        Example:
+            >>> cfg = RunConfig().for_dataset(class_names=("background", "liver"), epochs=5)
+            >>> cfg.model.unet.num_classes, cfg.train.epochs
+            (2, 5)
+        """
+        if class_names is None:
+            if case_list is None:
+                raise ValueError("for_dataset needs a case list or class_names.")
+            class_names = case_list.class_names
+        names = tuple(class_names)
+        unet = dataclasses.replace(self.model.unet, num_classes=len(names))
+        return dataclasses.replace(self, model=dataclasses.replace(self.model, unet=unet),
+                                   data=dataclasses.replace(self.data, class_names=names),
+                                   train=dataclasses.replace(self.train, **train_overrides))
 
 
 def to_dict(obj: Any) -> Any:

@@ -56,3 +56,15 @@ def test_bad_file_is_named(tmp_path):
         RunConfig.from_file(path)
     with pytest.raises(ConfigError, match="Cannot read configuration file"):
         RunConfig.from_file(tmp_path / "missing.yaml")
+
+
+def test_for_dataset_sets_classes_and_training_overrides():
+    from HyperSORTLib.data.cases import CaseList
+
+    cases = CaseList(cases=(), class_names=("background", "liver", "spleen", "kidney"), root=Path("."))
+    config = RunConfig().for_dataset(cases, epochs=7, device="cpu")
+    assert config.model.unet.num_classes == 4 and config.data.class_names == cases.class_names
+    assert (config.train.epochs, config.train.device) == (7, "cpu")
+    assert config.model.hyper == RunConfig().model.hyper  # everything else kept
+    with pytest.raises(ValueError, match="case list or class_names"):
+        RunConfig().for_dataset()

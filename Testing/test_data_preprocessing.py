@@ -21,7 +21,7 @@ from HyperSORTLib.data.dataset import PreprocessedCases
 from HyperSORTLib.data.preprocessing import (extract_patch, patch_rng, patch_start, preprocess_case,
                                              resample_to_reference)
 from HyperSORTLib.training import Callback, Trainer
-from HyperSORTLib.training import checkpoint as ckpt
+from HyperSORTLib import rundir
 
 CT_CONFIG = DataConfig(class_names=(), spacing=(8.0, 8.0, 8.0), patch_size=(24, 24, 16), intensity="window",
                        window=(-200.0, 300.0))
@@ -213,7 +213,7 @@ def test_resumed_run_with_random_patches_is_identical(tmp_path, sampling):
     with pytest.raises(_Stop):
         Trainer(config, dataset, cl.case_ids, tmp_path / "cut", callbacks=[_StopAfter(1)], progress=False).fit()
     Trainer(config, dataset, cl.case_ids, tmp_path / "cut", progress=False).fit()
-    full, cut = (ckpt.load_model_weights(tmp_path / d) for d in ("full", "cut"))
+    full, cut = (rundir.load_model_weights(tmp_path / d) for d in ("full", "cut"))
     for key in full:
         torch.testing.assert_close(full[key], cut[key], rtol=0, atol=0, msg=key)
     # the patches do move between epochs
@@ -231,6 +231,6 @@ def test_worker_processes_give_the_same_run(tmp_path):
     Trainer(config, dataset, cl.case_ids, tmp_path / "w0", progress=False).fit()
     workers = dataclasses.replace(config, train=dataclasses.replace(config.train, num_workers=2))
     Trainer(workers, dataset, cl.case_ids, tmp_path / "w2", progress=False).fit()
-    a, b = (ckpt.load_model_weights(tmp_path / d) for d in ("w0", "w2"))
+    a, b = (rundir.load_model_weights(tmp_path / d) for d in ("w0", "w2"))
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)

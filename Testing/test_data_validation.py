@@ -14,7 +14,7 @@ from HyperSORTLib.cli import main
 from HyperSORTLib.data import case_list_from_source, read_dataset
 from HyperSORTLib.data.cache import PreprocessCache
 from HyperSORTLib.data.validation import check_cases
-from HyperSORTLib.training import checkpoint as ckpt
+from HyperSORTLib import rundir
 
 pytestmark = requires_ct
 
@@ -146,10 +146,10 @@ def test_train_refuses_or_skips_bad_cases(broken, tmp_path, capsys):
     assert main([*args, "--out", str(tmp_path / "refused")]) == 1
     err = capsys.readouterr().err
     assert "refusing" in err and "case_004" in err
-    assert not (tmp_path / "refused" / ckpt.CONFIG_FILE).exists()
+    assert not (tmp_path / "refused" / rundir.CONFIG_FILE).exists()
 
     assert main([*args, "--out", str(tmp_path / "run"), "--skip-bad-cases"]) == 0
-    _, case_ids, doc = ckpt.read_run_config(tmp_path / "run")
+    _, case_ids, doc = rundir.read_run_config(tmp_path / "run")
     assert case_ids == [c for c, _, _ in CASES if c not in BROKEN]
     source = doc["data_source"]
     assert source["format"] == "nnunet" and source["classes"] == [["liver", "liver"], ["spleen", "spleen"]]
@@ -160,4 +160,4 @@ def test_train_refuses_or_skips_bad_cases(broken, tmp_path, capsys):
     assert all(case_id in skipped for case_id in BROKEN)
     # the same command resumes (same checks, same exclusions)
     assert main([*args, "--out", str(tmp_path / "run"), "--skip-bad-cases", "--epochs", "2"]) == 0
-    assert json.loads((tmp_path / "run" / ckpt.CONFIG_FILE).read_text())["case_ids"] == case_ids
+    assert json.loads((tmp_path / "run" / rundir.CONFIG_FILE).read_text())["case_ids"] == case_ids

@@ -57,6 +57,11 @@ def analysed_run(tmp_path_factory) -> Path:
         for k in range(3):
             centre = latents[[i for i, c in enumerate(clusters) if c == k]].mean(0)
             writer.writerow([k, clusters.count(k), clusters.count(k) / 6, *centre, k == 0, ""])
+    from HyperSORTLib import rundir
+    from HyperSORTLib.utils.io import atomic_write_json
+
+    # The tables describe these weights (as hypersort analyze records); without it they are stale.
+    atomic_write_json(run / rundir.ANALYSIS_DIR / rundir.PROVENANCE_FILE, rundir.analysis_provenance(run))
     return run
 
 
@@ -306,6 +311,27 @@ def test_latent_map_colours_by_analysis_and_shows_chosen_dimensions(scene, analy
     assert sorted(r for g in groups for r in g.rows) == list(range(6))
     with pytest.raises(ValueError, match="colorBy"):
         groupSamples(segmenter.case_ids, None, "density")
+    assert logic.lastWarning is None
+
+
+def test_latent_map_of_a_stale_analysis_uses_current_clusters_and_says_so(scene, analysed_run, tmp_path):
+    """Tables made from other weights (training continued after analyze) are not paired with these."""
+    import shutil
+
+    from HyperSORTLib import rundir
+    from HyperSORTLib.utils.io import atomic_write_json
+
+    run = shutil.copytree(analysed_run, tmp_path / "run")
+    provenance = {**rundir.analysis_provenance(run), "weights_sha256": "0" * 64, "epoch": 0}
+    atomic_write_json(run / rundir.ANALYSIS_DIR / rundir.PROVENANCE_FILE, provenance)
+    logic = HyperSORTCoreLogic(scene)
+    segmenter = logic.loadRun(run, device="cpu")
+    with pytest.warns(UserWarning, match="epoch 0"):
+        plot = logic.buildLatentMap(colorBy="cluster")
+    assert logic.lastWarning and "epoch 0" in logic.lastWarning and "hypersort analyze" in logic.lastWarning
+    assert segmenter.sample_table() is None
+    fitted = segmenter.clusters()
+    assert plot.centreTable.GetTable().GetNumberOfRows() == len(fitted)
 
 
 def test_clicked_sample_maps_to_its_case_and_is_segmented(scene, logic):

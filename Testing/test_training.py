@@ -19,7 +19,7 @@ from conftest import tiny_config, write_sphere_dataset
 from HyperSORTLib.data import SegmentationCases, read_nnunet_folder, training_transforms
 from HyperSORTLib.inference import TrainedRun
 from HyperSORTLib.training import Callback, RunDirectoryError, Trainer
-from HyperSORTLib.training import checkpoint as ckpt
+from HyperSORTLib import rundir
 
 
 class Killed(Exception):
@@ -44,7 +44,7 @@ def _train(data: Path, run_dir: Path, config, callbacks=()):
 
 
 def _weights(run_dir: Path) -> dict[str, torch.Tensor]:
-    return load_file(str(run_dir / ckpt.MODEL_FILE))
+    return load_file(str(run_dir / rundir.MODEL_FILE))
 
 
 def _assert_same_run(a: Path, b: Path) -> None:
@@ -52,9 +52,9 @@ def _assert_same_run(a: Path, b: Path) -> None:
     assert wa.keys() == wb.keys()
     for key in wa:
         torch.testing.assert_close(wa[key], wb[key], rtol=0, atol=0, msg=key)
-    assert (a / ckpt.LATENTS_FILE).read_text() == (b / ckpt.LATENTS_FILE).read_text()
-    log_a = [line.split(",")[:5] for line in (a / ckpt.LOG_FILE).read_text().splitlines()]
-    log_b = [line.split(",")[:5] for line in (b / ckpt.LOG_FILE).read_text().splitlines()]
+    assert (a / rundir.LATENTS_FILE).read_text() == (b / rundir.LATENTS_FILE).read_text()
+    log_a = [line.split(",")[:5] for line in (a / rundir.LOG_FILE).read_text().splitlines()]
+    log_b = [line.split(",")[:5] for line in (b / rundir.LOG_FILE).read_text().splitlines()]
     assert log_a == log_b  # losses equal; timing columns differ
 
 
@@ -62,10 +62,10 @@ def test_training_reduces_loss_and_writes_run(sphere_dataset, tmp_path):
     result = _train(sphere_dataset, tmp_path / "run", tiny_config(epochs=12))
     losses = [h["loss"] for h in result.history]
     assert losses[-1] < 0.6 * losses[0]
-    for name in (ckpt.CONFIG_FILE, ckpt.MODEL_FILE, ckpt.CHECKPOINT_FILE, ckpt.LATENTS_FILE, ckpt.LOG_FILE):
+    for name in (rundir.CONFIG_FILE, rundir.MODEL_FILE, rundir.CHECKPOINT_FILE, rundir.LATENTS_FILE, rundir.LOG_FILE):
         assert (tmp_path / "run" / name).is_file(), name
     assert not list((tmp_path / "run").glob(".*.tmp")), "temporary files left behind"
-    config, case_ids, doc = ckpt.read_run_config(tmp_path / "run")
+    config, case_ids, doc = rundir.read_run_config(tmp_path / "run")
     assert config == tiny_config(epochs=12)
     assert case_ids == [f"case_{i:03d}" for i in range(6)]
     assert doc["config"]["data"]["class_names"] == ["background", "ball_a", "ball_b"]
@@ -99,7 +99,7 @@ def test_resume_after_kill_matches_uninterrupted(sphere_dataset, tmp_path):
     _train(sphere_dataset, tmp_path / "full", tiny_config(epochs=4))
     with pytest.raises(Killed):
         _train(sphere_dataset, tmp_path / "killed", tiny_config(epochs=4), callbacks=[KillAfter(2)])
-    assert ckpt.load_training_state(tmp_path / "killed")["epoch"] == 2
+    assert rundir.load_training_state(tmp_path / "killed")["epoch"] == 2
     result = _train(sphere_dataset, tmp_path / "killed", tiny_config(epochs=4))
     assert result.resumed_from == 2
     _assert_same_run(tmp_path / "full", tmp_path / "killed")
@@ -124,14 +124,14 @@ def test_resume_refuses_changed_configuration(sphere_dataset, tmp_path):
 def test_corrupt_checkpoint_and_foreign_version_give_clear_errors(sphere_dataset, tmp_path):
     run = tmp_path / "run"
     _train(sphere_dataset, run, tiny_config(epochs=1))
-    (run / ckpt.CHECKPOINT_FILE).write_bytes(b"not a checkpoint")
+    (run / rundir.CHECKPOINT_FILE).write_bytes(b"not a checkpoint")
     with pytest.raises(RunDirectoryError, match="checkpoint.pt could not be loaded"):
         _train(sphere_dataset, run, tiny_config(epochs=2))
-    doc = (run / ckpt.CONFIG_FILE).read_text().replace('"format_version": 1', '"format_version": 99')
-    (run / ckpt.CONFIG_FILE).write_text(doc)
+    doc = (run / rundir.CONFIG_FILE).read_text().replace('"format_version": 1', '"format_version": 99')
+    (run / rundir.CONFIG_FILE).write_text(doc)
     with pytest.raises(RunDirectoryError, match="run format 99"):
         TrainedRun.load(run, device="cpu")
-    (run / ckpt.MODEL_FILE).write_bytes(b"\x00" * 10)
+    (run / rundir.MODEL_FILE).write_bytes(b"\x00" * 10)
     with pytest.raises(RunDirectoryError, match="not a HyperSORT run|could not be read|run format"):
         TrainedRun.load(run, device="cpu")
 
@@ -169,12 +169,12 @@ def test_hypersort_train_cli_resumes_after_sigkill(tmp_path):
     proc = subprocess.Popen(command(tmp_path / "killed"), env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
-    while not (tmp_path / "killed" / ckpt.CHECKPOINT_FILE).exists() and time.time() < deadline:
+    while not (tmp_path / "killed" / rundir.CHECKPOINT_FILE).exists() and time.time() < deadline:
         time.sleep(0.005)
     time.sleep(0.3)  # somewhere inside a later epoch, possibly mid-write
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
-    killed_at = ckpt.load_training_state(tmp_path / "killed")["epoch"]
+    killed_at = rundir.load_training_state(tmp_path / "killed")["epoch"]
     assert 1 <= killed_at < 60, "the process was not killed mid-run; make the run longer"
     done = subprocess.run(command(tmp_path / "killed"), env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
@@ -186,3 +186,11 @@ def test_cli_reports_bad_dataset_without_traceback(tmp_path):
                            "--out", str(tmp_path / "run")], capture_output=True, text=True, timeout=120)
     assert done.returncode == 2
     assert "dataset.json is missing" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_amp_is_off_on_cpu_whatever_the_configuration(sphere_dataset, tmp_path):
+    config = tiny_config(amp=True, device="cpu")
+    cases = read_nnunet_folder(sphere_dataset)
+    trainer = Trainer(config, SegmentationCases(cases, training_transforms(config.data)), cases.case_ids,
+                      tmp_path / "run", progress=False)
+    assert trainer.device.type == "cpu" and trainer.amp_dtype is None

@@ -32,7 +32,7 @@ from HyperSORTLib.config import RunConfig
 from HyperSORTLib.demo.run import DEMO_CONFIG
 from HyperSORTLib.inference import InteractiveSegmenter, TrainedRun
 from HyperSORTLib.model.hypersort import HyperSORTModel
-from HyperSORTLib.training.trainer import resolve_device
+from HyperSORTLib.device import resolve_device
 from machine import describe
 
 

@@ -43,7 +43,7 @@ from HyperSORTLib.config import RunConfig  # noqa: E402
 from HyperSORTLib.demo.run import DEMO_CONFIG  # noqa: E402
 from HyperSORTLib.inference import InteractiveSegmenter, TrainedRun  # noqa: E402
 from HyperSORTLib.model.hypersort import HyperSORTModel  # noqa: E402
-from HyperSORTLib.training.trainer import resolve_device  # noqa: E402
+from HyperSORTLib.device import resolve_device  # noqa: E402
 from HyperSORTModule import SelfTest, StandaloneScene, VolumeNodes  # noqa: E402
 from HyperSORTModule.CoreLogic import HyperSORTCoreLogic  # noqa: E402
 from machine import describe  # noqa: E402

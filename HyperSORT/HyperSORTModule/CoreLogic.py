@@ -19,7 +19,6 @@ nothing is written to any node before a computation has succeeded.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from contextlib import contextmanager
@@ -101,7 +100,6 @@ class HyperSORTCoreLogic:
         self.scene = scene
         self.scheduler = scheduler if scheduler is not None else ManualScheduler()
         self._runs: dict[tuple[str, str], object] = {}
-        self._checkpointHashes: dict[str, str] = {}
         self.segmenter = None
         self.inputVolumeNode = None
         self.plot = LatentMapPlot(scene, onProbeMoved=self.onProbeMoved)
@@ -124,6 +122,8 @@ class HyperSORTCoreLogic:
         self.probeLabel: str | None = None
         self.lastTimings: dict[str, float] = {}
         self.lastError: str | None = None
+        #: Why the run's ``analysis/`` was not used (it describes other weights), for the status line.
+        self.lastWarning: str | None = None
         #: Called with (labelmap node, latent point) after every preview.
         self.onPreviewUpdated: Callable[[object, LatentPoint], None] | None = None
         #: Called with a message when a debounced (background) update fails.
@@ -172,16 +172,13 @@ class HyperSORTCoreLogic:
 
     def checkpointHash(self) -> str:
         """First 16 hex digits of the SHA-256 of the loaded run's weights (provenance of outputs)."""
-        runDirectory = str(self.requireRun().run_dir)
-        if runDirectory not in self._checkpointHashes:
-            path = Path(runDirectory) / "model.safetensors"
-            digest = hashlib.sha256()
-            if path.is_file():
-                with open(path, "rb") as handle:
-                    for block in iter(lambda: handle.read(1 << 20), b""):
-                        digest.update(block)
-            self._checkpointHashes[runDirectory] = digest.hexdigest()[:16]
-        return self._checkpointHashes[runDirectory]
+        segmenter = self.requireRun()
+        digest = getattr(getattr(segmenter, "run", None), "weights_sha256", "")
+        if not digest:
+            from HyperSORTLib.rundir import weights_digest
+
+            digest = weights_digest(segmenter.run_dir)
+        return digest[:16]
 
     def setPreviewSpacing(self, spacingMm: float | None) -> None:
         """Preview grid spacing in mm; 0 or None = automatic (twice the training spacing)."""
@@ -234,6 +231,9 @@ class HyperSORTCoreLogic:
         """Create the plot nodes of the loaded run: samples coloured by ``colorBy``, centres, the probe."""
         segmenter = self.requireRun()
         with self._userErrors("Building the latent map"):
+            self.lastWarning = getattr(segmenter, "analysis_warning", None)
+            if self.lastWarning:
+                logging.warning("HyperSORT: %s Showing clusters of the current latent table.", self.lastWarning)
             groups = groupSamples(segmenter.case_ids, segmenter.sample_table(), colorBy)
             clusters = self.clusterPoints()
             probe = self.mainMode().z

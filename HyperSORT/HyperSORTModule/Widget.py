@@ -129,6 +129,9 @@ class HyperSORTPanel:
                            f"{segmenter.latent_dim}-D latent space, classes {', '.join(segmenter.class_names[1:])}, "
                            f"device {segmenter.device}.")
             self.ui.runInfoLabel.text = self.ui.statusLabel.text
+            if getattr(self.logic, "lastWarning", None):
+                self.setStatus(f"{self.logic.lastWarning} The map shows clusters of the current latent table.",
+                               error=True)
         self.updateButtonStates()
 
     def rebuildMap(self) -> None:

@@ -55,7 +55,6 @@ from HyperSORTLib.analysis.inputs import (
     PatchCase,
     check_probe_ids,
     nearest_cases,
-    read_latents_table,
     read_manifest,
     resolve_case_list,
     training_patches,
@@ -70,6 +69,8 @@ from HyperSORTLib.analysis.scores import (
     mixture_log_density,
     mode_distances,
 )
+from HyperSORTLib import rundir
+from HyperSORTLib.rundir import read_latents_table
 from HyperSORTLib.utils.io import atomic_write_json, atomic_write_text
 
 __all__ = ["AnalysisResult", "ProbeCase", "SIGNALS", "HIGHER_IS_SUSPICIOUS", "analyze_run"]
@@ -127,19 +128,19 @@ class AnalysisResult:
 
     @property
     def report_path(self) -> Path:
-        return self.out_dir / "report.html"
+        return self.out_dir / rundir.REPORT_FILE
 
     @property
     def samples_path(self) -> Path:
-        return self.out_dir / "samples.csv"
+        return self.out_dir / rundir.SAMPLES_FILE
 
     @property
     def clusters_path(self) -> Path:
-        return self.out_dir / "clusters.csv"
+        return self.out_dir / rundir.CLUSTERS_FILE
 
     @property
     def metrics_path(self) -> Path:
-        return self.out_dir / "metrics.json"
+        return self.out_dir / rundir.METRICS_FILE
 
     @property
     def ranking(self) -> np.ndarray:
@@ -170,7 +171,7 @@ def analyze_run(run_dir: str | Path, out_dir: str | Path | None = None, manifest
                 probe_cases: Sequence[str] | str | None = None, data: str | Path | None = None,
                 device: str = "auto", n_probes: int = 3, max_components: int = 8, seed: int | None = None,
                 min_cluster_size: int | None = None, cache_dir: str | Path | None = None, use_cache: bool = True,
-                progress: bool = False) -> AnalysisResult:
+                progress: bool = False, overwrite: bool = False, accept_data_change: bool = False) -> AnalysisResult:
     """Audit a trained run and write ``samples.csv``, ``clusters.csv``, ``metrics.json`` and ``report.html``.
 
     Args:
@@ -190,6 +191,11 @@ def analyze_run(run_dir: str | Path, out_dir: str | Path | None = None, manifest
             folder (``$HYPERSORT_CACHE_DIR``).
         use_cache: ``False`` preprocesses every case from its files.
         progress: show progress bars.
+        overwrite: replace analysis files in a given ``out_dir`` that ``hypersort analyze`` did not
+            write (without it they are an error; an earlier analysis, and ``RUN_DIR/analysis``, are
+            always replaced).
+        accept_data_change: analyse on a dataset whose files under the run's case ids differ from
+            those the run was trained on.
 
     Returns:
         An :class:`AnalysisResult`.
@@ -204,22 +210,26 @@ def analyze_run(run_dir: str | Path, out_dir: str | Path | None = None, manifest
         >>> print(result.summary())  # doctest: +SKIP
     """
     from HyperSORTLib.inference import TrainedRun
-    from HyperSORTLib.training import checkpoint as ckpt
-
     start = time.perf_counter()
     if isinstance(n_probes, bool) or not isinstance(n_probes, int) or n_probes < 1:
         raise ValueError(f"n_probes must be an integer >= 1; found {n_probes!r}")
     run_dir = Path(run_dir)
-    out = Path(out_dir) if out_dir is not None else run_dir / "analysis"
-    config, case_ids, doc = ckpt.read_run_config(run_dir)
+    out = Path(out_dir) if out_dir is not None else rundir.analysis_dir(run_dir)
+    config, case_ids, doc = rundir.read_run_config(run_dir)
+    if out_dir is not None:  # RUN_DIR/analysis belongs to hypersort analyze; another folder may hold user files
+        rundir.check_analysis_output(out, overwrite)
     if len(case_ids) < 3:
         raise ValueError(f"{run_dir} was trained on {len(case_ids)} case(s); an analysis needs at least 3.")
     _, own_loss = read_latents_table(run_dir, case_ids)
     given_probes = check_probe_ids(probe_cases, case_ids)  # every input is checked before heavy work
-    case_list, data_path = resolve_case_list(run_dir, doc, case_ids, data)
+    case_list, data_path = resolve_case_list(run_dir, doc, case_ids, data, accept_data_change)
+    weights_before = rundir.weights_digest(run_dir)
     truth = _load_manifest(manifest, data_path, case_ids)
 
     run = TrainedRun.load(run_dir, device=device)
+    if rundir.weights_digest(run_dir) != weights_before:
+        raise rundir.RunDirectoryError(f"{run_dir / rundir.MODEL_FILE} changed while it was being loaded (is "
+                                       f"training still running?); re-run hypersort analyze when it has finished.")
     class_names = tuple(run.class_names)
     if len(case_list.class_names) != len(class_names):
         raise ValueError(f"The dataset {data_path} has {len(case_list.class_names)} classes "
@@ -254,6 +264,7 @@ def analyze_run(run_dir: str | Path, out_dir: str | Path | None = None, manifest
                             probes, truth, {}, class_names)
     result.metrics = _metrics(result, run_dir, data_path, kde_bandwidth,
                               min_cluster_size or default_min_cluster_size(len(case_ids)))
+    result.metrics["provenance"] = rundir.analysis_provenance(run_dir, weights_before)
     _write_outputs(result, run_dir, start)
     return result
 
@@ -438,9 +449,11 @@ def _write_outputs(result: AnalysisResult, run_dir: Path, start: float) -> None:
 
     out = result.out_dir
     out.mkdir(parents=True, exist_ok=True)
-    figures = render_figures(result, out / "figures")
+    figures = render_figures(result, out / rundir.FIGURES_DIR)
     result.metrics["wall_time_s"] = round(time.perf_counter() - start, 2)
     atomic_write_text(result.samples_path, _csv_text(*samples_table(result)))
     atomic_write_text(result.clusters_path, _csv_text(*clusters_table(result)))
     atomic_write_json(result.metrics_path, _json_safe(result.metrics))
     atomic_write_text(result.report_path, render_report(result, figures, run_dir))
+    # Written last: it marks the analysis complete and says which weights it describes.
+    atomic_write_json(out / rundir.PROVENANCE_FILE, result.metrics["provenance"])

@@ -1,4 +1,5 @@
-"""Inputs of a run audit: the run's latent table, its training cases, a ground-truth manifest.
+"""Inputs of a run audit: its training cases, a ground-truth manifest, probe cases (the latent
+table is read by :mod:`HyperSORTLib.rundir`).
 
 Every reader checks its input up front and raises an error naming the file, what was expected
 and what was found, so an audit fails before any heavy computation.
@@ -8,17 +9,16 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from HyperSORTLib.training.checkpoint import LATENTS_FILE, RunDirectoryError
+from HyperSORTLib.rundir import CONFIG_FILE, check_data_unchanged
 from HyperSORTLib.utils.nifti import voxel_sizes
 
-__all__ = ["Manifest", "MANIFEST_FILE", "MANIFEST_COLUMNS", "read_latents_table", "read_manifest",
+__all__ = ["Manifest", "MANIFEST_FILE", "MANIFEST_COLUMNS", "read_manifest",
            "PatchCase", "analysis_patch_config", "check_probe_ids", "nearest_cases", "resolve_case_list",
            "training_patches"]
 
@@ -35,47 +35,6 @@ _FALSE = {"0", "false", "no", "n", "f"}
 def _preview(items: Sequence[str], limit: int = 5) -> str:
     shown = ", ".join(items[:limit])
     return shown + (f", ... ({len(items)} in all)" if len(items) > limit else "")
-
-
-# --------------------------------------------------------------------------- latents.csv
-def read_latents_table(run_dir: str | Path, case_ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Latents ``[N, D]`` and last training losses ``[N]`` (NaN where not recorded) of a run.
-
-    Raises:
-        RunDirectoryError: ``latents.csv`` is missing, malformed, or lists other cases than
-            ``config.json``.
-    """
-    path = Path(run_dir) / LATENTS_FILE
-    if not path.is_file():
-        raise RunDirectoryError(f"{run_dir} has no latent table yet ({path.name} is missing).")
-    with open(path, newline="", encoding="utf-8") as handle:
-        rows = list(csv.reader(handle))
-    if not rows or rows[0][:1] != ["case_id"] or rows[0][-1] != "loss" or len(rows[0]) < 3:
-        found = rows[0] if rows else "an empty file"
-        raise RunDirectoryError(f"{path}: expected a header 'case_id,z1,...,zD,loss'; found {found}.")
-    dims = len(rows[0]) - 2
-    ids = [row[0] for row in rows[1:]]
-    if ids != list(case_ids):
-        raise RunDirectoryError(f"{path} lists {len(ids)} cases that do not match the {len(case_ids)} case ids of "
-                                f"config.json (first difference: {_first_difference(ids, list(case_ids))}).")
-    latents = np.empty((len(ids), dims))
-    losses = np.full(len(ids), np.nan)
-    for i, row in enumerate(rows[1:]):
-        if len(row) != dims + 2:
-            raise RunDirectoryError(f"{path}, case '{row[0]}': expected {dims + 2} values, found {len(row)}.")
-        try:
-            latents[i] = [float(v) for v in row[1:-1]]
-            losses[i] = float(row[-1]) if row[-1].strip() else math.nan
-        except ValueError as exc:
-            raise RunDirectoryError(f"{path}, case '{row[0]}': {exc}.") from None
-    return latents, losses
-
-
-def _first_difference(a: Sequence[str], b: Sequence[str]) -> str:
-    for i, (x, y) in enumerate(zip(a, b)):
-        if x != y:
-            return f"row {i + 1}: '{x}' vs '{y}'"
-    return f"lengths {len(a)} vs {len(b)}"
 
 
 # --------------------------------------------------------------------------- manifest
@@ -158,18 +117,20 @@ def _read_source(source: dict[str, Any]) -> Any:
 
 
 def resolve_case_list(run_dir: str | Path, doc: dict[str, Any], case_ids: Sequence[str],
-                      data: str | Path | None = None) -> tuple[Any, Path]:
+                      data: str | Path | None = None, accept_data_change: bool = False) -> tuple[Any, Path]:
     """The run's training cases (a ``CaseList`` in the run's case order) and the dataset path.
 
     The dataset is the one recorded in ``config.json`` (``data_source``), or ``data`` when given
-    (same format, new location).
+    (same format, new location). Its files must match the fingerprint recorded at training
+    (other images or labels under the same case ids are an error) unless ``accept_data_change``.
 
     Raises:
         FileNotFoundError: no dataset is recorded and none given, or the folder does not exist
             (the message says to pass ``--data``).
         ValueError: the dataset lacks some of the run's cases.
+        RunDirectoryError: the dataset's files differ from those the run was trained on.
     """
-    config_path = Path(run_dir) / "config.json"
+    config_path = Path(run_dir) / CONFIG_FILE
     source = dict(doc.get("data_source") or {})
     if data is not None:
         source["path"] = str(data)
@@ -189,6 +150,7 @@ def resolve_case_list(run_dir: str | Path, doc: dict[str, Any], case_ids: Sequen
         raise ValueError(f"The dataset {path} lacks {len(absent)} of the run's {len(case_ids)} training case(s): "
                          f"{_preview(absent)}; pass --data with the dataset the run was trained on.")
     ordered = dataclasses.replace(case_list, cases=tuple(by_id[c] for c in case_ids))
+    check_data_unchanged(run_dir, doc, ordered, accept_change=accept_data_change)
     return ordered, Path(path)
 
 

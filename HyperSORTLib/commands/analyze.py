@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from HyperSORTLib.commands import add_data_option, add_device_option, add_progress_option, add_run_option
+from HyperSORTLib.commands import (add_data_option, add_device_option, add_overwrite_option, add_progress_option,
+                                   add_run_option)
 
 NAME = "analyze"
 HELP = "audit a trained run: suspicious samples, clusters described in words, HTML report"
@@ -36,6 +37,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         help="preprocessing cache written by training, read to skip preprocessing "
                              "(default $HYPERSORT_CACHE_DIR or the user cache folder)")
     parser.add_argument("--no-cache", action="store_true", help="preprocess every case from its files")
+    add_overwrite_option(parser, "replace analysis files in --out that hypersort analyze did not write")
+    parser.add_argument("--accept-data-change", action="store_true",
+                        help="analyse on a dataset whose files differ from those the run was trained on")
     add_progress_option(parser)
 
 
@@ -46,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--max-components must be >= 1, found {args.max_components}.")
     result = analyze_run(args.run, out_dir=args.out, manifest=args.manifest, probe_cases=args.probe,
                          data=args.data, device=args.device, max_components=args.max_components,
-                         cache_dir=args.cache_dir, use_cache=not args.no_cache, progress=not args.no_progress)
+                         cache_dir=args.cache_dir, use_cache=not args.no_cache, progress=not args.no_progress,
+                         overwrite=args.overwrite, accept_data_change=args.accept_data_change)
     print(result.summary())
     return 0

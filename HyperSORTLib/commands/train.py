@@ -12,8 +12,6 @@ from HyperSORTLib.commands.check_data import add_data_options, cache_from_args, 
 NAME = "train"
 HELP = "train on a dataset"
 
-SKIPPED_FILE = "skipped_cases.csv"
-
 
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
@@ -28,18 +26,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--skip-bad-cases", action="store_true",
                         help="leave out the cases that fail the checks (listed in the run's skipped_cases.csv)")
     add_workers_option(parser, "data-loading worker processes (default: the configuration's train.num_workers)")
+    parser.add_argument("--accept-data-change", action="store_true",
+                        help="resume although the dataset's files (or folder) differ from those the run was started "
+                             "on; the change is recorded in the run's config.json")
     add_training_options(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    import dataclasses
-
     from HyperSORTLib.commands.check_data import write_report_csv
     from HyperSORTLib.config import RunConfig
     from HyperSORTLib.data.dataset import PreprocessedCases
     from HyperSORTLib.data.validation import Problem, check_cases
+    from HyperSORTLib.rundir import SKIPPED_FILE, check_run_output, ensure_writable
     from HyperSORTLib.training import Trainer
 
+    check_run_output(args.out)  # before anything is written there
     config = RunConfig.from_file(args.config) if args.config else RunConfig()
     cases = read_from_args(args.data, args)
     cache = cache_from_args(args)
@@ -62,13 +63,7 @@ def run(args: argparse.Namespace) -> int:
     overrides = training_overrides(args)
     if args.workers is not None:
         overrides["num_workers"] = args.workers
-    config = dataclasses.replace(
-        config,
-        model=dataclasses.replace(config.model, unet=dataclasses.replace(config.model.unet,
-                                                                         num_classes=len(cases.class_names))),
-        data=dataclasses.replace(config.data, class_names=cases.class_names),
-        train=dataclasses.replace(config.train, **overrides),
-    )
+    config = config.for_dataset(cases, **overrides)
     dataset = PreprocessedCases(cases, config.data, cache=cache, progress=progress,
                                 workers=config.train.num_workers, skip_failed=args.skip_bad_cases)
     skipped = list(report.problems) + [Problem(case_id, "preprocessing", message)
@@ -79,9 +74,11 @@ def run(args: argparse.Namespace) -> int:
     if not len(dataset):
         raise ValueError(f"No usable case left in {args.data}.")
     cases = dataset.case_list
+    ensure_writable(args.out)
     if skipped:
         write_report_csv(args.out / SKIPPED_FILE, skipped)
-    trainer = Trainer(config, dataset, cases.case_ids, args.out, progress=progress, data_source=cases.source)
+    trainer = Trainer(config, dataset, cases.case_ids, args.out, progress=progress, data_source=cases.source,
+                      accept_data_change=args.accept_data_change)
     result = trainer.fit()
     last = result.history[-1] if result.history else {}
     print(f"Trained {result.epochs} epochs on {len(cases.cases)} cases; final loss "

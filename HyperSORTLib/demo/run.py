@@ -90,9 +90,7 @@ def demo_config(options: DemoOptions, class_names: tuple[str, ...]) -> RunConfig
         user = yaml.safe_load(Path(options.config_path).read_text(encoding="utf-8")) or {}
         merged = _deep_merge(config.to_dict(), user)
         config = from_dict(RunConfig, merged)
-    train = dataclasses.replace(config.train, **options.train_overrides)
-    data = dataclasses.replace(config.data, class_names=class_names)
-    return dataclasses.replace(config, data=data, train=train)
+    return config.for_dataset(class_names=class_names, **options.train_overrides)
 
 
 def _deep_merge(base: dict, update: dict) -> dict:

@@ -19,8 +19,8 @@ from HyperSORTLib.config import RunConfig
 from HyperSORTLib.data.labels import argmax_labels
 from HyperSORTLib.model.hypersort import HyperSORTModel
 from HyperSORTLib.model.unet import UNet3D
-from HyperSORTLib.training import checkpoint as ckpt
-from HyperSORTLib.training.trainer import resolve_device
+from HyperSORTLib import rundir
+from HyperSORTLib.device import resolve_device
 
 
 @dataclass
@@ -31,16 +31,19 @@ class TrainedRun:
     config: RunConfig
     model: HyperSORTModel
     device: torch.device
+    #: sha256 of the ``model.safetensors`` bytes the weights were loaded from.
+    weights_sha256: str = ""
 
     @classmethod
     def load(cls, run_dir: str | Path, device: str = "auto") -> "TrainedRun":
         """Load ``run_dir`` (config.json + model.safetensors); errors name the file at fault."""
         run_dir = Path(run_dir)
-        config, case_ids, _ = ckpt.read_run_config(run_dir)
+        config, case_ids, _ = rundir.read_run_config(run_dir)
         dev = resolve_device(device)
         model = HyperSORTModel(config.model, case_ids, seed=config.train.seed)
-        model.load_learned_state(ckpt.load_model_weights(run_dir), source=str(run_dir / ckpt.MODEL_FILE))
-        return cls(run_dir, config, model.to(dev).eval(), dev)
+        state, digest = rundir.read_model_weights(run_dir)
+        model.load_learned_state(state, source=str(run_dir / rundir.MODEL_FILE))
+        return cls(run_dir, config, model.to(dev).eval(), dev, digest)
 
     @property
     def case_ids(self) -> tuple[str, ...]:

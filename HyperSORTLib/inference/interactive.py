@@ -16,8 +16,8 @@ Example:
 
 from __future__ import annotations
 
-import csv
 import time
+import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,13 +26,12 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from HyperSORTLib import rundir
 from HyperSORTLib.data.labels import argmax_labels
 from HyperSORTLib.inference.decode import TrainedRun
 from HyperSORTLib.inference.geometry import (PreparedVolume, check_grid, check_spacing, coarser_spacing,
                                              logits_to_labels, prepare_volume)
-
-#: Where ``hypersort analyze`` writes its tables inside a run directory.
-ANALYSIS_DIR = "analysis"
+from HyperSORTLib.rundir import ClusterInfo
 
 
 @dataclass(frozen=True)
@@ -43,48 +42,29 @@ class LabelVolume:
     affine: np.ndarray
 
 
-@dataclass(frozen=True)
-class ClusterInfo:
-    """A cluster of the latent map: its centre is a latent point whose UNet annotates like the cluster."""
+def read_clusters(run_dir: str | Path, latents: np.ndarray, weights_sha256: str | None = None,
+                  strict: bool = False) -> list[ClusterInfo]:
+    """The clusters of a run: ``analysis/clusters.csv`` when ``hypersort analyze`` wrote it for
+    these weights (``weights_sha256``, default the current ``model.safetensors``), otherwise a
+    Gaussian mixture (components chosen by BIC) fitted to the latent table now.
 
-    cluster: int
-    size: int
-    centre: np.ndarray
-    is_main_mode: bool
-    description: str = ""
-
-
-def _float_or_none(value: str | None) -> float | None:
-    try:
-        return float(value) if value not in (None, "") else None
-    except ValueError:
-        return None
-
-
-def read_clusters(run_dir: str | Path, latents: np.ndarray) -> list[ClusterInfo]:
-    """The clusters of a run: ``analysis/clusters.csv`` when ``hypersort analyze`` wrote one,
-    otherwise a Gaussian mixture (components chosen by BIC) fitted to the latent table now."""
+    A stale analysis (made from other weights, e.g. before training continued) is never paired
+    with these weights: with ``strict`` it is a :class:`RunDirectoryError`, otherwise a
+    :class:`StaleAnalysisWarning` and the clusters of the current latents.
+    """
     latents = np.asarray(latents, dtype=np.float64)
-    dim = latents.shape[1]
-    path = Path(run_dir) / ANALYSIS_DIR / "clusters.csv"
+    path = rundir.analysis_dir(run_dir) / rundir.CLUSTERS_FILE
     if path.is_file():
-        with open(path, newline="", encoding="utf-8") as handle:
-            rows = list(csv.DictReader(handle))
-        clusters = []
-        for row in rows:
-            centre = [_float_or_none(row.get(f"z{i + 1}")) for i in range(dim)]
-            if None in centre or row.get("cluster") in (None, ""):
-                raise ValueError(f"{path}: expected columns cluster, size, z1..z{dim}, is_main_mode; "
-                                 f"found {list(row)} with values {row}.")
-            clusters.append(ClusterInfo(int(row["cluster"]), int(float(row.get("size") or 0)),
-                                        np.asarray(centre, dtype=np.float32),
-                                        str(row.get("is_main_mode", "")).strip().lower() in ("1", "true", "yes"),
-                                        row.get("description", "") or ""))
-        if clusters and not any(c.is_main_mode for c in clusters):
-            largest = max(clusters, key=lambda c: c.size)
-            clusters = [ClusterInfo(c.cluster, c.size, c.centre, c is largest, c.description) for c in clusters]
-        if clusters:
-            return clusters
+        stale = rundir.stale_analysis_reason(run_dir, weights_sha256)
+        if stale is None:
+            clusters = rundir.read_clusters_table(path, latents.shape[1])
+            if clusters:
+                return clusters
+        elif strict:
+            raise rundir.RunDirectoryError(stale)
+        else:
+            warnings.warn(f"{stale} Using clusters of the current latent table instead.", StaleAnalysisWarning,
+                          stacklevel=2)
     if len(latents) < 3:
         return [ClusterInfo(0, len(latents), latents.mean(0).astype(np.float32), True)]
     from HyperSORTLib.analysis.latent_space import cluster_latents
@@ -92,6 +72,10 @@ def read_clusters(run_dir: str | Path, latents: np.ndarray) -> list[ClusterInfo]
     result = cluster_latents(latents, max_components=min(8, len(latents) - 1))
     return [ClusterInfo(k, int(result.sizes[k]), result.centers[k].astype(np.float32), k == result.main_cluster)
             for k in range(result.n_clusters)]
+
+
+class StaleAnalysisWarning(UserWarning):
+    """``RUN_DIR/analysis`` describes other weights than the loaded ones and is not used."""
 
 
 class InteractiveSegmenter:
@@ -151,13 +135,23 @@ class InteractiveSegmenter:
                              f"its cases are {', '.join(self.case_ids[:5])}{', ...' if len(self.case_ids) > 5 else ''}.")
         return self.run.latent_of(case_id)
 
+    @property
+    def analysis_warning(self) -> str | None:
+        """Why ``analysis/`` is not used with the loaded weights (it describes other weights), or ``None``."""
+        return rundir.stale_analysis_reason(self.run_dir, self.run.weights_sha256 or None)
+
     def clusters(self) -> list[ClusterInfo]:
-        """The clusters of the latent map (from ``analysis/clusters.csv`` when present)."""
+        """The clusters of the latent map: from ``analysis/clusters.csv`` when it describes the
+        loaded weights, else fitted to the latent table now (with a :class:`StaleAnalysisWarning`)."""
         if self._clusters is None:
-            self._clusters = read_clusters(self.run_dir, self.latents)
+            self._clusters = read_clusters(self.run_dir, self.latents, self.run.weights_sha256 or None)
         return self._clusters
 
     def cluster_centre(self, cluster: int) -> np.ndarray:
+        """Centre of a cluster of ``analysis/clusters.csv``; a stale analysis is a :class:`RunDirectoryError`."""
+        stale = self.analysis_warning
+        if stale is not None:
+            raise rundir.RunDirectoryError(stale)
         for info in self.clusters():
             if info.cluster == int(cluster):
                 return info.centre.copy()
@@ -169,13 +163,12 @@ class InteractiveSegmenter:
         return next(c.centre.copy() for c in self.clusters() if c.is_main_mode)
 
     def sample_table(self) -> dict[str, list[str]] | None:
-        """Columns of ``analysis/samples.csv`` (scores, clusters, ranks) when present."""
-        path = self.run_dir / ANALYSIS_DIR / "samples.csv"
-        if not path.is_file():
+        """Columns of ``analysis/samples.csv`` (scores, clusters, ranks) when present and made
+        from the loaded weights (see :attr:`analysis_warning`)."""
+        path = rundir.analysis_dir(self.run_dir) / rundir.SAMPLES_FILE
+        if not path.is_file() or self.analysis_warning is not None:
             return None
-        with open(path, newline="", encoding="utf-8") as handle:
-            rows = list(csv.DictReader(handle))
-        return {key: [row[key] for row in rows] for key in (rows[0] if rows else {})}
+        return rundir.read_samples_table(path)
 
     # ------------------------------------------------------------------ the scan
     @property

@@ -22,22 +22,12 @@ from typing import Any, Iterator, Sequence
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from HyperSORTLib import rundir
 from HyperSORTLib.config import RunConfig, config_hash_fields
+from HyperSORTLib.device import resolve_device
 from HyperSORTLib.model.hypersort import HyperSORTModel
 from HyperSORTLib.model.latent import RowwiseAdam
-from HyperSORTLib.training import checkpoint as ckpt
 from HyperSORTLib.training.losses import DiceCELoss
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    """``"auto"`` -> CUDA when available, else CPU; an unavailable CUDA request is an error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"Device '{name}' was requested but this PyTorch build sees no CUDA GPU; "
-                         f"use --device cpu (or install a CUDA build of PyTorch).")
-    return device
 
 
 class EpochBatchSampler(Sampler[list[int]]):
@@ -124,6 +114,9 @@ class Trainer:
         progress: show a progress bar with loss and speed.
         data_source: where the cases came from (``{"path", "format", ...}``), recorded in
             ``config.json`` so ``hypersort analyze`` can reload them.
+        accept_data_change: on resume, accept a dataset whose files under the run's case ids
+            differ from the recorded fingerprint, or that lives elsewhere; the change is recorded
+            in ``config.json`` (``data_changes``). Without it such a resume is an error.
 
     Example:
         >>> trainer = Trainer(cfg, dataset, dataset.case_list.case_ids, "runs/demo")  # doctest: +SKIP
@@ -132,7 +125,7 @@ class Trainer:
 
     def __init__(self, config: RunConfig, dataset: Dataset, case_ids: Sequence[str], run_dir: str | Path,
                  callbacks: Sequence[Callback] = (), progress: bool = True,
-                 data_source: dict[str, Any] | None = None) -> None:
+                 data_source: dict[str, Any] | None = None, accept_data_change: bool = False) -> None:
         if len(case_ids) != len(dataset):
             raise ValueError(f"{len(case_ids)} case ids for a dataset of {len(dataset)} items.")
         self.config = config
@@ -142,6 +135,9 @@ class Trainer:
         self.callbacks: list[Callback] = [CheckpointCallback(), *callbacks]
         self.progress = progress
         self.data_source = dict(data_source or {})
+        self.accept_data_change = accept_data_change
+        case_list = getattr(dataset, "case_list", None)
+        self.data_fingerprint = rundir.data_fingerprint(case_list) if case_list is not None else {}
         train = config.train
         self.device = resolve_device(train.device)
         self.model = HyperSORTModel(config.model, self.case_ids, train.latent_init_std, train.seed).to(self.device)
@@ -175,7 +171,7 @@ class Trainer:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.model.load_learned_state(state["model"], source=str(self.run_dir / ckpt.CHECKPOINT_FILE))
+        self.model.load_learned_state(state["model"], source=str(self.run_dir / rundir.CHECKPOINT_FILE))
         self.hyper_optimizer.load_state_dict(state["hyper_optimizer"])
         self.latent_optimizer.load_state_dict(state["latent_optimizer"])
         self.sample_loss = state["sample_loss"].clone()
@@ -185,30 +181,55 @@ class Trainer:
 
     def save(self) -> None:
         """Write the checkpoint and the files derived from it (each atomically)."""
-        ckpt.save_model_weights(self.run_dir, self.model.learned_state(), self.epoch)
-        ckpt.write_latents_csv(self.run_dir, self.case_ids, self.model.latents.weight.detach().cpu(),
+        rundir.save_model_weights(self.run_dir, self.model.learned_state(), self.epoch)
+        rundir.write_latents_csv(self.run_dir, self.case_ids, self.model.latents.weight.detach().cpu(),
                                self.sample_loss)
-        ckpt.write_train_log(self.run_dir, self.history)
-        ckpt.save_training_state(self.run_dir, self.state_dict())
+        rundir.write_train_log(self.run_dir, self.history)
+        rundir.save_training_state(self.run_dir, self.state_dict())
 
     def _resume(self) -> int | None:
-        state = ckpt.load_training_state(self.run_dir)
+        state = rundir.load_training_state(self.run_dir)
         if state is None:
             return None
-        saved_config, saved_ids, _ = ckpt.read_run_config(self.run_dir)
+        saved_config, saved_ids, doc = rundir.read_run_config(self.run_dir)
         if list(saved_ids) != list(self.case_ids):
-            raise ckpt.RunDirectoryError(
+            raise rundir.RunDirectoryError(
                 f"{self.run_dir} holds a run on a different case list ({len(saved_ids)} cases); "
                 f"choose a new output folder or delete that run.")
         old, new = config_hash_fields(saved_config), config_hash_fields(self.config)
         if old != new:
             diffs = _dict_diff(old, new)
-            raise ckpt.RunDirectoryError(
+            raise rundir.RunDirectoryError(
                 f"{self.run_dir} holds a run with a different configuration ({'; '.join(diffs[:5])}); "
                 f"only epochs, checkpoint_every, num_workers, device and amp may change on resume. "
                 f"Choose a new output folder or delete that run.")
+        self._check_data(doc)
         self.load_state_dict(state)
         return self.epoch
+
+    def _check_data(self, doc: dict[str, Any]) -> None:
+        """Refuse (or, when accepted, record) a resume on other files or another dataset folder."""
+        config_path = self.run_dir / rundir.CONFIG_FILE
+        changes = rundir.fingerprint_changes(doc.get("data_fingerprint") or {}, self.data_fingerprint)
+        old_path = (doc.get("data_source") or {}).get("path")
+        new_path = self.data_source.get("path")
+        moved = bool(old_path and new_path and Path(old_path).resolve() != Path(new_path).resolve())
+        if not changes and not moved:
+            return
+        what = []
+        if moved:
+            what.append(f"it was trained on {old_path}, not {new_path}")
+        if changes:
+            what.append(f"{len(changes)} case(s) have other files: {rundir.describe_changes(changes)}")
+        if not self.accept_data_change:
+            raise rundir.RunDirectoryError(
+                f"Cannot resume {self.run_dir} ({config_path}): {'; '.join(what)}. Pass --accept-data-change to "
+                f"continue on this data (recorded in {rundir.CONFIG_FILE}), or choose a new output folder.")
+        record = {"time": rundir.utc_now(), "from": old_path, "to": new_path, "changed_cases": len(changes),
+                  "examples": changes[:10]}
+        rundir.write_run_config(self.run_dir, self.config, self.case_ids, self.data_source or doc.get("data_source"),
+                                self.data_fingerprint or doc.get("data_fingerprint"),
+                                [*doc.get("data_changes", []), record], created=doc.get("created"))
 
     # ----------------------------------------------------------------------------- training
     def train_step(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
@@ -243,10 +264,11 @@ class Trainer:
 
     def fit(self) -> TrainResult:
         """Train until ``config.train.epochs``, resuming from the run directory's checkpoint."""
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        rundir.ensure_writable(self.run_dir)  # a read-only folder fails now, not after the first epoch
         resumed_from = self._resume()
         if resumed_from is None:
-            ckpt.write_run_config(self.run_dir, self.config, self.case_ids, self.data_source)
+            rundir.write_run_config(self.run_dir, self.config, self.case_ids, self.data_source,
+                                    self.data_fingerprint)
         total_epochs = self.config.train.epochs
         self.model.train()
         for callback in self.callbacks:
