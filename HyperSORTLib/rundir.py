@@ -117,16 +117,28 @@ def check_analysis_output(out_dir: str | Path, overwrite: bool = False) -> None:
                                 f"--out or pass --overwrite to replace them.")
 
 
-def ensure_writable(run_dir: str | Path) -> None:
-    """Create ``run_dir`` and probe a write there, so an unwritable folder fails before any work."""
+def ensure_writable(run_dir: str | Path, create: bool = True) -> None:
+    """Probe a write in ``run_dir`` so an unwritable folder fails before any work.
+
+    With ``create`` the folder is created first; without it, a folder that does not exist yet
+    is judged by a probe in its nearest existing parent, and nothing is left behind.
+    """
     run_dir = Path(run_dir)
+    target = run_dir
+    if not create:
+        while not target.exists() and target != target.parent:
+            target = target.parent
     try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        with atomic_path(run_dir / ".hypersort-write-probe") as tmp:
+        if create:
+            run_dir.mkdir(parents=True, exist_ok=True)
+        if not target.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, "not a folder", str(target))
+        with atomic_path(target / ".hypersort-write-probe") as tmp:
             tmp.write_bytes(b"")
-        (run_dir / ".hypersort-write-probe").unlink()
+        (target / ".hypersort-write-probe").unlink()
     except OSError as exc:
-        raise RunDirectoryError(f"The run directory {run_dir} is not writable: {exc.strerror or exc}.") from exc
+        raise RunDirectoryError(f"The run directory {run_dir} is not writable: {exc.strerror or exc}"
+                                f"{'' if target == run_dir else f' (in {target})'}.") from exc
 
 
 @contextlib.contextmanager

@@ -177,7 +177,7 @@ def test_analyze_refuses_an_out_folder_with_foreign_files(analysed, tmp_path, ca
     out = tmp_path / "mine"
     out.mkdir()
     (out / "report.html").write_text("my own report")
-    code = main(["analyze", str(analysed["run"]), "--out", str(out), "--device", "cpu", "--no-progress",
+    code = main(["analyze", "--run", str(analysed["run"]), "--out", str(out), "--device", "cpu", "--no-progress",
                  "--no-cache"])
     err = capsys.readouterr().err
     assert code == 2 and str(out) in err and "report.html" in err and "--overwrite" in err
@@ -277,7 +277,7 @@ def test_cli_prints_file_system_errors_as_one_line(tmp_path, monkeypatch, capsys
         raise OSError(code, os.strerror(code), str(tmp_path / "x"))
 
     monkeypatch.setattr(analyze, "run", fail)
-    assert main(["analyze", str(tmp_path)]) == 2
+    assert main(["analyze", "--run", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and err.startswith("hypersort analyze: error:") and str(tmp_path / "x") in err
 
@@ -287,7 +287,7 @@ def test_cli_keeps_the_traceback_of_unexpected_os_errors(tmp_path, monkeypatch):
 
     monkeypatch.setattr(analyze, "run", lambda args: (_ for _ in ()).throw(OSError(errno.EIO, "I/O error")))
     with pytest.raises(OSError, match="I/O error"):
-        main(["analyze", str(tmp_path)])
+        main(["analyze", "--run", str(tmp_path)])
 
 
 # --------------------------------------------------------------------------- table readers

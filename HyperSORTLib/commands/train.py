@@ -41,6 +41,7 @@ def run(args: argparse.Namespace) -> int:
     from HyperSORTLib.training import Trainer
 
     check_run_output(args.out)  # before anything is written there
+    ensure_writable(args.out, create=False)  # an unwritable folder fails before the checks and preprocessing
     config = RunConfig.from_file(args.config) if args.config else RunConfig()
     cases = read_from_args(args.data, args)
     cache = cache_from_args(args)
