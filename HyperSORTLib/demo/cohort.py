@@ -24,10 +24,8 @@ byte-identically for the same inputs.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import gzip
-import io
 import json
 import math
 import re
@@ -37,6 +35,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from HyperSORTLib.data.manifest import MANIFEST_FILE, ManifestRow, read_manifest_rows, write_manifest
 from HyperSORTLib.demo.phantom import CLASS_NAMES, Phantom, make_phantom
 from HyperSORTLib.perturbation.label_ops import (
     dice_per_class,
@@ -47,7 +46,7 @@ from HyperSORTLib.perturbation.label_ops import (
     translate_label,
     volume_change,
 )
-from HyperSORTLib.utils.io import atomic_path, atomic_write_json, atomic_write_text
+from HyperSORTLib.utils.io import atomic_path, atomic_write_json
 
 __all__ = [
     "GROUPS",
@@ -67,7 +66,6 @@ _LIVER = CLASS_NAMES.index("liver")
 _SPLEEN = CLASS_NAMES.index("spleen")
 _FOREGROUND = tuple(range(1, len(CLASS_NAMES)))
 _CASE_FILE = re.compile(r"^case_\d+(_0000)?\.nii\.gz$")
-_MANIFEST_FIXED = ("case_id", "group", "erroneous", "perturbation", "params")
 
 
 @dataclass(frozen=True)
@@ -187,8 +185,7 @@ class Cohort:
 
     def read_manifest(self) -> list[dict[str, str]]:
         """Rows of ``manifest.csv`` as dictionaries of strings, in case order."""
-        with open(self.root / "manifest.csv", newline="", encoding="utf-8") as handle:
-            return list(csv.DictReader(handle))
+        return read_manifest_rows(self.root / MANIFEST_FILE)
 
     def _known(self, case_id: str) -> str:
         if case_id not in self.case_ids:
@@ -211,7 +208,7 @@ class Cohort:
             ValueError: the files are malformed or disagree on the number of cases.
         """
         root = Path(root)
-        meta_path, manifest_path = root / "dataset.json", root / "manifest.csv"
+        meta_path, manifest_path = root / "dataset.json", root / MANIFEST_FILE
         for path in (meta_path, manifest_path):
             if not path.is_file():
                 raise FileNotFoundError(f"{root} is not a HyperSORT demo cohort: {path} is missing.")
@@ -222,11 +219,7 @@ class Cohort:
             raise ValueError(f"{meta_path} must be JSON with a 'labels' mapping of names to ids: {exc}") from exc
         if sorted(by_id) != list(range(len(by_id))):
             raise ValueError(f"{meta_path}: label ids must be 0..K-1, found {sorted(by_id)}.")
-        with open(manifest_path, newline="", encoding="utf-8") as handle:
-            rows = list(csv.DictReader(handle))
-        missing = [c for c in ("case_id", "group", "erroneous") if rows and c not in rows[0]]
-        if missing:
-            raise ValueError(f"{manifest_path} lacks the column(s) {missing}.")
+        rows = read_manifest_rows(manifest_path)
         if meta.get("numTraining") is not None and int(meta["numTraining"]) != len(rows):
             raise ValueError(f"{meta_path} says numTraining={meta['numTraining']} but {manifest_path} "
                              f"lists {len(rows)} cases.")
@@ -251,14 +244,6 @@ def _save_nifti(path: Path, array: np.ndarray, affine: np.ndarray) -> None:
     payload = gzip.compress(image.to_bytes(), compresslevel=6, mtime=0)
     with atomic_path(path) as tmp:
         tmp.write_bytes(payload)
-
-
-def _compact_json(data: dict) -> str:
-    return json.dumps(data, separators=(",", ":"), sort_keys=True)
-
-
-def _format_metric(value: float) -> str:
-    return "nan" if math.isnan(value) else f"{value:.6f}"
 
 
 def _assign_groups(spec: CohortSpec, rng: np.random.Generator) -> list[str]:
@@ -365,29 +350,21 @@ def generate_cohort(out_dir: str | Path, spec: CohortSpec = CohortSpec(), seed: 
         (root / folder).mkdir(parents=True, exist_ok=True)
     _remove_stale_cases(root, set(case_ids))
 
-    names = CLASS_NAMES[1:]
-    header = [*_MANIFEST_FIXED, *(f"dice_{n}" for n in names), *(f"volume_change_{n}" for n in names)]
-    rows: list[list[str]] = []
+    rows: list[ManifestRow] = []
     for i, case_id in enumerate(case_ids):
         perturb_rng, donor_rng = (np.random.default_rng(s) for s in perturb_seeds[i].spawn(2))
         train_label, perturbation, params = _perturb(groups[i], error_kinds[i], i, clean, spec, perturb_rng, donor_rng)
         train_label = train_label.astype(np.uint8, copy=False)
         dice = dice_per_class(clean[i], train_label, _FOREGROUND)
         change = volume_change(clean[i], train_label, _FOREGROUND, spec.spacing)
-        rows.append([case_id, groups[i], "1" if groups[i] == "erroneous" else "0", perturbation,
-                     _compact_json(params), *(_format_metric(dice[c]) for c in _FOREGROUND),
-                     *(_format_metric(change[c]) for c in _FOREGROUND)])
+        rows.append(ManifestRow(case_id, groups[i], groups[i] == "erroneous", perturbation, params, dice, change))
         phantom = phantoms[i]
         hu = np.clip(np.rint(phantom.image), -1024, 3071).astype(np.int16)
         _save_nifti(root / "imagesTr" / f"{case_id}_0000.nii.gz", hu, phantom.affine)
         _save_nifti(root / "labelsTr" / f"{case_id}.nii.gz", train_label, phantom.affine)
         _save_nifti(root / "labelsClean" / f"{case_id}.nii.gz", clean[i], phantom.affine)
 
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows(rows)
-    atomic_write_text(root / "manifest.csv", buffer.getvalue())
+    write_manifest(root / MANIFEST_FILE, rows, CLASS_NAMES)
 
     sizes = spec.group_sizes()
     atomic_write_json(root / "dataset.json", {
