@@ -1,4 +1,5 @@
-"""Inputs of a run audit: the run's latent table, its training cases, a ground-truth manifest.
+"""Inputs of a run audit: the run's latent table and its training cases (the ground-truth
+manifest is read by :mod:`HyperSORTLib.data.manifest`).
 
 Every reader checks its input up front and raises an error naming the file, what was expected
 and what was found, so an audit fails before any heavy computation.
@@ -15,10 +16,9 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from HyperSORTLib.data.manifest import MANIFEST_COLUMNS, MANIFEST_FILE, Manifest, read_manifest
 from HyperSORTLib.training.checkpoint import LATENTS_FILE, RunDirectoryError
 
-__all__ = ["Manifest", "MANIFEST_FILE", "MANIFEST_COLUMNS", "read_latents_table", "read_manifest",
+__all__ = ["read_latents_table",
            "PatchCase", "analysis_patch_config", "check_probe_ids", "nearest_cases", "resolve_case_list",
            "training_patches"]
 

@@ -18,7 +18,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from HyperSORTLib.analysis.latent_space import _as_latent_table
+from HyperSORTLib.latentmap.clusters import as_latent_table
 from HyperSORTLib.utils.io import atomic_path
 
 __all__ = ["best_axial_slice", "plot_cluster_map", "plot_latent_map", "plot_latent_maps", "plot_probe_overlays",
@@ -55,7 +55,7 @@ def project_2d(latents: Any) -> tuple[np.ndarray, tuple[str, str]]:
         >>> xy.shape, names[0].startswith("PC1")
         ((3, 2), True)
     """
-    table = _as_latent_table(latents, min_rows=1)
+    table = as_latent_table(latents, min_rows=1)
     project, labels = _projection(table)
     return project(table), labels
 
@@ -233,7 +233,7 @@ def _prepare(
     score: Any,
 ) -> tuple[np.ndarray, tuple[str, str], np.ndarray | None, np.ndarray | None,
            list[tuple[int, str]]]:
-    table = _as_latent_table(latents, min_rows=1)
+    table = as_latent_table(latents, min_rows=1)
     n = table.shape[0]
     xy, axis_labels = project_2d(table)
     groups = None if colour_by is None else _check_length(colour_by, n, "colour_by")
@@ -381,10 +381,10 @@ def plot_cluster_map(
         ValueError: On an invalid table, cluster labels of the wrong length or outside the
             centres, or centres of the wrong dimension.
     """
-    table = _as_latent_table(latents, min_rows=1)
+    table = as_latent_table(latents, min_rows=1)
     n, dim = table.shape
     groups = _check_length(clusters, n, "clusters").astype(np.int64)
-    centres = _as_latent_table(centers, "centers", min_rows=1)
+    centres = as_latent_table(centers, "centers", min_rows=1)
     if centres.shape[1] != dim:
         raise ValueError(f"centers have {centres.shape[1]} dimensions but the latents have {dim}")
     if groups.min() < 0 or groups.max() >= centres.shape[0]:

@@ -40,7 +40,6 @@ from HyperSORTLib.perturbation._validation import (
 from HyperSORTLib.perturbation.deformation import bspline_control_field, warp_nearest
 
 __all__ = [
-    "PERTURBATIONS",
     "SeedLike",
     "class_volumes_ml",
     "dice_per_class",
@@ -397,11 +396,3 @@ def volume_change(
     vol_b = class_volumes_ml(b, ids, spacing)
     return {c: (vol_b[c] - vol_a[c]) / vol_a[c] if vol_a[c] > 0 else float("nan") for c in ids}
 
-
-def __getattr__(name: str):
-    # The registry of every perturbation is built in registry.py, which imports this module.
-    if name == "PERTURBATIONS":
-        from HyperSORTLib.perturbation.registry import PERTURBATIONS
-
-        return PERTURBATIONS
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
