@@ -37,14 +37,13 @@ import numpy as np
 
 from HyperSORTLib.data.manifest import MANIFEST_FILE, ManifestRow, read_manifest_rows, write_manifest
 from HyperSORTLib.demo.phantom import CLASS_NAMES, Phantom, make_phantom
+from HyperSORTLib.metrics import dice_per_class, volume_change
 from HyperSORTLib.perturbation.label_ops import (
-    dice_per_class,
     dilate_class,
     elastic_deform,
     omit_class,
     remove_slices,
     translate_label,
-    volume_change,
 )
 from HyperSORTLib.utils.io import atomic_path, atomic_write_json
 

@@ -179,7 +179,7 @@ def _main_mode_dice(run: Any, clean: Any, centre: np.ndarray) -> dict[str, Any]:
     ``clean`` holds the cases with their clean labels, preprocessed like the training data so
     prediction and truth share one grid whatever the configuration resamples to.
     """
-    from HyperSORTLib.perturbation import dice_per_class
+    from HyperSORTLib.metrics import dice_per_class
 
     unet = run.decode(centre)
     names = run.class_names

@@ -32,6 +32,7 @@ import numpy as np
 from HyperSORTLib.data.cases import CaseList, CaseRecord
 from HyperSORTLib.data.labels import load_label
 from HyperSORTLib.data.manifest import MANIFEST_FILE, ManifestRow, manifest_header, write_manifest
+from HyperSORTLib.metrics import label_overlap
 from HyperSORTLib.perturbation.dataset_io import (
     STATE_DIR,
     copy_file,
@@ -46,7 +47,7 @@ from HyperSORTLib.perturbation.plan import CaseAssignment, DrawnStep, Perturbati
 from HyperSORTLib.perturbation.registry import SPECS
 from HyperSORTLib.utils.io import atomic_write_json, atomic_write_text
 
-__all__ = ["PerturbResult", "label_overlap", "perturb_dataset"]
+__all__ = ["PerturbResult", "perturb_dataset"]
 
 class DestinationError(ValueError):
     """The destination folder cannot receive the perturbed copy; the message says why."""
@@ -75,31 +76,6 @@ class PerturbResult:
 
 
 # --------------------------------------------------------------------------- metrics and rows
-
-
-def label_overlap(clean: np.ndarray, perturbed: np.ndarray, num_classes: int,
-                  spacing: Sequence[float]) -> tuple[dict[int, float], dict[int, float]]:
-    """Dice and relative volume change of classes ``1..num_classes-1``, from one confusion count.
-
-    Same values as :func:`~HyperSORTLib.perturbation.label_ops.dice_per_class` and
-    :func:`~HyperSORTLib.perturbation.label_ops.volume_change` (1.0 Dice for a class absent from
-    both; NaN volume change for a class absent from ``clean``), in one pass over the voxels.
-    """
-    counts = np.zeros(num_classes * num_classes, dtype=np.int64)
-    a, b = clean.reshape(-1), perturbed.reshape(-1)
-    step = 1 << 23
-    for start in range(0, a.size, step):
-        pair = a[start:start + step].astype(np.int64) * num_classes + b[start:start + step]
-        counts += np.bincount(pair, minlength=num_classes * num_classes)
-    table = counts.reshape(num_classes, num_classes)
-    voxel_ml = float(np.prod([float(s) for s in spacing])) / 1000.0
-    dice, change = {}, {}
-    for c in range(1, num_classes):
-        n_a, n_b, both = int(table[c].sum()), int(table[:, c].sum()), int(table[c, c])
-        dice[c] = 1.0 if n_a + n_b == 0 else 2.0 * both / (n_a + n_b)
-        vol_a, vol_b = n_a * voxel_ml, n_b * voxel_ml
-        change[c] = (vol_b - vol_a) / vol_a if vol_a > 0 else float("nan")
-    return dice, change
 
 
 def _row(assignment: CaseAssignment, steps: Sequence[DrawnStep], dice: dict, change: dict) -> ManifestRow:
