@@ -17,6 +17,7 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from sklearn.decomposition import PCA
 
 from HyperSORTLib.latentmap.clusters import as_latent_table
 from HyperSORTLib.utils.io import atomic_path
@@ -73,13 +74,11 @@ def _projection(table: np.ndarray) -> tuple[Any, tuple[str, str]]:
             column = np.asarray(points, dtype=np.float64).reshape(-1, 1)
             return np.column_stack([column[:, 0], np.zeros(column.shape[0])])
         return on_line, ("z1", "(1-D latent)")
-    mean = table.mean(axis=0)
-    # SVD gives the principal axes without a scikit-learn dependency here.
-    _, singular, vt = np.linalg.svd(table - mean, full_matrices=False)
-    variance = singular**2
-    total = float(variance.sum())
-    share = variance / total if total > 0 else np.zeros_like(variance)
-    axes = vt[:2]
+    with np.errstate(invalid="ignore", divide="ignore"):  # a table of identical rows has no variance
+        pca = PCA(n_components=min(2, table.shape[0]), svd_solver="full").fit(table)
+    mean = pca.mean_
+    share = np.nan_to_num(pca.explained_variance_ratio_, nan=0.0)  # NaN when every row is the same
+    axes = pca.components_
     # Fix each axis' sign (largest loading positive) so repeated plots do not mirror.
     signs = np.sign(axes[np.arange(axes.shape[0]), np.argmax(np.abs(axes), axis=1)])
     signs[signs == 0] = 1.0
