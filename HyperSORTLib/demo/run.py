@@ -94,7 +94,7 @@ def run_demo(options: DemoOptions) -> DemoResult:
     """Generate the cohort, train, analyse and write the demo outputs."""
     from HyperSORTLib.analysis import analyze_run
     from HyperSORTLib.analysis.plots import plot_latent_maps
-    from HyperSORTLib.data import SegmentationCases, read_nnunet_folder, training_transforms
+    from HyperSORTLib.data import PreprocessedCases, read_nnunet_folder
     from HyperSORTLib.demo.cohort import CohortSpec, generate_cohort
     from HyperSORTLib.inference import TrainedRun
     from HyperSORTLib.training import Trainer
@@ -107,7 +107,7 @@ def run_demo(options: DemoOptions) -> DemoResult:
     cases = read_nnunet_folder(out / "cohort")
     config = demo_config(options, cases.class_names)
 
-    dataset = SegmentationCases(cases, training_transforms(config.data))
+    dataset = PreprocessedCases(cases, config.data, progress=options.progress)  # as `hypersort train`
     trainer = Trainer(config, dataset, cases.case_ids, out / "run", progress=options.progress,
                       data_source={"path": str((out / "cohort").resolve()), "format": "nnunet"})
     result = trainer.fit()
@@ -117,7 +117,7 @@ def run_demo(options: DemoOptions) -> DemoResult:
     run = TrainedRun.load(out / "run", device=str(trainer.device))
     groups = [str(g) for g in audit.manifest.groups]
     main = audit.clusters.main_cluster
-    clean = SegmentationCases(with_clean_labels(cases), training_transforms(config.data))
+    clean = PreprocessedCases(with_clean_labels(cases), config.data)
     dice = _main_mode_dice(run, clean, np.asarray(audit.clusters.centers[main], dtype=np.float32))
     n_errors = int(audit.manifest.erroneous.sum())
     top = [audit.case_ids[i] for i in audit.ranking[: max(n_errors, 1)]]
@@ -172,7 +172,8 @@ def _main_mode_dice(run: Any, clean: Any, centre: np.ndarray) -> dict[str, Any]:
     unet = run.decode(centre)
     names = run.class_names
     per_class: dict[str, list[float]] = {name: [] for name in names[1:]}
-    for item in clean:
+    for index in range(len(clean)):
+        item = clean[index]
         pred = unet(item["image"][None].to(run.device)).argmax(1)[0].cpu().numpy()
         for k, dice in dice_per_class(item["label"][0].numpy(), pred, range(1, len(names))).items():
             per_class[names[k]].append(dice)
