@@ -23,7 +23,6 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 from scipy import ndimage
 
-from HyperSORTLib.metrics import class_volumes_ml, dice_per_class, volume_change
 from HyperSORTLib.perturbation._validation import (
     DIST_TOL_MM,
     SeedLike,
@@ -42,8 +41,6 @@ from HyperSORTLib.perturbation.deformation import bspline_control_field, warp_ne
 
 __all__ = [
     "SeedLike",
-    "class_volumes_ml",
-    "dice_per_class",
     "dilate_class",
     "elastic_deform",
     "merge_classes",
@@ -51,7 +48,6 @@ __all__ = [
     "remove_slices",
     "swap_classes",
     "translate_label",
-    "volume_change",
 ]
 
 # --------------------------------------------------------------------------- class-value edits
