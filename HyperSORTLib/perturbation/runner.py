@@ -4,11 +4,9 @@
 spacing from its header, never reoriented), applies the perturbations the plan assigns to it,
 and writes the copy described in :mod:`HyperSORTLib.perturbation.dataset_io`. Beside the copy:
 
-* ``manifest.csv``: one row per case, the columns of the demo cohort's manifest: ``case_id``,
-  ``group``, ``erroneous`` (1/0), ``perturbation`` (``none``, a name, or names joined by
-  ``+``), ``params`` (compact JSON of the drawn parameters: an object, or a list of objects
-  for several perturbations), then ``dice_<class>`` and ``volume_change_<class>`` of every
-  foreground class against the original label;
+* ``manifest.csv``: one row per case (columns in :mod:`HyperSORTLib.data.manifest`): group,
+  whether erroneous, the perturbations and their drawn parameters, and the Dice and volume
+  change of every foreground class against the original label;
 * ``perturb_plan.yaml``: the plan, as given.
 
 The source is never written to. A run that is interrupted leaves complete files only and is
