@@ -16,7 +16,7 @@ import torch
 from conftest import tiny_config, write_sphere_dataset
 from HyperSORTLib.analysis import analyze_run, score_clusters, score_detection
 from HyperSORTLib.analysis.audit import HIGHER_IS_SUSPICIOUS, SIGNALS
-from HyperSORTLib.analysis.scores import combine_signals
+from HyperSORTLib.latentmap.scores import combine_signals
 from HyperSORTLib.cli import main
 from HyperSORTLib.data import SegmentationCases, read_nnunet_folder, training_transforms
 from HyperSORTLib.inference import TrainedRun

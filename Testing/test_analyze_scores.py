@@ -9,7 +9,7 @@ from scipy.stats import norm
 from HyperSORTLib.analysis import cluster_latents, fit_mixture, score_detection
 from HyperSORTLib.analysis.behaviour import BehaviourThresholds, compare_to_reference
 from HyperSORTLib.analysis.plots import _axial_slice, best_axial_slice, plot_cluster_map, plot_probe_overlays
-from HyperSORTLib.analysis.scores import (
+from HyperSORTLib.latentmap.scores import (
     combine_signals,
     detection_by_signal,
     kde_log_density,

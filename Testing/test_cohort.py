@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from HyperSORTLib.demo import CLASS_NAMES, Cohort, CohortSpec, generate_cohort, make_phantom
+from HyperSORTLib.demo.cohort import ERROR_KINDS
 
 # Coarse grid with about the default field of view, so the anatomy fits and generation is fast.
 TINY = CohortSpec(n_cases=10, shape=(24, 20, 16), spacing=(14.0, 14.0, 16.0),
@@ -60,7 +61,8 @@ def test_group_sizes_and_shuffled_assignment(tiny_cohort: Cohort):
     assert tiny_cohort.erroneous == [g == "erroneous" for g in tiny_cohort.groups]
     rows = _manifest(tiny_cohort.root)
     kinds = [r["perturbation"] for r in rows if r["group"] == "erroneous"]
-    assert sorted(kinds) == sorted(["label_of_other_case", "translate_label", "elastic_deform", "remove_slices"])
+    assert sorted(kinds) == sorted(ERROR_KINDS) == sorted(["replace_label", "translate_label", "elastic_deform",
+                                                          "remove_slices"])
     for r in rows:
         json.loads(r["params"])  # compact JSON, parseable
 
@@ -156,3 +158,18 @@ def test_bad_spec_raises_value_error(kwargs, fragment):
 def test_bad_seed_raises_value_error(tmp_path: Path):
     with pytest.raises(ValueError, match="seed"):
         generate_cohort(tmp_path, TINY, seed=-1)
+
+
+def test_the_cohort_is_the_builtin_plan_applied_to_clean_phantoms(tiny_cohort: Cohort):
+    from HyperSORTLib.demo import demo_plan
+    from HyperSORTLib.perturbation.plan import load_plan
+
+    shipped = load_plan("demo-cohort")  # the built-in plan describes the default 40-case cohort
+    assert {g.name: g.count for g in shipped.groups} == {
+        name: n for name, n in CohortSpec().group_sizes().items() if name != "clean"}
+    plan = demo_plan(TINY, seed=3)
+    assert {g.name: g.count for g in plan.groups} == {"liver_dilated": 2, "spleen_missing": 2, "erroneous": 4}
+    # The cohort's groups are the plan's assignment of its case ids, and the applied plan is kept.
+    assigned = plan.assign(tiny_cohort.case_ids)
+    assert tiny_cohort.groups == [a.group for a in assigned]
+    assert load_plan(tiny_cohort.root / "perturb_plan.yaml") == plan

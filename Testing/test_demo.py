@@ -9,6 +9,9 @@ import sys
 import numpy as np
 import pytest
 import yaml
+from sklearn.metrics import roc_auc_score
+
+from HyperSORTLib.data.manifest import read_manifest
 
 TINY = {"model": {"unet": {"channels": [4, 8], "convs_per_level": 1}, "hyper": {"hidden": [8, 8]}},
         "train": {"checkpoint_every": 1}}
@@ -27,8 +30,10 @@ def test_demo_command_writes_map_and_metrics(tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     for key in ("ari", "nmi", "auroc", "average_precision", "wall_time_s", "main_mode_dice"):
         assert key in metrics, key
-    assert -1.0 <= metrics["ari"] <= 1.0 and 0.0 <= metrics["auroc"] <= 1.0
     assert metrics["n_cases"] == 10 and metrics["epochs"] == 2
+    # The demo's groups scaled to 10 cases, as the manifest says.
+    assert metrics["group_sizes"] == {"clean": 5, "erroneous": 1, "liver_dilated": 2, "spleen_missing": 2}
+    assert metrics["n_erroneous"] == 1
     assert metrics["config"]["model"]["unet"]["channels"] == [4, 8]
     png = (out / "latent_map.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
@@ -39,9 +44,21 @@ def test_demo_command_writes_map_and_metrics(tmp_path):
     assert len(rows) == 10 and list(rows[0])[:4] == ["case_id", "z1", "z2", "cluster"]
     assert sorted(int(r["rank"]) for r in rows) == list(range(1, 11))
     assert {r["group"] for r in rows} <= {"clean", "liver_dilated", "spleen_missing", "erroneous"}
+    # The reported AUROC is that of the written ranking against the manifest's erroneous cases.
+    truth = read_manifest(out / "cohort" / "manifest.csv", [r["case_id"] for r in rows]).erroneous
+    suspicion = np.array([float(r["suspicion"]) for r in rows])
+    assert metrics["auroc"] == pytest.approx(roc_auc_score(truth, suspicion))
     assert (out / "run" / "analysis" / "report.html").is_file() and metrics["report"].endswith("report.html")
     # the run directory is a normal, resumable run
     assert (out / "run" / "model.safetensors").is_file()
+
+
+def test_demo_configuration_is_the_shipped_yaml():
+    from HyperSORTLib.config import RunConfig
+    from HyperSORTLib.demo.run import DEMO_CONFIG, DEMO_CONFIG_FILE
+
+    assert DEMO_CONFIG_FILE.suffix == ".yaml" and DEMO_CONFIG == RunConfig.from_file(DEMO_CONFIG_FILE)
+    assert DEMO_CONFIG.data.spacing == (7.0, 7.0, 8.0) and DEMO_CONFIG.model.unet.num_classes == 5
 
 
 def test_demo_config_rejects_unknown_keys(tmp_path):

@@ -14,9 +14,9 @@ import pytest
 import yaml
 
 from data_helpers import make_aorta_subject, make_csv, make_nnunet, make_totalsegmentator, requires_ct
-from HyperSORTLib.analysis.inputs import read_manifest
 from HyperSORTLib.cli import main
 from HyperSORTLib.data import load_label, read_dataset
+from HyperSORTLib.data.manifest import read_manifest, read_manifest_rows
 from HyperSORTLib.demo import CohortSpec, generate_cohort
 from HyperSORTLib.perturbation import dice_per_class, runner
 from HyperSORTLib.perturbation.plan import PerturbationPlan
@@ -62,8 +62,7 @@ def tree_digest(root: Path) -> dict[str, str]:
 
 
 def manifest_rows(dst: Path) -> list[dict[str, str]]:
-    with open(dst / "manifest.csv", newline="", encoding="utf-8") as handle:
-        return list(csv.DictReader(handle))
+    return read_manifest_rows(dst / "manifest.csv")
 
 
 def reproduce(row: dict[str, str], clean: np.ndarray, class_names, spacing, donors=None) -> np.ndarray:
@@ -211,6 +210,32 @@ def test_existing_destination_is_resumed_refused_or_overwritten(nnunet: Path, tm
     perturb_dataset(case_list, other, plan, overwrite=True)
     assert (other / "notes.txt").read_text() == "keep me"
     assert (other / "manifest.csv").read_bytes() == (reference / "manifest.csv").read_bytes()
+
+
+def test_rerun_redoes_a_case_whose_source_label_changed(nnunet: Path, tmp_path: Path):
+    plan = PerturbationPlan.from_dict(yaml.safe_load(NNUNET_PLAN))
+    dst = tmp_path / "dst"
+    perturb_list = read_dataset(nnunet)
+    perturb_dataset(perturb_list, dst, plan)
+    kept = tree_digest(dst / "labelsTr")
+
+    # The source label of case_001 (spleen omitted) is corrected after the first run: its liver erased.
+    source = nnunet / "labelsTr" / "case_001.nii.gz"
+    image = nib.load(source)
+    data = np.asarray(image.dataobj).copy()
+    liver = perturb_list.class_names.index("liver")
+    assert (data == liver).any()
+    data[data == liver] = 0
+    nib.save(nib.Nifti1Image(data, image.affine, image.header), source)
+
+    result = perturb_dataset(read_dataset(nnunet), dst, plan)
+    assert result.reused == len(perturb_list.cases) - 1
+    redone = np.asarray(nib.load(dst / "labelsTr" / "case_001.nii.gz").dataobj)
+    assert not (redone == liver).any()  # the copy follows the new source, not the old one
+    after = tree_digest(dst / "labelsTr")
+    assert {k for k in kept if kept[k] != after[k]} == {"case_001.nii.gz"}
+    row = next(r for r in manifest_rows(dst) if r["case_id"] == "case_001")
+    assert row["dice_liver"] == "1.000000"  # liver absent from both: the row was recomputed too
 
 
 def test_class_selection_keeps_unselected_values_in_label_files(nnunet: Path, tmp_path: Path):

@@ -24,8 +24,8 @@ from HyperSORTLib.config import DataConfig
 from HyperSORTLib.data import SegmentationCases, read_nnunet_folder, training_transforms
 from HyperSORTLib.demo.cohort import CohortSpec, generate_cohort
 from HyperSORTLib.demo.run import DEMO_CONFIG, with_clean_labels
+from HyperSORTLib.metrics import dice_per_class
 from HyperSORTLib.model import UNet3D
-from HyperSORTLib.perturbation import dice_per_class
 from HyperSORTLib.training.losses import DiceCELoss
 
 

@@ -68,14 +68,13 @@ def _clusterField(cluster, name: str):
 
 def diceScores(a: np.ndarray, b: np.ndarray, classNames: Sequence[str], voxelVolumeMl: float) -> list[ClassComparison]:
     """Per-class Dice and volumes of two label maps on the same grid (1.0 when both are empty)."""
-    rows = []
-    for index, name in enumerate(classNames[1:], start=1):
-        inA, inB = a == index, b == index
-        sizeA, sizeB = int(np.count_nonzero(inA)), int(np.count_nonzero(inB))
-        overlap = int(np.count_nonzero(inA & inB))
-        dice = 1.0 if sizeA + sizeB == 0 else 2.0 * overlap / (sizeA + sizeB)
-        rows.append(ClassComparison(str(name), float(dice), float(sizeA * voxelVolumeMl), float(sizeB * voxelVolumeMl)))
-    return rows
+    from HyperSORTLib.metrics import confusion_matrix, dice_from_confusion
+
+    table = confusion_matrix(a, b, len(classNames))
+    dice = dice_from_confusion(table)
+    return [ClassComparison(str(name), float(dice[index]), float(table[index].sum() * voxelVolumeMl),
+                            float(table[:, index].sum() * voxelVolumeMl))
+            for index, name in enumerate(classNames[1:], start=1)]
 
 
 class HyperSORTCoreLogic:

@@ -1,6 +1,7 @@
-"""Analysis of the learned latent table: clusters, suspicion scores, metrics, plots, audit report.
+"""Audit of a trained run: plots, behaviour of decoded clusters, the audit report.
 
-The numerical tools (numpy + scikit-learn) are imported eagerly; the plotting helpers and the
+The latent-map maths (clusters, densities, suspicion scores: :mod:`HyperSORTLib.latentmap`)
+is re-exported here and imported eagerly; the plotting helpers and the
 run audit (:func:`analyze_run`, which needs torch and the data readers) are loaded on first use
 so that importing this package does not pull in matplotlib or torch.
 
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from HyperSORTLib.analysis.latent_space import (
+from HyperSORTLib.latentmap import (
     ClusterResult,
     cluster_latents,
     fit_mixture,
@@ -22,8 +23,6 @@ from HyperSORTLib.analysis.latent_space import (
     score_clusters,
     score_detection,
     summarize_latent_space,
-)
-from HyperSORTLib.analysis.scores import (
     combine_signals,
     detection_by_signal,
     kde_log_density,

@@ -12,7 +12,7 @@
     cross-entropy loss under the UNet decoded from the main mode); ``mode_distance`` (Euclidean
     distance in latent units to the nearest large cluster centre); ``knn_score`` (mean distance
     to the k nearest samples over its median, see
-    :func:`~HyperSORTLib.analysis.latent_space.outlier_scores`); ``suspicion`` (combined score
+    :func:`~HyperSORTLib.latentmap.clusters.outlier_scores`); ``suspicion`` (combined score
     in [0, 1], higher = more suspicious); ``rank`` (1 = most suspicious); with a manifest also
     ``group`` and ``erroneous`` (1/0).
 ``clusters.csv``, one row per cluster:
@@ -32,8 +32,8 @@
     ``figures/``.
 
 The combined suspicion is the mean normalised rank over the six signals (see
-:func:`~HyperSORTLib.analysis.scores.combine_signals`), which is robust to a mixture giving
-isolated samples tight components of their own (see :mod:`HyperSORTLib.analysis.scores`).
+:func:`~HyperSORTLib.latentmap.scores.combine_signals`), which is robust to a mixture giving
+isolated samples tight components of their own (see :mod:`HyperSORTLib.latentmap.scores`).
 """
 
 from __future__ import annotations
@@ -50,17 +50,17 @@ import torch
 
 from HyperSORTLib.analysis.behaviour import ClusterBehaviour, compare_to_reference
 from HyperSORTLib.analysis.inputs import (
-    MANIFEST_FILE,
-    Manifest,
     PatchCase,
     check_probe_ids,
     nearest_cases,
-    read_manifest,
     resolve_case_list,
     training_patches,
 )
-from HyperSORTLib.analysis.latent_space import ClusterResult, cluster_latents, outlier_scores, score_clusters
-from HyperSORTLib.analysis.scores import (
+from HyperSORTLib.data.manifest import MANIFEST_FILE, Manifest, read_manifest
+from HyperSORTLib.latentmap.clusters import ClusterResult, cluster_latents, outlier_scores, score_clusters
+from HyperSORTLib.latentmap.scores import (
+    HIGHER_IS_SUSPICIOUS,
+    SIGNALS,
     combine_signals,
     default_min_cluster_size,
     detection_by_signal,
@@ -75,11 +75,6 @@ from HyperSORTLib.utils.io import atomic_write_json, atomic_write_text
 
 __all__ = ["AnalysisResult", "ProbeCase", "SIGNALS", "HIGHER_IS_SUSPICIOUS", "analyze_run"]
 
-#: Per-sample signals, in ``samples.csv`` column order.
-SIGNALS = ("density_gmm", "density_kde", "own_loss", "main_mode_loss", "mode_distance", "knn_score")
-#: Orientation of each signal (densities are high for typical samples).
-HIGHER_IS_SUSPICIOUS = {"density_gmm": False, "density_kde": False, "own_loss": True, "main_mode_loss": True,
-                        "mode_distance": True, "knn_score": True}
 
 
 @dataclass

@@ -17,6 +17,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from HyperSORTLib.metrics import dice_from_confusion
+
 __all__ = ["BehaviourThresholds", "ClassBehaviour", "ClusterBehaviour", "compare_to_reference",
            "describe_behaviour"]
 
@@ -176,9 +178,9 @@ def compare_to_reference(reference: Sequence[np.ndarray], other: Sequence[np.nda
             labelled[a] = b
 
     classes = []
+    dice_of = dice_from_confusion(voxels)
     for k in range(1, n_classes):
-        both = ref_voxels[k] + oth_voxels[k]
-        dice = 1.0 if both == 0 else 2.0 * voxels[k, k] / both
+        dice = dice_of[k]
         change = (oth_ml[k] - ref_ml[k]) / ref_ml[k] if ref_ml[k] > 0 else float("nan")
         missing = ref_voxels[k] >= min_voxels and oth_voxels[k] < thresholds.vanish * ref_voxels[k]
         appears = oth_voxels[k] >= min_voxels and ref_voxels[k] < thresholds.vanish * oth_voxels[k]

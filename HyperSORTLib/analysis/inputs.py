@@ -1,5 +1,5 @@
-"""Inputs of a run audit: its training cases, a ground-truth manifest, probe cases (the latent
-table is read by :mod:`HyperSORTLib.rundir`).
+"""Inputs of a run audit: its training cases and the probe cases (the latent table is read by
+:mod:`HyperSORTLib.rundir`, the ground-truth manifest by :mod:`HyperSORTLib.data.manifest`).
 
 Every reader checks its input up front and raises an error naming the file, what was expected
 and what was found, so an audit fails before any heavy computation.
@@ -7,7 +7,6 @@ and what was found, so an audit fails before any heavy computation.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,86 +17,13 @@ import numpy as np
 from HyperSORTLib.rundir import CONFIG_FILE, check_data_unchanged
 from HyperSORTLib.utils.nifti import voxel_sizes
 
-__all__ = ["Manifest", "MANIFEST_FILE", "MANIFEST_COLUMNS", "read_manifest",
-           "PatchCase", "analysis_patch_config", "check_probe_ids", "nearest_cases", "resolve_case_list",
+__all__ = ["PatchCase", "analysis_patch_config", "check_probe_ids", "nearest_cases", "resolve_case_list",
            "training_patches"]
-
-#: Name of the ground-truth manifest that ``hypersort demo`` and ``hypersort perturb`` write
-#: beside the dataset.
-MANIFEST_FILE = "manifest.csv"
-#: Columns a manifest must have; others (perturbation, params, dice_*, ...) are kept for display.
-MANIFEST_COLUMNS = ("case_id", "group", "erroneous")
-
-_TRUE = {"1", "true", "yes", "y", "t"}
-_FALSE = {"0", "false", "no", "n", "f"}
 
 
 def _preview(items: Sequence[str], limit: int = 5) -> str:
     shown = ", ".join(items[:limit])
     return shown + (f", ... ({len(items)} in all)" if len(items) > limit else "")
-
-
-# --------------------------------------------------------------------------- manifest
-@dataclass(frozen=True)
-class Manifest:
-    """Ground truth per training case, in the run's case order.
-
-    Attributes:
-        path: the manifest file.
-        groups: bias group of each case (e.g. ``clean``, ``liver_dilated``).
-        erroneous: whether each case is an individual error.
-        rows: every column of each case's row, as strings (for display).
-    """
-
-    path: Path
-    groups: tuple[str, ...]
-    erroneous: np.ndarray
-    rows: tuple[dict[str, str], ...]
-
-    def group_sizes(self) -> dict[str, int]:
-        return {g: self.groups.count(g) for g in sorted(set(self.groups))}
-
-
-def read_manifest(path: str | Path, case_ids: Sequence[str]) -> Manifest:
-    """Read a manifest CSV (columns ``case_id``, ``group``, ``erroneous`` at least).
-
-    Rows of cases that are not in the run are ignored; every run case must have a row.
-
-    Raises:
-        FileNotFoundError: the file does not exist.
-        ValueError: a required column is missing, a case id is duplicated or missing, or an
-            ``erroneous`` value is not 1/0 (true/false).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"Manifest {path} does not exist.")
-    with open(path, newline="", encoding="utf-8-sig") as handle:
-        reader = csv.DictReader(handle)
-        columns = list(reader.fieldnames or [])
-        missing = [c for c in MANIFEST_COLUMNS if c not in columns]
-        if missing:
-            raise ValueError(f"Manifest {path} lacks the column(s) {', '.join(missing)}; it must have "
-                             f"{', '.join(MANIFEST_COLUMNS)} (found: {', '.join(columns) or 'no header'}).")
-        by_id: dict[str, dict[str, str]] = {}
-        for line, row in enumerate(reader, start=2):
-            case_id = (row.get("case_id") or "").strip()
-            if case_id in by_id:
-                raise ValueError(f"Manifest {path}, line {line}: case '{case_id}' appears twice.")
-            by_id[case_id] = {k: (v or "") for k, v in row.items() if k is not None}
-    absent = [c for c in case_ids if c not in by_id]
-    if absent:
-        raise ValueError(f"Manifest {path} has no row for {len(absent)} of the run's {len(case_ids)} training "
-                         f"case(s): {_preview(absent)}.")
-    rows = tuple(by_id[c] for c in case_ids)
-    erroneous = np.zeros(len(rows), dtype=bool)
-    for i, (case_id, row) in enumerate(zip(case_ids, rows)):
-        value = row["erroneous"].strip().lower()
-        if value not in _TRUE | _FALSE:
-            raise ValueError(f"Manifest {path}, case '{case_id}': 'erroneous' must be 1 or 0 (true/false); "
-                             f"found {row['erroneous']!r}.")
-        erroneous[i] = value in _TRUE
-    groups = tuple(row["group"].strip() for row in rows)
-    return Manifest(path, groups, erroneous, rows)
 
 
 # --------------------------------------------------------------------------- dataset

@@ -17,8 +17,9 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from sklearn.decomposition import PCA
 
-from HyperSORTLib.analysis.latent_space import _as_latent_table
+from HyperSORTLib.latentmap.clusters import as_latent_table
 from HyperSORTLib.utils.io import atomic_path
 
 __all__ = ["best_axial_slice", "plot_cluster_map", "plot_latent_map", "plot_latent_maps", "plot_probe_overlays",
@@ -55,7 +56,7 @@ def project_2d(latents: Any) -> tuple[np.ndarray, tuple[str, str]]:
         >>> xy.shape, names[0].startswith("PC1")
         ((3, 2), True)
     """
-    table = _as_latent_table(latents, min_rows=1)
+    table = as_latent_table(latents, min_rows=1)
     project, labels = _projection(table)
     return project(table), labels
 
@@ -73,13 +74,11 @@ def _projection(table: np.ndarray) -> tuple[Any, tuple[str, str]]:
             column = np.asarray(points, dtype=np.float64).reshape(-1, 1)
             return np.column_stack([column[:, 0], np.zeros(column.shape[0])])
         return on_line, ("z1", "(1-D latent)")
-    mean = table.mean(axis=0)
-    # SVD gives the principal axes without a scikit-learn dependency here.
-    _, singular, vt = np.linalg.svd(table - mean, full_matrices=False)
-    variance = singular**2
-    total = float(variance.sum())
-    share = variance / total if total > 0 else np.zeros_like(variance)
-    axes = vt[:2]
+    with np.errstate(invalid="ignore", divide="ignore"):  # a table of identical rows has no variance
+        pca = PCA(n_components=min(2, table.shape[0]), svd_solver="full").fit(table)
+    mean = pca.mean_
+    share = np.nan_to_num(pca.explained_variance_ratio_, nan=0.0)  # NaN when every row is the same
+    axes = pca.components_
     # Fix each axis' sign (largest loading positive) so repeated plots do not mirror.
     signs = np.sign(axes[np.arange(axes.shape[0]), np.argmax(np.abs(axes), axis=1)])
     signs[signs == 0] = 1.0
@@ -233,7 +232,7 @@ def _prepare(
     score: Any,
 ) -> tuple[np.ndarray, tuple[str, str], np.ndarray | None, np.ndarray | None,
            list[tuple[int, str]]]:
-    table = _as_latent_table(latents, min_rows=1)
+    table = as_latent_table(latents, min_rows=1)
     n = table.shape[0]
     xy, axis_labels = project_2d(table)
     groups = None if colour_by is None else _check_length(colour_by, n, "colour_by")
@@ -381,10 +380,10 @@ def plot_cluster_map(
         ValueError: On an invalid table, cluster labels of the wrong length or outside the
             centres, or centres of the wrong dimension.
     """
-    table = _as_latent_table(latents, min_rows=1)
+    table = as_latent_table(latents, min_rows=1)
     n, dim = table.shape
     groups = _check_length(clusters, n, "clusters").astype(np.int64)
-    centres = _as_latent_table(centers, "centers", min_rows=1)
+    centres = as_latent_table(centers, "centers", min_rows=1)
     if centres.shape[1] != dim:
         raise ValueError(f"centers have {centres.shape[1]} dimensions but the latents have {dim}")
     if groups.min() < 0 or groups.max() >= centres.shape[0]:

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from HyperSORTLib import __version__
+from HyperSORTLib.latentmap.scores import SIGNALS
 
 __all__ = ["png_data_uri", "render_figures", "render_report"]
 
@@ -190,7 +191,6 @@ def _detection_section(result: Any) -> str:
 
 
 def _samples_section(result: Any) -> str:
-    from HyperSORTLib.analysis.audit import SIGNALS
 
     header = ["rank", "case", "cluster", "suspicion", *SIGNALS]
     truth = result.manifest

@@ -1,6 +1,6 @@
 """Synthetic CT-like phantoms and the built-in biased demo cohort."""
 
-from HyperSORTLib.demo.cohort import ERROR_KINDS, GROUPS, Cohort, CohortSpec, generate_cohort
+from HyperSORTLib.demo.cohort import ERROR_KINDS, GROUPS, Cohort, CohortSpec, demo_plan, generate_cohort
 from HyperSORTLib.demo.phantom import CLASS_NAMES, Phantom, make_phantom, phantom_affine
 
 __all__ = [
@@ -10,6 +10,7 @@ __all__ = [
     "Cohort",
     "CohortSpec",
     "Phantom",
+    "demo_plan",
     "generate_cohort",
     "make_phantom",
     "phantom_affine",

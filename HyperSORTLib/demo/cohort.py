@@ -10,6 +10,10 @@ cases whose training labels carry known problems, so an audit can be checked aga
   a large translation, a strong elastic deformation, a block of missing slices), cycling through
   the kinds when there are more than four.
 
+The phantom generator writes the clean cohort; the built-in perturbation plan ``demo-cohort``
+(:func:`demo_plan`, sized by the :class:`CohortSpec`) then perturbs it with
+:func:`~HyperSORTLib.perturbation.runner.perturb_dataset`, exactly as ``hypersort perturb`` does.
+
 Layout under ``out_dir``::
 
     dataset.json                      nnU-Net v2 metadata (+ provenance under "hypersort_demo")
@@ -17,6 +21,7 @@ Layout under ``out_dir``::
     imagesTr/case_000_0000.nii.gz     int16 HU image
     labelsTr/case_000.nii.gz          training (perturbed) label, uint8
     labelsClean/case_000.nii.gz       clean ground-truth label, uint8
+    perturb_plan.yaml, .hypersort_perturb/   the plan applied, as ``hypersort perturb`` leaves them
 
 Everything is a deterministic function of ``(spec, seed)``; files are written atomically and
 byte-identically for the same inputs.
@@ -24,36 +29,32 @@ byte-identically for the same inputs.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import gzip
-import io
 import json
 import math
 import re
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import yaml
 
+from HyperSORTLib.data.cases import read_nnunet_folder
+from HyperSORTLib.data.manifest import MANIFEST_FILE, read_manifest_rows
 from HyperSORTLib.demo.phantom import CLASS_NAMES, Phantom, make_phantom
-from HyperSORTLib.perturbation.label_ops import (
-    dice_per_class,
-    dilate_class,
-    elastic_deform,
-    omit_class,
-    remove_slices,
-    translate_label,
-    volume_change,
-)
-from HyperSORTLib.utils.io import atomic_path, atomic_write_json, atomic_write_text
+from HyperSORTLib.perturbation.plan import PerturbationPlan, builtin_plan_path
+from HyperSORTLib.perturbation.runner import perturb_dataset
+from HyperSORTLib.utils.io import atomic_path, atomic_write_json
 
 __all__ = [
     "GROUPS",
     "ERROR_KINDS",
     "Cohort",
     "CohortSpec",
+    "demo_plan",
     "generate_cohort",
 ]
 
@@ -61,13 +62,9 @@ __all__ = [
 GROUPS: tuple[str, ...] = ("clean", "liver_dilated", "spleen_missing", "erroneous")
 
 #: Kinds of individual gross errors given to the ``erroneous`` cases, in turn.
-ERROR_KINDS: tuple[str, ...] = ("label_of_other_case", "translate_label", "elastic_deform", "remove_slices")
+ERROR_KINDS: tuple[str, ...] = ("translate_label", "elastic_deform", "remove_slices", "replace_label")
 
-_LIVER = CLASS_NAMES.index("liver")
-_SPLEEN = CLASS_NAMES.index("spleen")
-_FOREGROUND = tuple(range(1, len(CLASS_NAMES)))
 _CASE_FILE = re.compile(r"^case_\d+(_0000)?\.nii\.gz$")
-_MANIFEST_FIXED = ("case_id", "group", "erroneous", "perturbation", "params")
 
 
 @dataclass(frozen=True)
@@ -187,8 +184,7 @@ class Cohort:
 
     def read_manifest(self) -> list[dict[str, str]]:
         """Rows of ``manifest.csv`` as dictionaries of strings, in case order."""
-        with open(self.root / "manifest.csv", newline="", encoding="utf-8") as handle:
-            return list(csv.DictReader(handle))
+        return read_manifest_rows(self.root / MANIFEST_FILE)
 
     def _known(self, case_id: str) -> str:
         if case_id not in self.case_ids:
@@ -211,7 +207,7 @@ class Cohort:
             ValueError: the files are malformed or disagree on the number of cases.
         """
         root = Path(root)
-        meta_path, manifest_path = root / "dataset.json", root / "manifest.csv"
+        meta_path, manifest_path = root / "dataset.json", root / MANIFEST_FILE
         for path in (meta_path, manifest_path):
             if not path.is_file():
                 raise FileNotFoundError(f"{root} is not a HyperSORT demo cohort: {path} is missing.")
@@ -222,11 +218,7 @@ class Cohort:
             raise ValueError(f"{meta_path} must be JSON with a 'labels' mapping of names to ids: {exc}") from exc
         if sorted(by_id) != list(range(len(by_id))):
             raise ValueError(f"{meta_path}: label ids must be 0..K-1, found {sorted(by_id)}.")
-        with open(manifest_path, newline="", encoding="utf-8") as handle:
-            rows = list(csv.DictReader(handle))
-        missing = [c for c in ("case_id", "group", "erroneous") if rows and c not in rows[0]]
-        if missing:
-            raise ValueError(f"{manifest_path} lacks the column(s) {missing}.")
+        rows = read_manifest_rows(manifest_path)
         if meta.get("numTraining") is not None and int(meta["numTraining"]) != len(rows):
             raise ValueError(f"{meta_path} says numTraining={meta['numTraining']} but {manifest_path} "
                              f"lists {len(rows)} cases.")
@@ -253,65 +245,31 @@ def _save_nifti(path: Path, array: np.ndarray, affine: np.ndarray) -> None:
         tmp.write_bytes(payload)
 
 
-def _compact_json(data: dict) -> str:
-    return json.dumps(data, separators=(",", ":"), sort_keys=True)
+def demo_plan(spec: CohortSpec, seed: int = 0) -> PerturbationPlan:
+    """The built-in ``demo-cohort`` perturbation plan with the group sizes and millimetres of ``spec``.
 
-
-def _format_metric(value: float) -> str:
-    return "nan" if math.isnan(value) else f"{value:.6f}"
-
-
-def _assign_groups(spec: CohortSpec, rng: np.random.Generator) -> list[str]:
-    groups = [name for name, size in spec.group_sizes().items() for _ in range(size)]
-    order = rng.permutation(spec.n_cases)
-    assigned = [""] * spec.n_cases
-    for position, case_index in enumerate(order):
-        assigned[int(case_index)] = groups[position]
-    return assigned
-
-
-def _perturb(
-    group: str,
-    error_kind: str | None,
-    index: int,
-    clean: list[np.ndarray],
-    spec: CohortSpec,
-    rng: np.random.Generator,
-    donor_rng: np.random.Generator,
-) -> tuple[np.ndarray, str, dict]:
-    """Training label, perturbation name and its drawn parameters for one case."""
-    label = clean[index]
-    spacing = spec.spacing
-    if group == "clean":
-        return label.copy(), "none", {}
-    if group == "liver_dilated":
-        mm = float(spec.liver_dilation_mm)
-        return dilate_class(label, _LIVER, mm, spacing), "dilate_class", {"class_id": _LIVER, "mm": mm}
-    if group == "spleen_missing":
-        return omit_class(label, _SPLEEN), "omit_class", {"class_id": _SPLEEN}
-    if error_kind == "label_of_other_case":
-        others = [i for i in range(len(clean)) if i != index]
-        if others:
-            donor = int(others[int(rng.integers(len(others)))])
-            return clean[donor].copy(), error_kind, {"source_case": _case_id(donor)}
-        # A one-case cohort has no other case: draw an unrelated phantom as the donor.
-        donor_label = make_phantom(donor_rng, spec.shape, spec.spacing).label
-        return donor_label, error_kind, {"source_case": "synthetic"}
-    if error_kind == "translate_label":
-        direction = rng.normal(size=3)
-        direction /= np.linalg.norm(direction)
-        shift = [round(float(v), 2) for v in direction * spec.translation_mm]
-        return translate_label(label, shift, spacing), error_kind, {"shift_mm": shift}
-    if error_kind == "elastic_deform":
-        seed = int(rng.integers(2**31))
-        params = {"displacement_mm": float(spec.elastic_displacement_mm),
-                  "control_spacing_mm": float(spec.elastic_control_spacing_mm), "seed": seed}
-        return elastic_deform(label, spacing, **params), error_kind, params
-    if error_kind == "remove_slices":
-        seed = int(rng.integers(2**31))
-        params = {"axis": 2, "fraction": float(spec.removed_fraction), "seed": seed}
-        return remove_slices(label, **params), error_kind, params
-    raise ValueError(f"Unknown group/error kind {group!r}/{error_kind!r}.")  # unreachable by construction
+    Groups of size 0 are left out; ``seed`` becomes the plan seed (which cases fall in which
+    group, and every drawn parameter).
+    """
+    path = builtin_plan_path("demo-cohort")
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    sizes = spec.group_sizes()
+    values = {"dilate_class": {"mm": float(spec.liver_dilation_mm)},
+              "translate_label": {"distance_mm": float(spec.translation_mm)},
+              "elastic_deform": {"displacement_mm": float(spec.elastic_displacement_mm),
+                                 "control_spacing_mm": float(spec.elastic_control_spacing_mm)},
+              "remove_slices": {"fraction": float(spec.removed_fraction)}}
+    groups = []
+    for group in data["groups"]:
+        if sizes[group["name"]] == 0:
+            continue
+        group["count"] = sizes[group["name"]]
+        for step in group["perturbations"]:
+            if isinstance(step, dict):
+                name, params = next(iter(step.items()))
+                params.update(values.get(name, {}))
+        groups.append(group)
+    return PerturbationPlan.from_dict({**data, "seed": int(seed), "groups": groups}, source=str(path))
 
 
 def _case_id(index: int) -> str:
@@ -321,7 +279,8 @@ def _case_id(index: int) -> str:
 def generate_cohort(out_dir: str | Path, spec: CohortSpec = CohortSpec(), seed: int = 0) -> Cohort:
     """Generate the biased demo cohort and write it as an nnU-Net raw dataset.
 
-    Which cases fall in which group is a seeded shuffle. Each case's anatomy comes from its own
+    Which cases fall in which group, and every drawn parameter, follow the ``demo-cohort`` plan
+    seeded by ``seed`` (:func:`demo_plan`). Each case's anatomy comes from its own
     random stream (spawned from ``seed``), so it depends only on the seed, the case index and
     the grid, not on the group sizes. Case files from an earlier, larger cohort in the same
     folder (names ``case_<n>...nii.gz`` in ``imagesTr``, ``labelsTr``, ``labelsClean``) are
@@ -343,51 +302,33 @@ def generate_cohort(out_dir: str | Path, spec: CohortSpec = CohortSpec(), seed: 
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed must be a non-negative int, found {seed!r}.")
     root = Path(out_dir)
-    streams = np.random.SeedSequence(int(seed)).spawn(3)
-    assign_rng = np.random.default_rng(streams[0])
-    case_seeds = streams[1].spawn(spec.n_cases)
-    perturb_seeds = streams[2].spawn(spec.n_cases)
-
+    # The anatomy's streams are the second of three spawned from the seed (as in earlier releases).
+    case_seeds = np.random.SeedSequence(int(seed)).spawn(3)[1].spawn(spec.n_cases)
     case_ids = [_case_id(i) for i in range(spec.n_cases)]
-    groups = _assign_groups(spec, assign_rng)
-    error_order = assign_rng.permutation(len(ERROR_KINDS))
-    error_kinds: list[str | None] = [None] * spec.n_cases
-    n_error = 0
-    for i, group in enumerate(groups):
-        if group == "erroneous":
-            error_kinds[i] = ERROR_KINDS[int(error_order[n_error % len(ERROR_KINDS)])]
-            n_error += 1
-
     phantoms: list[Phantom] = [make_phantom(np.random.default_rng(s), spec.shape, spec.spacing) for s in case_seeds]
-    clean = [p.label for p in phantoms]
+    labels = {"background": 0, **{name: i for i, name in enumerate(CLASS_NAMES) if i}}
 
     for folder in ("imagesTr", "labelsTr", "labelsClean"):
         (root / folder).mkdir(parents=True, exist_ok=True)
     _remove_stale_cases(root, set(case_ids))
 
-    names = CLASS_NAMES[1:]
-    header = [*_MANIFEST_FIXED, *(f"dice_{n}" for n in names), *(f"volume_change_{n}" for n in names)]
-    rows: list[list[str]] = []
-    for i, case_id in enumerate(case_ids):
-        perturb_rng, donor_rng = (np.random.default_rng(s) for s in perturb_seeds[i].spawn(2))
-        train_label, perturbation, params = _perturb(groups[i], error_kinds[i], i, clean, spec, perturb_rng, donor_rng)
-        train_label = train_label.astype(np.uint8, copy=False)
-        dice = dice_per_class(clean[i], train_label, _FOREGROUND)
-        change = volume_change(clean[i], train_label, _FOREGROUND, spec.spacing)
-        rows.append([case_id, groups[i], "1" if groups[i] == "erroneous" else "0", perturbation,
-                     _compact_json(params), *(_format_metric(dice[c]) for c in _FOREGROUND),
-                     *(_format_metric(change[c]) for c in _FOREGROUND)])
-        phantom = phantoms[i]
-        hu = np.clip(np.rint(phantom.image), -1024, 3071).astype(np.int16)
-        _save_nifti(root / "imagesTr" / f"{case_id}_0000.nii.gz", hu, phantom.affine)
-        _save_nifti(root / "labelsTr" / f"{case_id}.nii.gz", train_label, phantom.affine)
-        _save_nifti(root / "labelsClean" / f"{case_id}.nii.gz", clean[i], phantom.affine)
-
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows(rows)
-    atomic_write_text(root / "manifest.csv", buffer.getvalue())
+    with tempfile.TemporaryDirectory(prefix="hypersort_demo_clean_") as tmp:
+        # The clean cohort, then the plan's perturbed copy of it in ``root`` (as `hypersort perturb`).
+        clean_root = Path(tmp)
+        for case_id, phantom in zip(case_ids, phantoms):
+            hu = np.clip(np.rint(phantom.image), -1024, 3071).astype(np.int16)
+            _save_nifti(clean_root / "imagesTr" / f"{case_id}_0000.nii.gz", hu, phantom.affine)
+            _save_nifti(clean_root / "labelsTr" / f"{case_id}.nii.gz", phantom.label.astype(np.uint8), phantom.affine)
+        atomic_write_json(clean_root / "dataset.json", {"channel_names": {"0": "CT"}, "labels": labels,
+                                                        "numTraining": spec.n_cases, "file_ending": ".nii.gz"})
+        perturb_dataset(read_nnunet_folder(clean_root), root, demo_plan(spec, seed), copy_images=True,
+                        overwrite=True)
+        for case_id in case_ids:
+            name = f"{case_id}.nii.gz"
+            with atomic_path(root / "labelsClean" / name) as target:
+                target.write_bytes((clean_root / "labelsTr" / name).read_bytes())
+    rows = read_manifest_rows(root / MANIFEST_FILE)
+    groups = [row["group"] for row in rows]
 
     sizes = spec.group_sizes()
     atomic_write_json(root / "dataset.json", {
@@ -405,7 +346,7 @@ def generate_cohort(out_dir: str | Path, spec: CohortSpec = CohortSpec(), seed: 
         "hypersort_demo": {"seed": int(seed), "spec": _spec_to_json(spec)},
     })
     return Cohort(root=root, case_ids=case_ids, groups=groups,
-                  erroneous=[g == "erroneous" for g in groups], class_names=list(CLASS_NAMES))
+                  erroneous=[row["erroneous"] == "1" for row in rows], class_names=list(CLASS_NAMES))
 
 
 def _spec_to_json(spec: CohortSpec) -> dict:

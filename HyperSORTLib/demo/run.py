@@ -25,25 +25,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from HyperSORTLib.config import DataConfig, HyperNetConfig, ModelConfig, RunConfig, TrainConfig, UNetConfig, from_dict
+from HyperSORTLib.config import RunConfig, from_dict
 from HyperSORTLib.utils.io import atomic_write_json
 
-#: Demo settings, sized to finish within 10 minutes on 2 CPU cores. Compared with the reference
-#: configuration: the UNet is smaller (the phantoms are 48x40x32 voxels); the latents learn 20x
-#: faster, because a latent moves by about one learning rate per visit and the demo trains for
-#: tens of epochs where the reference release trains for thousands; and the L1 pull on the
-#: latents is 100x weaker, because at full weight it holds every latent within one learning
-#: rate of the origin until the generator has learnt to use them, which takes far longer than
-#: the demo runs. The spacing is the phantoms' own (so training does not resample them), stated
-#: explicitly so that ``hypersort segment`` brings any other scan to the scale the UNet learnt.
-DEMO_CONFIG = RunConfig(
-    model=ModelConfig(
-        unet=UNetConfig(num_classes=5, channels=(8, 16, 32, 64), convs_per_level=1),
-        hyper=HyperNetConfig(latent_dim=2, hidden=(50, 50, 50)),
-    ),
-    data=DataConfig(spacing=(7.0, 7.0, 8.0), patch_size=(48, 40, 32), intensity="window", window=(-250.0, 350.0)),
-    train=TrainConfig(epochs=60, batch_size=4, latent_lr=2e-2, l1_weight=0.01, checkpoint_every=5, device="auto"),
-)
+#: The demo's run configuration, shipped with the package (``demo.yaml`` beside this module;
+#: its comments say how it differs from the reference configuration and why).
+DEMO_CONFIG_FILE = Path(__file__).with_name("demo.yaml")
+DEMO_CONFIG = RunConfig.from_file(DEMO_CONFIG_FILE)
 
 
 @dataclass(frozen=True)
@@ -104,7 +92,7 @@ def run_demo(options: DemoOptions) -> DemoResult:
     """Generate the cohort, train, analyse and write the demo outputs."""
     from HyperSORTLib.analysis import analyze_run
     from HyperSORTLib.analysis.plots import plot_latent_maps
-    from HyperSORTLib.data import SegmentationCases, read_nnunet_folder, training_transforms
+    from HyperSORTLib.data import PreprocessedCases, read_nnunet_folder
     from HyperSORTLib.demo.cohort import CohortSpec, generate_cohort
     from HyperSORTLib.inference import TrainedRun
     from HyperSORTLib.training import Trainer
@@ -117,7 +105,7 @@ def run_demo(options: DemoOptions) -> DemoResult:
     cases = read_nnunet_folder(out / "cohort")
     config = demo_config(options, cases.class_names)
 
-    dataset = SegmentationCases(cases, training_transforms(config.data))
+    dataset = PreprocessedCases(cases, config.data, progress=options.progress)  # as `hypersort train`
     trainer = Trainer(config, dataset, cases.case_ids, out / "run", progress=options.progress,
                       data_source={"path": str((out / "cohort").resolve()), "format": "nnunet"})
     result = trainer.fit()
@@ -127,7 +115,7 @@ def run_demo(options: DemoOptions) -> DemoResult:
     run = TrainedRun.load(out / "run", device=str(trainer.device))
     groups = [str(g) for g in audit.manifest.groups]
     main = audit.clusters.main_cluster
-    clean = SegmentationCases(with_clean_labels(cases), training_transforms(config.data))
+    clean = PreprocessedCases(with_clean_labels(cases), config.data)
     dice = _main_mode_dice(run, clean, np.asarray(audit.clusters.centers[main], dtype=np.float32))
     n_errors = int(audit.manifest.erroneous.sum())
     top = [audit.case_ids[i] for i in audit.ranking[: max(n_errors, 1)]]
@@ -177,12 +165,13 @@ def _main_mode_dice(run: Any, clean: Any, centre: np.ndarray) -> dict[str, Any]:
     ``clean`` holds the cases with their clean labels, preprocessed like the training data so
     prediction and truth share one grid whatever the configuration resamples to.
     """
-    from HyperSORTLib.perturbation import dice_per_class
+    from HyperSORTLib.metrics import dice_per_class
 
     unet = run.decode(centre)
     names = run.class_names
     per_class: dict[str, list[float]] = {name: [] for name in names[1:]}
-    for item in clean:
+    for index in range(len(clean)):
+        item = clean[index]
         pred = unet(item["image"][None].to(run.device)).argmax(1)[0].cpu().numpy()
         for k, dice in dice_per_class(item["label"][0].numpy(), pred, range(1, len(names))).items():
             per_class[names[k]].append(dice)

@@ -67,7 +67,7 @@ def read_clusters(run_dir: str | Path, latents: np.ndarray, weights_sha256: str 
                           stacklevel=2)
     if len(latents) < 3:
         return [ClusterInfo(0, len(latents), latents.mean(0).astype(np.float32), True)]
-    from HyperSORTLib.analysis.latent_space import cluster_latents
+    from HyperSORTLib.latentmap.clusters import cluster_latents
 
     result = cluster_latents(latents, max_components=min(8, len(latents) - 1))
     return [ClusterInfo(k, int(result.sizes[k]), result.centers[k].astype(np.float32), k == result.main_cluster)

@@ -14,12 +14,11 @@ perturbed copy of a dataset with its manifest) and :mod:`~HyperSORTLib.perturbat
 (where each file of the copy goes and how it is written).
 """
 
+from HyperSORTLib.metrics import class_volumes_ml, dice_per_class, volume_change  # re-exported for plan authors
 from HyperSORTLib.perturbation.case_ops import empty_label, replace_label
 from HyperSORTLib.perturbation.class_ops import annotate_neighbour, erode_class, shift_boundary, shift_class
 from HyperSORTLib.perturbation.deformation import gaussian_field_deform, gaussian_random_field
 from HyperSORTLib.perturbation.label_ops import (
-    class_volumes_ml,
-    dice_per_class,
     dilate_class,
     elastic_deform,
     merge_classes,
@@ -27,7 +26,6 @@ from HyperSORTLib.perturbation.label_ops import (
     remove_slices,
     swap_classes,
     translate_label,
-    volume_change,
 )
 from HyperSORTLib.perturbation.marginal import marginal_probability, marginal_threshold
 from HyperSORTLib.perturbation.registry import PERTURBATIONS, SPECS

@@ -10,6 +10,7 @@ import math
 import numbers
 
 import numpy as np
+from scipy import ndimage
 
 #: An int seed or an already-constructed generator (whose state is then advanced).
 SeedLike = int | np.random.Generator
@@ -112,15 +113,10 @@ def bounding_box(mask: np.ndarray, margin: tuple[int, ...] | int = 0) -> tuple[s
     and clipped to the array; ``None`` for an empty mask."""
     if isinstance(margin, int):
         margin = (margin,) * mask.ndim
-    box = []
-    for axis in range(mask.ndim):
-        other = tuple(a for a in range(mask.ndim) if a != axis)
-        occupied = np.flatnonzero(mask.any(axis=other))
-        if occupied.size == 0:
-            return None
-        box.append(slice(max(0, int(occupied[0]) - margin[axis]),
-                         min(mask.shape[axis], int(occupied[-1]) + 1 + margin[axis])))
-    return tuple(box)
+    found = ndimage.find_objects(np.asarray(mask, dtype=np.uint8))
+    if not found:
+        return None
+    return tuple(slice(max(0, box.start - m), min(n, box.stop + m)) for box, m, n in zip(found[0], margin, mask.shape))
 
 
 def margin_voxels(mm: float, spacing: tuple[float, ...]) -> tuple[int, ...]:

@@ -25,6 +25,7 @@ import nibabel as nib
 import numpy as np
 
 from HyperSORTLib.data.cases import CaseList
+from HyperSORTLib.data.manifest import MANIFEST_FILE
 from HyperSORTLib.utils.io import atomic_path, atomic_save_nifti
 from HyperSORTLib.utils.nifti import open_nifti
 
@@ -35,7 +36,7 @@ __all__ = ["copy_file", "label_destinations", "link_or_copy", "mirror_other_file
 METADATA_SUFFIXES = (".json", ".csv", ".tsv", ".txt", ".yaml", ".yml", ".md", ".xml", ".ini", ".cfg")
 _METADATA_MAX_BYTES = 20 * 1024 * 1024
 #: Files a perturbed copy writes itself at its top level; a source's own are not copied over them.
-OWN_FILES = ("manifest.csv", "perturb_plan.yaml")
+OWN_FILES = (MANIFEST_FILE, "perturb_plan.yaml")
 STATE_DIR = ".hypersort_perturb"
 
 

@@ -32,7 +32,6 @@ from HyperSORTLib.perturbation._validation import (
     check_class_ids,
     check_finite,
     check_label,
-    check_same_shape,
     check_spacing,
     in_classes,
     margin_voxels,
@@ -40,10 +39,7 @@ from HyperSORTLib.perturbation._validation import (
 from HyperSORTLib.perturbation.deformation import bspline_control_field, warp_nearest
 
 __all__ = [
-    "PERTURBATIONS",
     "SeedLike",
-    "class_volumes_ml",
-    "dice_per_class",
     "dilate_class",
     "elastic_deform",
     "merge_classes",
@@ -51,7 +47,6 @@ __all__ = [
     "remove_slices",
     "swap_classes",
     "translate_label",
-    "volume_change",
 ]
 
 # --------------------------------------------------------------------------- class-value edits
@@ -321,87 +316,3 @@ def remove_slices(label: np.ndarray, axis: int, fraction: float, seed: SeedLike)
     index[axis] = slice(start, start + n_remove)
     out[tuple(index)] = 0
     return out
-
-
-# --------------------------------------------------------------------------- comparison helpers
-
-
-def dice_per_class(a: np.ndarray, b: np.ndarray, class_ids: Iterable[int]) -> dict[int, float]:
-    """Dice overlap of each class between two label maps.
-
-    Args:
-        a: integer label map (e.g. the clean reference).
-        b: integer label map of the same shape (e.g. the perturbed one).
-        class_ids: classes to compare.
-
-    Returns:
-        ``{class_id: dice}``; 1.0 when the class is absent from both maps.
-
-    Raises:
-        ValueError: the maps are not integer arrays of one shape, or a class id is not an integer.
-    """
-    a, b = check_label(a, "a"), check_label(b, "b")
-    check_same_shape(a, b)
-    result: dict[int, float] = {}
-    for class_id in check_class_ids(class_ids, "class_ids"):
-        in_a, in_b = a == class_id, b == class_id
-        total = int(in_a.sum()) + int(in_b.sum())
-        result[class_id] = 1.0 if total == 0 else 2.0 * int(np.logical_and(in_a, in_b).sum()) / total
-    return result
-
-
-def class_volumes_ml(label: np.ndarray, class_ids: Iterable[int], spacing: Sequence[float]) -> dict[int, float]:
-    """Physical volume of each class in millilitres.
-
-    Args:
-        label: integer label map.
-        class_ids: classes to measure.
-        spacing: voxel size in millimetres along each axis.
-
-    Returns:
-        ``{class_id: volume_ml}``.
-
-    Raises:
-        ValueError: ``label`` is not an integer array, ``spacing`` does not match its axes, or
-            a class id is not an integer.
-    """
-    label = check_label(label)
-    spacing = check_spacing(spacing, label.ndim)
-    voxel_ml = float(np.prod(spacing)) / 1000.0
-    return {c: int((label == c).sum()) * voxel_ml for c in check_class_ids(class_ids, "class_ids")}
-
-
-def volume_change(
-    a: np.ndarray, b: np.ndarray, class_ids: Iterable[int], spacing: Sequence[float]
-) -> dict[int, float]:
-    """Relative volume change of each class from ``a`` to ``b``: (V_b - V_a) / V_a.
-
-    Args:
-        a: reference integer label map.
-        b: integer label map of the same shape.
-        class_ids: classes to compare.
-        spacing: voxel size in millimetres along each axis.
-
-    Returns:
-        ``{class_id: change}``, e.g. 0.25 for 25 % larger in ``b``, -1.0 when the class vanished;
-        NaN when the class is absent from ``a``.
-
-    Raises:
-        ValueError: the maps are not integer arrays of one shape, ``spacing`` is invalid, or a
-            class id is not an integer.
-    """
-    a, b = check_label(a, "a"), check_label(b, "b")
-    check_same_shape(a, b)
-    ids = check_class_ids(class_ids, "class_ids")
-    vol_a = class_volumes_ml(a, ids, spacing)
-    vol_b = class_volumes_ml(b, ids, spacing)
-    return {c: (vol_b[c] - vol_a[c]) / vol_a[c] if vol_a[c] > 0 else float("nan") for c in ids}
-
-
-def __getattr__(name: str):
-    # The registry of every perturbation is built in registry.py, which imports this module.
-    if name == "PERTURBATIONS":
-        from HyperSORTLib.perturbation.registry import PERTURBATIONS
-
-        return PERTURBATIONS
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

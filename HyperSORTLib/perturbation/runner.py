@@ -4,37 +4,32 @@
 spacing from its header, never reoriented), applies the perturbations the plan assigns to it,
 and writes the copy described in :mod:`HyperSORTLib.perturbation.dataset_io`. Beside the copy:
 
-* ``manifest.csv``: one row per case, the columns of the demo cohort's manifest: ``case_id``,
-  ``group``, ``erroneous`` (1/0), ``perturbation`` (``none``, a name, or names joined by
-  ``+``), ``params`` (compact JSON of the drawn parameters: an object, or a list of objects
-  for several perturbations), then ``dice_<class>`` and ``volume_change_<class>`` of every
-  foreground class against the original label;
+* ``manifest.csv``: one row per case (columns in :mod:`HyperSORTLib.data.manifest`): group,
+  whether erroneous, the perturbations and their drawn parameters, and the Dice and volume
+  change of every foreground class against the original label;
 * ``perturb_plan.yaml``: the plan, as given.
 
 The source is never written to. A run that is interrupted leaves complete files only and is
-completed by running the same command again (finished cases are kept); a destination holding
+completed by running the same command again (finished cases are kept unless their source label,
+masks, donors or image changed since: see :func:`source_fingerprint`); a destination holding
 anything else is refused unless ``overwrite=True``.
 """
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import json
-import math
 from collections.abc import Sequence
 from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
 
-import numpy as np
-
 from HyperSORTLib.data.cases import CaseList, CaseRecord
 from HyperSORTLib.data.labels import load_label
+from HyperSORTLib.data.manifest import MANIFEST_FILE, ManifestRow, manifest_header, write_manifest
+from HyperSORTLib.metrics import label_overlap
 from HyperSORTLib.perturbation.dataset_io import (
-    OWN_FILES,
     STATE_DIR,
     copy_file,
     label_destinations,
@@ -48,10 +43,7 @@ from HyperSORTLib.perturbation.plan import CaseAssignment, DrawnStep, Perturbati
 from HyperSORTLib.perturbation.registry import SPECS
 from HyperSORTLib.utils.io import atomic_write_json, atomic_write_text
 
-__all__ = ["PerturbResult", "label_overlap", "manifest_header", "perturb_dataset"]
-
-_FIXED_COLUMNS = ("case_id", "group", "erroneous", "perturbation", "params")
-
+__all__ = ["PerturbResult", "perturb_dataset"]
 
 class DestinationError(ValueError):
     """The destination folder cannot receive the perturbed copy; the message says why."""
@@ -82,54 +74,14 @@ class PerturbResult:
 # --------------------------------------------------------------------------- metrics and rows
 
 
-def label_overlap(clean: np.ndarray, perturbed: np.ndarray, num_classes: int,
-                  spacing: Sequence[float]) -> tuple[dict[int, float], dict[int, float]]:
-    """Dice and relative volume change of classes ``1..num_classes-1``, from one confusion count.
-
-    Same values as :func:`~HyperSORTLib.perturbation.label_ops.dice_per_class` and
-    :func:`~HyperSORTLib.perturbation.label_ops.volume_change` (1.0 Dice for a class absent from
-    both; NaN volume change for a class absent from ``clean``), in one pass over the voxels.
-    """
-    counts = np.zeros(num_classes * num_classes, dtype=np.int64)
-    a, b = clean.reshape(-1), perturbed.reshape(-1)
-    step = 1 << 23
-    for start in range(0, a.size, step):
-        pair = a[start:start + step].astype(np.int64) * num_classes + b[start:start + step]
-        counts += np.bincount(pair, minlength=num_classes * num_classes)
-    table = counts.reshape(num_classes, num_classes)
-    voxel_ml = float(np.prod([float(s) for s in spacing])) / 1000.0
-    dice, change = {}, {}
-    for c in range(1, num_classes):
-        n_a, n_b, both = int(table[c].sum()), int(table[:, c].sum()), int(table[c, c])
-        dice[c] = 1.0 if n_a + n_b == 0 else 2.0 * both / (n_a + n_b)
-        vol_a, vol_b = n_a * voxel_ml, n_b * voxel_ml
-        change[c] = (vol_b - vol_a) / vol_a if vol_a > 0 else float("nan")
-    return dice, change
-
-
-def manifest_header(class_names: Sequence[str]) -> list[str]:
-    names = list(class_names[1:])
-    return [*_FIXED_COLUMNS, *(f"dice_{n}" for n in names), *(f"volume_change_{n}" for n in names)]
-
-
-def _metric(value: float) -> str:
-    return "nan" if math.isnan(value) else f"{value:.6f}"
-
-
-def _compact(data: object) -> str:
-    return json.dumps(data, separators=(",", ":"), sort_keys=True)
-
-
-def _row(assignment: CaseAssignment, steps: Sequence[DrawnStep], dice: dict, change: dict) -> list[str]:
+def _row(assignment: CaseAssignment, steps: Sequence[DrawnStep], dice: dict, change: dict) -> ManifestRow:
     if not steps:
-        name, params = "none", "{}"
+        name, params = "none", {}
     elif len(steps) == 1:
-        name, params = steps[0].name, _compact(steps[0].params)
+        name, params = steps[0].name, steps[0].params
     else:
-        name, params = "+".join(s.name for s in steps), _compact([s.params for s in steps])
-    classes = sorted(dice)
-    return [assignment.case_id, assignment.group, "1" if assignment.erroneous else "0", name, params,
-            *(_metric(dice[c]) for c in classes), *(_metric(change[c]) for c in classes)]
+        name, params = "+".join(s.name for s in steps), [s.params for s in steps]
+    return ManifestRow(assignment.case_id, assignment.group, assignment.erroneous, name, params, dice, change)
 
 
 # --------------------------------------------------------------------------- one case
@@ -165,22 +117,48 @@ def _perturb_case(task: _CaseTask, case_list: CaseList) -> list[str]:
     else:
         write_masks(case_list, sources, destinations, clean, label)
     dice, change = label_overlap(clean, label, len(case_list.class_names), spacing)
-    return _row(task.assignment, task.steps, dice, change)
+    return _row(task.assignment, task.steps, dice, change).cells(len(case_list.class_names))
 
 
 def _run_task(args: tuple[_CaseTask, CaseList, Path]) -> tuple[str, list[str]]:
     task, case_list, state = args
+    fingerprint = source_fingerprint(task)
     row = _perturb_case(task, case_list)
     atomic_write_json(_row_file(state, task.case.case_id),
-                      {"case_id": task.case.case_id, "row": row, "outputs": [str(d) for _, d in task.outputs]})
+                      {"case_id": task.case.case_id, "row": row, "outputs": [str(d) for _, d in task.outputs],
+                       "sources": fingerprint})
     return task.case.case_id, row
+
+
+def _file_digest(path: Path) -> list:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return [path.stat().st_size, digest.hexdigest()]
+
+
+def source_fingerprint(task: _CaseTask) -> dict:
+    """What a case's perturbed copy was made from: size and SHA-256 of its label or mask files and
+    of its donors' labels, size and modification time of its image (too large to hash on every
+    resume; the copy only links or copies it)."""
+    files = [s for s, _ in task.outputs]
+    for donor in task.donors.values():
+        files += ([donor.label] if donor.label is not None else []) + list(donor.masks)
+    image = Path(task.case.image)
+    stat = image.stat() if image.exists() else None
+    return {"labels": {str(normalise_path(f)): _file_digest(Path(f)) for f in files},
+            "image": [str(normalise_path(image)), stat.st_size if stat else None, stat.st_mtime_ns if stat else None]}
 
 
 def _row_file(state: Path, case_id: str) -> Path:
     return state / "cases" / (hashlib.sha1(case_id.encode("utf-8")).hexdigest() + ".json")
 
 
-def _finished_row(state: Path, case_id: str) -> list[str] | None:
+def _finished_row(state: Path, task: _CaseTask) -> list[str] | None:
+    """The manifest row of a case finished by an earlier run, or ``None`` when it must be redone:
+    no record, an output file missing, or a source file changed since."""
+    case_id = task.case.case_id
     path = _row_file(state, case_id)
     if not path.is_file():
         return None
@@ -189,6 +167,11 @@ def _finished_row(state: Path, case_id: str) -> list[str] | None:
     except (json.JSONDecodeError, UnicodeDecodeError):
         return None
     if record.get("case_id") != case_id or not all(Path(p).exists() for p in record.get("outputs", [])):
+        return None
+    try:
+        if record.get("sources") != json.loads(json.dumps(source_fingerprint(task))):
+            return None
+    except OSError:
         return None
     return record.get("row")
 
@@ -204,7 +187,7 @@ def _source_record(case_list: CaseList) -> dict:
 
 
 def _state_record(plan: PerturbationPlan, case_list: CaseList) -> dict:
-    return {"plan": json.loads(_compact(plan.to_dict())), "source": _source_record(case_list)}
+    return {"plan": json.loads(json.dumps(plan.to_dict(), sort_keys=True)), "source": _source_record(case_list)}
 
 
 def _check_destination(case_list: CaseList, dst: Path, plan: PerturbationPlan, overwrite: bool) -> None:
@@ -315,24 +298,20 @@ def perturb_dataset(
     rows: dict[str, list[str]] = {}
     tasks = []
     for case, assignment in zip(case_list.cases, assignments):
-        row = None if overwrite else _finished_row(state, case.case_id)
-        if row is not None and len(row) == len(manifest_header(case_list.class_names)):
-            rows[case.case_id] = row
-            continue
         steps = tuple(plan.draw(assignment, case_list.class_names, case_ids))
         donors = {s.donor: by_id[s.donor] for s in steps if s.donor is not None}
         files = ([case.label] if case.label is not None else []) + list(case.masks)
         outputs = tuple((normalise_path(f), labels[normalise_path(f)]) for f in files)
-        tasks.append(_CaseTask(case, assignment, steps, donors, outputs))
+        task = _CaseTask(case, assignment, steps, donors, outputs)
+        row = None if overwrite else _finished_row(state, task)
+        if row is not None and len(row) == len(manifest_header(case_list.class_names)):
+            rows[case.case_id] = row
+            continue
+        tasks.append(task)
     reused = len(rows)
     rows.update(_run_tasks(tasks, case_list, state, workers, progress))
 
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(manifest_header(case_list.class_names))
-    writer.writerows(rows[c] for c in case_ids)
-    manifest = dst / OWN_FILES[0]
-    atomic_write_text(manifest, buffer.getvalue())
+    manifest = write_manifest(dst / MANIFEST_FILE, [rows[c] for c in case_ids], case_list.class_names)
     groups: dict[str, int] = {}
     for a in assignments:
         groups[a.group] = groups.get(a.group, 0) + 1

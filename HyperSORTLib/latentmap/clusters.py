@@ -45,7 +45,7 @@ _COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
 
 
 # --------------------------------------------------------------------------- validation
-def _as_latent_table(latents: Any, name: str = "latents", min_rows: int = 2) -> np.ndarray:
+def as_latent_table(latents: Any, name: str = "latents", min_rows: int = 2) -> np.ndarray:
     """Return ``latents`` as a finite float64 ``[n, d]`` array or raise ``ValueError``."""
     try:
         table = np.asarray(latents, dtype=np.float64)
@@ -77,7 +77,7 @@ def _as_1d(values: Any, name: str) -> np.ndarray:
     return array
 
 
-def _as_error_mask(is_error: Any, n: int | None = None) -> np.ndarray:
+def as_error_mask(is_error: Any, n: int | None = None) -> np.ndarray:
     raw = _as_1d(is_error, "is_error")
     if raw.dtype != bool:
         try:
@@ -166,7 +166,7 @@ def fit_mixture(
         >>> fit_mixture(z, max_components=4).n_components
         2
     """
-    table = _as_latent_table(latents)
+    table = as_latent_table(latents)
     if isinstance(max_components, bool) or not isinstance(max_components, (int, np.integer)):
         raise ValueError(f"max_components must be an int; found {type(max_components).__name__}")
     if max_components < 1:
@@ -274,7 +274,7 @@ def cluster_latents(
         >>> result.n_clusters, result.sizes.tolist(), result.main_cluster
         (2, [40, 20], 0)
     """
-    table = _as_latent_table(latents)
+    table = as_latent_table(latents)
     mixture = fit_mixture(table, max_components=max_components, seed=seed,
                           covariance_type=covariance_type)
     raw_labels = mixture.predict(table)
@@ -345,7 +345,7 @@ def outlier_scores(latents: Any, k: int | None = None) -> np.ndarray:
         >>> int(np.argmax(outlier_scores(z)))
         50
     """
-    table = _as_latent_table(latents)
+    table = as_latent_table(latents)
     n_rows = table.shape[0]
     if k is None:
         k = _default_k(n_rows)
@@ -425,7 +425,7 @@ def score_detection(scores: Any, is_error: Any, k: int | None = None) -> dict[st
     values = _as_1d(scores, "scores").astype(np.float64)
     if not np.all(np.isfinite(values)):
         raise ValueError("scores must be finite; found NaN/inf")
-    truth = _as_error_mask(is_error, n=values.shape[0])
+    truth = as_error_mask(is_error, n=values.shape[0])
     n_pos = int(truth.sum())
     n_neg = int(truth.shape[0] - n_pos)
     if n_pos == 0:
@@ -500,7 +500,7 @@ def summarize_latent_space(
         >>> out["ranking"][0], out["metrics"]["auroc"], out["metrics"]["ari_clean"]
         (60, 1.0, 1.0)
     """
-    table = _as_latent_table(latents)
+    table = as_latent_table(latents)
     n_rows = table.shape[0]
     clusters = cluster_latents(table, max_components=max_components, seed=seed)
     scores = outlier_scores(table, k=k)
@@ -508,7 +508,7 @@ def summarize_latent_space(
     metrics: dict[str, Any] = {}
     mask: np.ndarray | None = None
     if is_error is not None:
-        mask = _as_error_mask(is_error, n=n_rows)
+        mask = as_error_mask(is_error, n=n_rows)
     if true_groups is not None:
         groups = _as_1d(true_groups, "true_groups")
         if groups.shape[0] != n_rows:

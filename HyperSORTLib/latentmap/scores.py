@@ -8,7 +8,7 @@ other signal, and the combined ``suspicion``, is *higher = more suspicious*. The
 * :func:`kde_log_density`: leave-one-out log density under a Gaussian kernel density estimate
   whose bandwidth is chosen by least-squares cross-validation (:func:`select_kde_bandwidth`);
 * :func:`mode_distances`: Euclidean distance to the centre of the nearest large component;
-* the k-nearest-neighbour score of :func:`HyperSORTLib.analysis.latent_space.outlier_scores`;
+* the k-nearest-neighbour score of :func:`HyperSORTLib.latentmap.clusters.outlier_scores`;
 * the loss signals computed from the data (own training loss, loss under the main mode's UNet).
 
 :func:`combine_signals` turns them into one suspicion score: the mean, over the available
@@ -36,9 +36,11 @@ from scipy.spatial.distance import cdist, pdist
 from scipy.special import logsumexp
 from scipy.stats import multivariate_normal, rankdata
 
-from HyperSORTLib.analysis.latent_space import ClusterResult, _as_error_mask, _as_latent_table, score_detection
+from HyperSORTLib.latentmap.clusters import ClusterResult, as_error_mask, as_latent_table, score_detection
 
 __all__ = [
+    "HIGHER_IS_SUSPICIOUS",
+    "SIGNALS",
     "combine_signals",
     "default_min_cluster_size",
     "detection_by_signal",
@@ -49,6 +51,12 @@ __all__ = [
     "normalised_ranks",
     "select_kde_bandwidth",
 ]
+
+#: Per-sample signals of an audit, in the column order of its ``samples.csv``.
+SIGNALS = ("density_gmm", "density_kde", "own_loss", "main_mode_loss", "mode_distance", "knn_score")
+#: Orientation of each signal (densities are high for typical samples).
+HIGHER_IS_SUSPICIOUS = {"density_gmm": False, "density_kde": False, "own_loss": True, "main_mode_loss": True,
+                        "mode_distance": True, "knn_score": True}
 
 #: Rows of the pairwise-distance matrix computed at once (bounds memory to ~8 MB per block
 #: per thousand samples).
@@ -67,7 +75,7 @@ def large_clusters(clusters: ClusterResult, min_cluster_size: int | None = None)
     When no cluster is that large (a very small table), the largest cluster(s) alone count.
 
     Args:
-        clusters: Result of :func:`~HyperSORTLib.analysis.latent_space.cluster_latents`.
+        clusters: Result of :func:`~HyperSORTLib.latentmap.clusters.cluster_latents`.
         min_cluster_size: Smallest size of a mode; default :func:`default_min_cluster_size`.
 
     Example:
@@ -115,7 +123,7 @@ def mixture_log_density(latents: Any, clusters: ClusterResult, large: np.ndarray
     Returns:
         ``float64`` array ``[n_samples]`` (higher = more typical).
     """
-    table = _as_latent_table(latents, min_rows=1)
+    table = as_latent_table(latents, min_rows=1)
     keep = large_clusters(clusters) if large is None else np.asarray(large, dtype=bool)
     if keep.shape != (clusters.n_clusters,) or not keep.any():
         raise ValueError(f"large must be a boolean mask with one entry per cluster ({clusters.n_clusters}) "
@@ -138,8 +146,8 @@ def mode_distances(latents: Any, centers: Any) -> np.ndarray:
         >>> mode_distances([[0.0, 0.0], [3.0, 4.0]], [[0.0, 0.0]]).tolist()
         [0.0, 5.0]
     """
-    table = _as_latent_table(latents, min_rows=1)
-    modes = _as_latent_table(centers, "centers", min_rows=1)
+    table = as_latent_table(latents, min_rows=1)
+    modes = as_latent_table(centers, "centers", min_rows=1)
     if modes.shape[1] != table.shape[1]:
         raise ValueError(f"centers have {modes.shape[1]} dimensions but the latents have {table.shape[1]}")
     return cdist(table, modes).min(axis=1)
@@ -202,7 +210,7 @@ def select_kde_bandwidth(latents: Any, n_grid: int = 48, max_rows: int = 3000, s
         >>> 0.02 < select_kde_bandwidth(z) < 0.3
         True
     """
-    table = _as_latent_table(latents, min_rows=3)
+    table = as_latent_table(latents, min_rows=3)
     n, dim = table.shape
     sigma = float(np.sqrt(np.mean(table.var(axis=0))))
     if not np.isfinite(sigma) or sigma <= 0.0:
@@ -234,7 +242,7 @@ def kde_log_density(latents: Any, bandwidth: float | None = None) -> tuple[np.nd
         >>> int(np.argmin(kde_log_density(z)[0]))
         50
     """
-    table = _as_latent_table(latents, min_rows=3)
+    table = as_latent_table(latents, min_rows=3)
     if bandwidth is None:
         bandwidth = select_kde_bandwidth(table)
     if not np.isfinite(bandwidth) or bandwidth <= 0:
@@ -319,7 +327,7 @@ def detection_by_signal(signals: Mapping[str, Any], higher_is_suspicious: Mappin
     Returns:
         ``name -> {"auroc", "average_precision", "precision_at_k", "k", "n"}`` or ``None``.
     """
-    truth = _as_error_mask(is_error)
+    truth = as_error_mask(is_error)
     out: dict[str, dict[str, Any] | None] = {}
     for name, values in signals.items():
         array = np.asarray(values, dtype=np.float64)
