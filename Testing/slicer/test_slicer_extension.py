@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 MODULE = REPO / "HyperSORT"
 LIBRARY = REPO / "HyperSORTLib"
 RAW_PREFIX = "https://raw.githubusercontent.com/hypersort/SlicerHyperSORT/main/"

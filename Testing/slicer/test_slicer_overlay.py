@@ -14,7 +14,7 @@ pytest.importorskip("vtk")
 
 from conftest import SHARED_DATA  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 spec = importlib.util.spec_from_file_location("render_overlay", REPO / "scripts" / "render_overlay.py")
 render_overlay = importlib.util.module_from_spec(spec)
 sys.modules["render_overlay"] = render_overlay
