@@ -1,13 +1,12 @@
 """Audit of a trained run: plots, behaviour of decoded clusters, the audit report.
 
-The latent-map maths (clusters, densities, suspicion scores: :mod:`HyperSORTLib.latentmap`)
-is re-exported here and imported eagerly; the plotting helpers and the
-run audit (:func:`analyze_run`, which needs torch and the data readers) are loaded on first use
-so that importing this package does not pull in matplotlib or torch.
+The latent-map maths it builds on (clusters, densities, suspicion scores) lives below it, in
+:mod:`HyperSORTLib.latentmap`. The plotting helpers and the run audit (:func:`analyze_run`,
+which needs torch and the data readers) are loaded on first use so that importing this package
+does not pull in matplotlib or torch.
 
 Example:
-    >>> from HyperSORTLib.analysis import outlier_scores, cluster_latents  # doctest: +SKIP
-    >>> scores = outlier_scores(latents)  # doctest: +SKIP
+    >>> from HyperSORTLib.analysis import analyze_run  # doctest: +SKIP
     >>> result = analyze_run("runs/liver")  # writes runs/liver/analysis/report.html  # doctest: +SKIP
 """
 
@@ -15,44 +14,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from HyperSORTLib.latentmap import (
-    ClusterResult,
-    cluster_latents,
-    fit_mixture,
-    outlier_scores,
-    score_clusters,
-    score_detection,
-    summarize_latent_space,
-    combine_signals,
-    detection_by_signal,
-    kde_log_density,
-    large_clusters,
-    mixture_log_density,
-    mode_distances,
-    select_kde_bandwidth,
-)
-
 _PLOT_NAMES = ("plot_latent_map", "plot_latent_maps", "plot_cluster_map", "plot_probe_overlays", "project_2d")
 _AUDIT_NAMES = ("AnalysisResult", "analyze_run")
 
-__all__ = [
-    "ClusterResult",
-    "cluster_latents",
-    "fit_mixture",
-    "outlier_scores",
-    "score_clusters",
-    "score_detection",
-    "summarize_latent_space",
-    "combine_signals",
-    "detection_by_signal",
-    "kde_log_density",
-    "large_clusters",
-    "mixture_log_density",
-    "mode_distances",
-    "select_kde_bandwidth",
-    *_PLOT_NAMES,
-    *_AUDIT_NAMES,
-]
+__all__ = [*_PLOT_NAMES, *_AUDIT_NAMES]
 
 
 def __getattr__(name: str) -> Any:

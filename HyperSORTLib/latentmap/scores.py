@@ -79,7 +79,7 @@ def large_clusters(clusters: ClusterResult, min_cluster_size: int | None = None)
         min_cluster_size: Smallest size of a mode; default :func:`default_min_cluster_size`.
 
     Example:
-        >>> from HyperSORTLib.analysis import cluster_latents
+        >>> from HyperSORTLib.latentmap import cluster_latents
         >>> rng = np.random.default_rng(0)
         >>> z = np.concatenate([rng.normal(0, 0.1, (40, 2)), [[9.0, 9.0]]])
         >>> large_clusters(cluster_latents(z)).tolist()

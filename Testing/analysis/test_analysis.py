@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from HyperSORTLib.analysis import (
+from HyperSORTLib.latentmap import (
     ClusterResult,
     cluster_latents,
     fit_mixture,

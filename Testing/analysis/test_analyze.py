@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from conftest import tiny_config, write_sphere_dataset
-from HyperSORTLib.analysis import analyze_run, score_clusters, score_detection
+from HyperSORTLib.analysis import analyze_run
+from HyperSORTLib.latentmap import score_clusters, score_detection
 from HyperSORTLib.analysis.audit import HIGHER_IS_SUSPICIOUS, SIGNALS
 from HyperSORTLib.latentmap.scores import combine_signals
 from HyperSORTLib.cli import main

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy.stats import norm
 
-from HyperSORTLib.analysis import cluster_latents, fit_mixture, score_detection
+from HyperSORTLib.latentmap import cluster_latents, fit_mixture, score_detection
 from HyperSORTLib.analysis.behaviour import BehaviourThresholds, compare_to_reference
 from HyperSORTLib.analysis.plots import _axial_slice, best_axial_slice, plot_cluster_map, plot_probe_overlays
 from HyperSORTLib.latentmap.scores import (
@@ -98,7 +98,7 @@ def test_large_component_density_survives_the_bic_caveat():
 
 
 def test_combined_latent_signals_rank_scattered_errors_first():
-    from HyperSORTLib.analysis import outlier_scores
+    from HyperSORTLib.latentmap import outlier_scores
 
     latents, _, is_error = make_layout(extra_dims=1)
     clusters = cluster_latents(latents)
