@@ -526,8 +526,8 @@ def stale_analysis_reason(run_dir: str | Path, digest: str | None = None) -> str
     now_epoch = weights_epoch(run_dir)
     if doc is None:
         return (f"{out} records no weights digest ({PROVENANCE_FILE} is missing), so it may describe other weights "
-                f"than {MODEL_FILE} (epoch {now_epoch}); re-run `hypersort analyze {run_dir}`.")
+                f"than {MODEL_FILE} (epoch {now_epoch}); re-run `hypersort analyze --run {run_dir}`.")
     if doc.get("weights_sha256") != (digest or weights_digest(run_dir)):
         return (f"{out} was made from the weights of epoch {doc.get('epoch')}, but {MODEL_FILE} now holds epoch "
-                f"{now_epoch}; re-run `hypersort analyze {run_dir}`.")
+                f"{now_epoch}; re-run `hypersort analyze --run {run_dir}`.")
     return None

@@ -12,6 +12,13 @@ NAME = "perturb"
 HELP = "write a perturbed copy of a dataset (known biases and errors) with a manifest"
 
 
+def _builtin_plan_names() -> list[str]:
+    """Names of the plans shipped in ``HyperSORTLib/perturbation/plans`` (read without importing
+    the perturbation package, so ``--help`` stays fast)."""
+    folder = Path(__file__).resolve().parents[1] / "perturbation" / "plans"
+    return sorted(p.stem for p in folder.glob("*.yaml"))
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     from HyperSORTLib.commands.check_data import CLASSES_HELP
 
@@ -27,7 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", type=Path, default=None, metavar="OUT",
                         help="destination folder (outside the source; not needed with --dry-run)")
     parser.add_argument("--plan", default=None,
-                        help="plan YAML file, or a built-in plan name (amos-style)")
+                        help=f"plan YAML file, or a built-in plan name ({', '.join(_builtin_plan_names())})")
     group = parser.add_argument_group("dataset")
     group.add_argument("--format", default=None,
                        help="nnunet (also MSD), amos, totalsegmentator or csv; detected when omitted")

@@ -87,3 +87,10 @@ def test_check_data_report_in_a_folder_that_is_a_file(tmp_path, capsys):
     assert main(["check-data", "--data", str(data), "--no-cache", "--no-progress", "--report",
                  str(tmp_path / "afile" / "r.csv")]) == 2
     assert "is a file, not a folder" in capsys.readouterr().err
+
+
+def test_perturb_help_names_every_built_in_plan():
+    from HyperSORTLib.commands.perturb import _builtin_plan_names
+    from HyperSORTLib.perturbation.plan import BUILTIN_PLANS
+
+    assert _builtin_plan_names() == sorted(BUILTIN_PLANS)
