@@ -44,6 +44,33 @@ class DemoOptions:
     train_overrides: dict[str, Any] = field(default_factory=dict)
     progress: bool = True
     cohort_seed: int = 0
+    overwrite: bool = False
+
+
+#: What the demo writes in its output folder.
+COHORT_DIR, RUN_DIR, MAP_FILE, METRICS_FILE = "cohort", "run", "latent_map.png", "metrics.json"
+
+
+def check_demo_output(out: Path, overwrite: bool = False) -> None:
+    """Refuse an output folder whose files of the demo's names were not written by the demo.
+
+    A new or empty folder, a folder without those names, or an earlier demo output (its ``run/``
+    is a HyperSORT run and ``cohort/`` has a manifest) is fine; anything else needs ``overwrite``.
+    """
+    from HyperSORTLib.data.manifest import MANIFEST_FILE
+    from HyperSORTLib.rundir import is_run_dir
+
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file; expected a folder for the demo's outputs.")
+    if overwrite or not out.is_dir():
+        return
+    if is_run_dir(out / RUN_DIR) and (out / COHORT_DIR / MANIFEST_FILE).is_file():
+        return
+    clash = [name for name in (COHORT_DIR, RUN_DIR, MAP_FILE, METRICS_FILE) if (out / name).exists()]
+    if clash:
+        raise ValueError(f"--out {out} holds {', '.join(clash)}, not written by hypersort demo; choose another "
+                         f"folder or pass --overwrite to replace them.")
 
 
 @dataclass
@@ -93,33 +120,35 @@ def run_demo(options: DemoOptions) -> DemoResult:
     from HyperSORTLib.analysis import analyze_run
     from HyperSORTLib.analysis.plots import plot_latent_maps
     from HyperSORTLib.data import PreprocessedCases, read_nnunet_folder
+    from HyperSORTLib.data.manifest import MANIFEST_FILE
     from HyperSORTLib.demo.cohort import CohortSpec, generate_cohort
     from HyperSORTLib.inference import TrainedRun
     from HyperSORTLib.training import Trainer
 
     start = time.perf_counter()
     out = Path(options.out_dir)
+    check_demo_output(out, options.overwrite)
     out.mkdir(parents=True, exist_ok=True)
     spec = CohortSpec() if options.n_cases is None else _scaled_spec(CohortSpec(), options.n_cases)
-    generate_cohort(out / "cohort", spec, seed=options.cohort_seed)
-    cases = read_nnunet_folder(out / "cohort")
+    generate_cohort(out / COHORT_DIR, spec, seed=options.cohort_seed)
+    cases = read_nnunet_folder(out / COHORT_DIR)
     config = demo_config(options, cases.class_names)
 
     dataset = PreprocessedCases(cases, config.data, progress=options.progress)  # as `hypersort train`
-    trainer = Trainer(config, dataset, cases.case_ids, out / "run", progress=options.progress,
-                      data_source={"path": str((out / "cohort").resolve()), "format": "nnunet"})
+    trainer = Trainer(config, dataset, cases.case_ids, out / RUN_DIR, progress=options.progress,
+                      data_source={"path": str((out / COHORT_DIR).resolve()), "format": "nnunet"})
     result = trainer.fit()
 
-    audit = analyze_run(out / "run", manifest=out / "cohort" / "manifest.csv", device=str(trainer.device),
+    audit = analyze_run(out / RUN_DIR, manifest=out / COHORT_DIR / MANIFEST_FILE, device=str(trainer.device),
                         seed=config.train.seed, progress=options.progress)
-    run = TrainedRun.load(out / "run", device=str(trainer.device))
+    run = TrainedRun.load(out / RUN_DIR, device=str(trainer.device))
     groups = [str(g) for g in audit.manifest.groups]
     main = audit.clusters.main_cluster
     clean = PreprocessedCases(with_clean_labels(cases), config.data)
     dice = _main_mode_dice(run, clean, np.asarray(audit.clusters.centers[main], dtype=np.float32))
     n_errors = int(audit.manifest.erroneous.sum())
     top = [audit.case_ids[i] for i in audit.ranking[: max(n_errors, 1)]]
-    plot_latent_maps(audit.latents, out / "latent_map.png", colour_by=groups, score=audit.suspicion,
+    plot_latent_maps(audit.latents, out / MAP_FILE, colour_by=groups, score=audit.suspicion,
                      labels=list(audit.case_ids), annotate=top,
                      title=f"HyperSORT demo: {len(groups)} phantom cases, {result.epochs} epochs")
 
@@ -138,7 +167,7 @@ def run_demo(options: DemoOptions) -> DemoResult:
         "report": str(audit.report_path), "wall_time_s": round(time.perf_counter() - start, 1),
         "config": config.to_dict(),
     }
-    atomic_write_json(out / "metrics.json", metrics)
+    atomic_write_json(out / METRICS_FILE, metrics)
     return DemoResult(out, metrics)
 
 

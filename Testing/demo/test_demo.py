@@ -11,6 +11,7 @@ import pytest
 import yaml
 from sklearn.metrics import roc_auc_score
 
+from HyperSORTLib.cli import main
 from HyperSORTLib.data.manifest import read_manifest
 
 TINY = {"model": {"unet": {"channels": [4, 8], "convs_per_level": 1}, "hyper": {"hidden": [8, 8]}},
@@ -69,3 +70,15 @@ def test_demo_config_rejects_unknown_keys(tmp_path):
     bad.write_text("train:\n  epocs: 3\n")
     with pytest.raises(ConfigError, match="Did you mean 'epochs'"):
         demo_config(DemoOptions(config_path=bad), ("background", "liver", "spleen", "right_kidney", "left_kidney"))
+
+
+def test_demo_refuses_a_folder_with_files_of_its_names_it_did_not_write(tmp_path, capsys):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "metrics.json").write_text('{"my": "results"}')
+    (out / "notes.txt").write_text("kept")
+    assert main(["demo", "--out", str(out), "--no-progress", "--epochs", "1", "--cases", "10"]) == 2
+    err = capsys.readouterr().err
+    assert "metrics.json" in err and "--overwrite" in err and len(err.strip().splitlines()) == 1
+    assert (out / "metrics.json").read_text() == '{"my": "results"}'
+    assert sorted(p.name for p in out.iterdir()) == ["metrics.json", "notes.txt"]
