@@ -44,6 +44,7 @@ from safetensors.torch import save_file
 from HyperSORTLib import RUN_FORMAT_VERSION, __version__
 from HyperSORTLib.config import RunConfig
 from HyperSORTLib.utils.io import atomic_path
+from HyperSORTLib.utils.versions import software_versions
 
 CONFIG_FILE = "config.json"
 MODEL_FILE = "model.safetensors"
@@ -504,7 +505,7 @@ def analysis_provenance(run_dir: str | Path, digest: str | None = None) -> dict[
     an analysis was made from; ``digest`` is the one taken when the weights were loaded."""
     return {"format": "hypersort-analysis", "library_version": __version__, "created": utc_now(),
             "run_dir": str(run_dir), "weights_sha256": digest or weights_digest(run_dir),
-            "epoch": weights_epoch(run_dir)}
+            "epoch": weights_epoch(run_dir), "software": software_versions()}
 
 
 def read_analysis_provenance(out_dir: str | Path) -> dict[str, Any] | None:

@@ -332,3 +332,15 @@ def test_samples_table_reader(tmp_path):
     path.write_text("case_id,z1,cluster\na,0.5\n")
     with pytest.raises(rundir.RunDirectoryError, match="case 'a': expected 3 values, found 2"):
         rundir.read_samples_table(path)
+
+
+def test_code_version_names_the_checkout_commit():
+    import subprocess
+
+    from HyperSORTLib.utils.versions import code_version
+
+    source = Path(rundir.__file__).resolve().parents[1]
+    head = subprocess.run(["git", "-C", str(source), "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True)
+    if head.returncode != 0:
+        pytest.skip("HyperSORT does not run from a git checkout here")
+    assert code_version().split("-")[0] == head.stdout.strip()

@@ -27,6 +27,7 @@ import torch
 
 from HyperSORTLib.config import RunConfig, from_dict
 from HyperSORTLib.utils.io import atomic_write_json
+from HyperSORTLib.utils.versions import software_versions
 
 #: The demo's run configuration, shipped with the package (``demo.yaml`` beside this module;
 #: its comments say how it differs from the reference configuration and why).
@@ -165,7 +166,7 @@ def run_demo(options: DemoOptions) -> DemoResult:
         "n_cases": len(groups), "group_sizes": {g: groups.count(g) for g in sorted(set(groups))},
         "epochs": result.epochs, "device": str(trainer.device), "final_loss": result.history[-1]["loss"],
         "report": str(audit.report_path), "wall_time_s": round(time.perf_counter() - start, 1),
-        "config": config.to_dict(),
+        "seed": config.train.seed, "software": software_versions(), "config": config.to_dict(),
     }
     atomic_write_json(out / METRICS_FILE, metrics)
     return DemoResult(out, metrics)

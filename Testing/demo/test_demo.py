@@ -36,6 +36,12 @@ def test_demo_command_writes_map_and_metrics(tmp_path):
     assert metrics["group_sizes"] == {"clean": 5, "erroneous": 1, "liver_dilated": 2, "spleen_missing": 2}
     assert metrics["n_erroneous"] == 1
     assert metrics["config"]["model"]["unet"]["channels"] == [4, 8]
+    import torch
+
+    assert metrics["seed"] == metrics["config"]["train"]["seed"]
+    assert metrics["software"]["torch"] == torch.__version__
+    provenance = json.loads((out / "run" / "analysis" / "provenance.json").read_text())
+    assert provenance["software"]["hypersort"] == metrics["software"]["hypersort"]
     png = (out / "latent_map.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
     import csv
