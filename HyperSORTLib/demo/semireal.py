@@ -25,6 +25,7 @@ seed give byte-identical files.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -238,9 +239,11 @@ def _load_source(ct: Path, label: Path, spec: SemirealSpec) -> dict:
         raise ValueError(f"semi-real label {label} does not lie on the grid of its CT {ct}: shape "
                          f"{label_image.shape} vs {ct_image.shape}, or a different affine; expected the same grid.")
     values = np.asanyarray(label_image.dataobj)
+    if values.dtype.kind == "f" and np.isfinite(values).all() and np.array_equal(values, np.rint(values)):
+        values = np.rint(values).astype(np.int64)  # integer label values stored as floats
     if values.ndim != 3 or values.dtype.kind not in "iub":
-        raise ValueError(f"semi-real label {label}: expected a 3D integer label map, found {values.dtype} "
-                         f"of shape {values.shape}.")
+        raise ValueError(f"semi-real label {label}: expected a 3D map of integer label values, found "
+                         f"{values.dtype} of shape {values.shape}.")
     remapped = np.zeros(values.shape, dtype=np.uint8)
     for index, (_, value) in enumerate(spec.classes, start=1):
         remapped[values == value] = index
@@ -295,8 +298,6 @@ def _check_out_dir(root: Path, overwrite: bool) -> None:
         return
     meta = root / "dataset.json"
     try:
-        import json
-
         ours = PROVENANCE_KEY in json.loads(meta.read_text(encoding="utf-8"))
     except (OSError, ValueError, TypeError):
         ours = False
@@ -351,6 +352,7 @@ def build_semireal_cohort(sources: Sequence[tuple[str | Path, str | Path]], out_
     view_seeds = np.random.SeedSequence(int(seed)).spawn(n_views)
     dtype = label_dtype(len(spec.classes) + 1)
     transform = _view_transform(spec)
+    loaded = [_load_source(ct, label, spec) for ct, label in sources]  # every source checked before writing
     for folder in ("imagesTr", "labelsTr", "labelsClean"):
         (root / folder).mkdir(parents=True, exist_ok=True)
     _remove_stale_cases(root, set(case_ids))
@@ -358,8 +360,7 @@ def build_semireal_cohort(sources: Sequence[tuple[str | Path, str | Path]], out_
     with tempfile.TemporaryDirectory(prefix="hypersort_semireal_clean_") as tmp:
         clean_root = Path(tmp)
         index = 0
-        for ct, label in sources:
-            source = _load_source(ct, label, spec)
+        for source in loaded:
             for _ in range(spec.views_per_source):
                 case_id = case_ids[index]
                 transform.set_random_state(seed=int(view_seeds[index].generate_state(1)[0]))

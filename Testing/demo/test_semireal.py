@@ -3,6 +3,7 @@ files, kept classes only, determinism, the plan's groups, visible biases, check-
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -134,3 +135,23 @@ def test_bad_spec_and_sources_are_explained(tmp_path):
         SemirealSpec(classes=(("spleen", 1),))
     with pytest.raises(FileNotFoundError, match="does not exist"):
         default_sources(tmp_path)
+
+
+def test_a_source_without_liver_or_off_its_grid_is_refused(tmp_path):
+    import nibabel as nib
+
+    affine = np.diag([3.0, 3.0, 3.0, 1.0])
+    ct, label, shifted = tmp_path / "ct.nii.gz", tmp_path / "label.nii.gz", tmp_path / "shifted.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((20, 20, 20), np.int16), affine), ct)
+    spleen_only = np.zeros((20, 20, 20), np.uint8)
+    spleen_only[5:10, 5:10, 5:10] = 1
+    nib.save(nib.Nifti1Image(spleen_only, affine), label)
+    moved = affine.copy()
+    moved[0, 3] = 30.0
+    nib.save(nib.Nifti1Image(spleen_only, moved), shifted)
+    one_source = dataclasses.replace(TINY, n_liver_dilated=0, n_liver_missing=0, n_erroneous=1)
+    with pytest.raises(ValueError, match=r"label\.nii\.gz has no liver voxel"):
+        build_semireal_cohort([(ct, label)], tmp_path / "out", one_source)
+    assert not (tmp_path / "out").exists()  # sources are checked before anything is written
+    with pytest.raises(ValueError, match=r"shifted\.nii\.gz does not lie on the grid"):
+        build_semireal_cohort([(ct, shifted)], tmp_path / "out", one_source)
