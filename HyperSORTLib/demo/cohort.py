@@ -30,7 +30,6 @@ byte-identically for the same inputs.
 from __future__ import annotations
 
 import dataclasses
-import gzip
 import json
 import math
 import re
@@ -47,7 +46,7 @@ from HyperSORTLib.data.manifest import MANIFEST_FILE, read_manifest_rows
 from HyperSORTLib.demo.phantom import CLASS_NAMES, Phantom, make_phantom
 from HyperSORTLib.perturbation.plan import PerturbationPlan, builtin_plan_path
 from HyperSORTLib.perturbation.runner import perturb_dataset
-from HyperSORTLib.utils.io import atomic_path, atomic_write_json
+from HyperSORTLib.utils.io import atomic_path, atomic_save_nifti, atomic_write_json
 
 __all__ = [
     "GROUPS",
@@ -233,16 +232,12 @@ class Cohort:
 
 
 def _save_nifti(path: Path, array: np.ndarray, affine: np.ndarray) -> None:
-    """Write a gzipped NIfTI atomically and reproducibly (no gzip timestamp)."""
+    """Write a gzipped NIfTI atomically and reproducibly (qform = sform = ``affine``, mm units)."""
     image = nib.Nifti1Image(array, affine)
     image.header.set_qform(affine, code=1)
     image.header.set_sform(affine, code=1)
     image.header.set_xyzt_units(xyz="mm")
-    # The temporary file of atomic_path has no .nii.gz suffix, so nibabel cannot infer the
-    # format from it: serialise in memory and compress with a fixed mtime instead.
-    payload = gzip.compress(image.to_bytes(), compresslevel=6, mtime=0)
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(payload)
+    atomic_save_nifti(image, path)
 
 
 def demo_plan(spec: CohortSpec, seed: int = 0) -> PerturbationPlan:

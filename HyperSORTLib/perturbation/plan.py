@@ -65,7 +65,7 @@ __all__ = ["BUILTIN_PLANS", "CaseAssignment", "DrawnStep", "Group", "Perturbatio
            "ValueSpec", "builtin_plan_path", "case_rng", "load_plan"]
 
 #: Plans shipped with the package, usable by name (``--plan amos-style``).
-BUILTIN_PLANS: tuple[str, ...] = ("amos-style", "demo-cohort")
+BUILTIN_PLANS: tuple[str, ...] = ("amos-style", "demo-cohort", "semireal-liver")
 
 _PLAN_KEYS = ("seed", "description", "clean_group", "groups")
 _GROUP_KEYS = ("name", "description", "fraction", "count", "cases", "erroneous", "apply", "perturbations")
