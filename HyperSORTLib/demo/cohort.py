@@ -36,6 +36,7 @@ import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -246,9 +247,16 @@ def demo_plan(spec: CohortSpec, seed: int = 0) -> PerturbationPlan:
     Groups of size 0 are left out; ``seed`` becomes the plan seed (which cases fall in which
     group, and every drawn parameter).
     """
-    path = builtin_plan_path("demo-cohort")
+    return sized_plan("demo-cohort", spec.group_sizes(), spec, seed)
+
+
+def sized_plan(name: str, sizes: dict[str, int], spec: Any, seed: int) -> PerturbationPlan:
+    """The built-in plan ``name`` with each group's count taken from ``sizes`` and the bias
+    parameters from ``spec`` (``liver_dilation_mm``, ``translation_mm``, ``elastic_displacement_mm``,
+    ``elastic_control_spacing_mm``, ``removed_fraction``); groups of size 0 are left out and
+    ``seed`` becomes the plan seed."""
+    path = builtin_plan_path(name)
     data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    sizes = spec.group_sizes()
     values = {"dilate_class": {"mm": float(spec.liver_dilation_mm)},
               "translate_label": {"distance_mm": float(spec.translation_mm)},
               "elastic_deform": {"displacement_mm": float(spec.elastic_displacement_mm),
@@ -261,8 +269,8 @@ def demo_plan(spec: CohortSpec, seed: int = 0) -> PerturbationPlan:
         group["count"] = sizes[group["name"]]
         for step in group["perturbations"]:
             if isinstance(step, dict):
-                name, params = next(iter(step.items()))
-                params.update(values.get(name, {}))
+                step_name, params = next(iter(step.items()))
+                params.update(values.get(step_name, {}))
         groups.append(group)
     return PerturbationPlan.from_dict({**data, "seed": int(seed), "groups": groups}, source=str(path))
 

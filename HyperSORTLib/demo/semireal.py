@@ -32,13 +32,12 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-import yaml
 
 from HyperSORTLib.data.cases import read_nnunet_folder
 from HyperSORTLib.data.labels import label_dtype
 from HyperSORTLib.data.manifest import MANIFEST_FILE, read_manifest_rows
-from HyperSORTLib.demo.cohort import Cohort, _case_id, _remove_stale_cases, _save_nifti
-from HyperSORTLib.perturbation.plan import PerturbationPlan, builtin_plan_path
+from HyperSORTLib.demo.cohort import Cohort, _case_id, _remove_stale_cases, _save_nifti, sized_plan
+from HyperSORTLib.perturbation.plan import PerturbationPlan
 from HyperSORTLib.perturbation.runner import perturb_dataset
 from HyperSORTLib.utils.io import atomic_path, atomic_write_json
 from HyperSORTLib.utils.nifti import check_affine, open_nifti
@@ -204,25 +203,7 @@ def semireal_plan(spec: SemirealSpec, n_sources: int, seed: int = 0) -> Perturba
 
     Groups of size 0 are left out.
     """
-    path = builtin_plan_path("semireal-liver")
-    data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    sizes = spec.group_sizes(n_sources)
-    values = {"dilate_class": {"mm": float(spec.liver_dilation_mm)},
-              "translate_label": {"distance_mm": float(spec.translation_mm)},
-              "elastic_deform": {"displacement_mm": float(spec.elastic_displacement_mm),
-                                 "control_spacing_mm": float(spec.elastic_control_spacing_mm)},
-              "remove_slices": {"fraction": float(spec.removed_fraction)}}
-    groups = []
-    for group in data["groups"]:
-        if sizes[group["name"]] == 0:
-            continue
-        group["count"] = sizes[group["name"]]
-        for step in group["perturbations"]:
-            if isinstance(step, dict):
-                name, params = next(iter(step.items()))
-                params.update(values.get(name, {}))
-        groups.append(group)
-    return PerturbationPlan.from_dict({**data, "seed": int(seed), "groups": groups}, source=str(path))
+    return sized_plan("semireal-liver", spec.group_sizes(n_sources), spec, seed)
 
 
 # --------------------------------------------------------------------------- views
