@@ -43,7 +43,7 @@ from safetensors.torch import save_file
 
 from HyperSORTLib import RUN_FORMAT_VERSION, __version__
 from HyperSORTLib.config import RunConfig
-from HyperSORTLib.utils.io import atomic_path
+from HyperSORTLib.utils.io import atomic_path, file_sha256
 from HyperSORTLib.utils.versions import software_versions
 
 CONFIG_FILE = "config.json"
@@ -220,19 +220,13 @@ IMAGE_HASH_BYTES = 1 << 20
 
 
 def _file_record(path: Path, root: Path, whole: bool) -> dict[str, Any]:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        if whole:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-        else:
-            digest.update(handle.read(IMAGE_HASH_BYTES))
+    digest = file_sha256(path, None if whole else IMAGE_HASH_BYTES)
     stat = path.stat()
     try:
         rel = path.resolve().relative_to(root.resolve()).as_posix()
     except ValueError:
         rel = str(path)
-    return {"path": rel, "size": stat.st_size, "sha256": digest.hexdigest(), "mtime": round(stat.st_mtime, 3)}
+    return {"path": rel, "size": stat.st_size, "sha256": digest, "mtime": round(stat.st_mtime, 3)}
 
 
 def data_fingerprint(case_list: Any) -> dict[str, Any]:
@@ -334,11 +328,7 @@ def weights_digest(run_dir: str | Path) -> str:
     path = Path(run_dir) / MODEL_FILE
     if not path.is_file():
         raise RunDirectoryError(f"{run_dir} has no trained weights yet ({path.name} is missing).")
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return file_sha256(path)
 
 
 def weights_epoch(run_dir: str | Path) -> int | None:

@@ -41,7 +41,7 @@ from HyperSORTLib.perturbation.dataset_io import (
 )
 from HyperSORTLib.perturbation.plan import CaseAssignment, DrawnStep, PerturbationPlan
 from HyperSORTLib.perturbation.registry import SPECS
-from HyperSORTLib.utils.io import atomic_write_json, atomic_write_text
+from HyperSORTLib.utils.io import atomic_write_json, atomic_write_text, file_sha256
 
 __all__ = ["PerturbResult", "perturb_dataset"]
 
@@ -131,11 +131,7 @@ def _run_task(args: tuple[_CaseTask, CaseList, Path]) -> tuple[str, list[str]]:
 
 
 def _file_digest(path: Path) -> list:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return [path.stat().st_size, digest.hexdigest()]
+    return [path.stat().st_size, file_sha256(path)]
 
 
 def source_fingerprint(task: _CaseTask) -> dict:

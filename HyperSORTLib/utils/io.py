@@ -104,3 +104,21 @@ def check_output_file(path: str | os.PathLike, overwrite: bool, what: str = "out
     if path.exists() and not overwrite:
         raise ValueError(f"{what} {path} already exists; pass --overwrite to replace it.")
     return path
+
+
+def file_sha256(path: str | os.PathLike, limit: int | None = None) -> str:
+    """SHA-256 (hex) of a file, or of its first ``limit`` bytes; read in 1 MiB blocks."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    remaining = limit
+    with open(path, "rb") as handle:
+        while remaining is None or remaining > 0:
+            block = handle.read(1 << 20 if remaining is None else min(1 << 20, remaining))
+            if not block:
+                break
+            digest.update(block)
+            if remaining is not None:
+                remaining -= len(block)
+    return digest.hexdigest()
+
