@@ -212,3 +212,20 @@ def corrupt(root: Path, case_id: str, kind: str) -> None:
 def copy_tree(src: Path, dst: Path) -> Path:
     shutil.copytree(src, dst)
     return dst
+
+
+class Killed(Exception):
+    """Raised by :func:`kill_after` to stop training as a kill would."""
+
+
+def kill_after(epoch: int):
+    """A training callback that simulates a kill right after epoch ``epoch`` was checkpointed."""
+    from HyperSORTLib.training import Callback
+
+    class _KillAfter(Callback):
+        def on_epoch_end(self, trainer, stats):
+            if trainer.epoch == epoch:
+                raise Killed()
+
+    return _KillAfter()
+

@@ -36,7 +36,7 @@ import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import nibabel as nib
 import numpy as np
@@ -65,6 +65,14 @@ GROUPS: tuple[str, ...] = ("clean", "liver_dilated", "spleen_missing", "erroneou
 ERROR_KINDS: tuple[str, ...] = ("translate_label", "elastic_deform", "remove_slices", "replace_label")
 
 _CASE_FILE = re.compile(r"^case_\d+(_0000)?\.nii\.gz$")
+
+
+def check_counts(spec: Any, names: Sequence[str]) -> None:
+    """Each of ``spec``'s fields ``names`` must be an integer >= 0 (a :class:`ValueError` names it)."""
+    for name in names:
+        value = getattr(spec, name)
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+            raise ValueError(f"{type(spec).__name__}.{name} must be an integer >= 0, found {value!r}.")
 
 
 @dataclass(frozen=True)
@@ -105,10 +113,7 @@ class CohortSpec:
     removed_fraction: float = 0.5
 
     def __post_init__(self) -> None:
-        for name in ("n_cases", "n_liver_dilated", "n_spleen_missing", "n_erroneous"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-                raise ValueError(f"CohortSpec.{name} must be an integer >= 0, found {value!r}.")
+        check_counts(self, ("n_cases", "n_liver_dilated", "n_spleen_missing", "n_erroneous"))
         if self.n_cases < 1:
             raise ValueError(f"CohortSpec.n_cases must be >= 1, found {self.n_cases}.")
         n_biased = self.n_liver_dilated + self.n_spleen_missing + self.n_erroneous

@@ -36,7 +36,7 @@ import numpy as np
 from HyperSORTLib.data.cases import read_nnunet_folder
 from HyperSORTLib.data.labels import label_dtype
 from HyperSORTLib.data.manifest import MANIFEST_FILE, read_manifest_rows
-from HyperSORTLib.demo.cohort import Cohort, _case_id, _remove_stale_cases, _save_nifti, sized_plan
+from HyperSORTLib.demo.cohort import Cohort, _case_id, _remove_stale_cases, _save_nifti, check_counts, sized_plan
 from HyperSORTLib.perturbation.plan import PerturbationPlan
 from HyperSORTLib.perturbation.runner import perturb_dataset
 from HyperSORTLib.utils.io import atomic_path, atomic_write_json
@@ -129,10 +129,7 @@ class SemirealSpec:
     intensity_shift_hu: float = 20.0
 
     def __post_init__(self) -> None:
-        for name in ("views_per_source", "n_liver_dilated", "n_liver_missing", "n_erroneous"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-                raise ValueError(f"SemirealSpec.{name} must be an integer >= 0, found {value!r}.")
+        check_counts(self, ("views_per_source", "n_liver_dilated", "n_liver_missing", "n_erroneous"))
         if self.views_per_source < 1:
             raise ValueError(f"SemirealSpec.views_per_source must be >= 1, found {self.views_per_source}.")
         if len(self.spacing) != 3 or not all(_finite(s) and s > 0 for s in self.spacing):

@@ -13,14 +13,14 @@ import torch
 from monai import transforms as mt
 
 from conftest import tiny_config, write_sphere_dataset
-from data_helpers import TS_IDS, abdomen, make_nnunet, make_totalsegmentator, requires_ct
+from data_helpers import TS_IDS, Killed, abdomen, kill_after, make_nnunet, make_totalsegmentator, requires_ct
 from HyperSORTLib.config import DataConfig
 from HyperSORTLib.data import SegmentationCases, read_dataset, training_transforms
 from HyperSORTLib.data.cache import PreprocessCache
 from HyperSORTLib.data.dataset import PreprocessedCases
 from HyperSORTLib.data.preprocessing import (extract_patch, patch_rng, patch_start, preprocess_case,
                                              resample_to_reference)
-from HyperSORTLib.training import Callback, Trainer
+from HyperSORTLib.training import Trainer
 from HyperSORTLib import rundir
 
 CT_CONFIG = DataConfig(class_names=(), spacing=(8.0, 8.0, 8.0), patch_size=(24, 24, 16), intensity="window",
@@ -172,19 +172,6 @@ def test_cache_hits_and_invalidation(nnunet, tmp_path):
     assert fourth.cache_hits == len(cl) - 1 and cache.load(key) is not None
 
 
-class _Stop(Exception):
-    pass
-
-
-class _StopAfter(Callback):
-    def __init__(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def on_epoch_end(self, trainer, stats):
-        if trainer.epoch == self.epoch:
-            raise _Stop()
-
-
 class _KeyRecorder(torch.utils.data.Dataset):
     accepts_epoch_keys = True
 
@@ -210,8 +197,8 @@ def test_resumed_run_with_random_patches_is_identical(tmp_path, sampling):
     recorder = _KeyRecorder(dataset)
     Trainer(config, recorder, cl.case_ids, tmp_path / "full", progress=False).fit()
     assert sorted(set(recorder.keys)) == [(i, e, 0) for i in range(4) for e in range(3)]  # (index, epoch, seed)
-    with pytest.raises(_Stop):
-        Trainer(config, dataset, cl.case_ids, tmp_path / "cut", callbacks=[_StopAfter(1)], progress=False).fit()
+    with pytest.raises(Killed):
+        Trainer(config, dataset, cl.case_ids, tmp_path / "cut", callbacks=[kill_after(1)], progress=False).fit()
     Trainer(config, dataset, cl.case_ids, tmp_path / "cut", progress=False).fit()
     full, cut = (rundir.load_model_weights(tmp_path / d) for d in ("full", "cut"))
     for key in full:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import signal
 import subprocess
@@ -16,25 +15,11 @@ import yaml
 from safetensors.torch import load_file
 
 from conftest import tiny_config, write_sphere_dataset
+from data_helpers import Killed, kill_after
 from HyperSORTLib.data import SegmentationCases, read_nnunet_folder, training_transforms
 from HyperSORTLib.inference import TrainedRun
-from HyperSORTLib.training import Callback, RunDirectoryError, Trainer
+from HyperSORTLib.training import RunDirectoryError, Trainer
 from HyperSORTLib import rundir
-
-
-class Killed(Exception):
-    pass
-
-
-class KillAfter(Callback):
-    """Simulates a kill right after epoch ``n`` was checkpointed."""
-
-    def __init__(self, n: int) -> None:
-        self.n = n
-
-    def on_epoch_end(self, trainer, stats):
-        if trainer.epoch == self.n:
-            raise Killed()
 
 
 def _train(data: Path, run_dir: Path, config, callbacks=()):
@@ -98,7 +83,7 @@ def test_latents_move_only_when_visited(sphere_dataset, tmp_path):
 def test_resume_after_kill_matches_uninterrupted(sphere_dataset, tmp_path):
     _train(sphere_dataset, tmp_path / "full", tiny_config(epochs=4))
     with pytest.raises(Killed):
-        _train(sphere_dataset, tmp_path / "killed", tiny_config(epochs=4), callbacks=[KillAfter(2)])
+        _train(sphere_dataset, tmp_path / "killed", tiny_config(epochs=4), callbacks=[kill_after(2)])
     assert rundir.load_training_state(tmp_path / "killed")["epoch"] == 2
     result = _train(sphere_dataset, tmp_path / "killed", tiny_config(epochs=4))
     assert result.resumed_from == 2
