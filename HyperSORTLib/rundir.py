@@ -43,7 +43,7 @@ from safetensors.torch import save_file
 
 from HyperSORTLib import RUN_FORMAT_VERSION, __version__
 from HyperSORTLib.config import RunConfig
-from HyperSORTLib.utils.io import atomic_path, file_sha256
+from HyperSORTLib.utils.io import atomic_path, check_output_folder, file_sha256
 from HyperSORTLib.utils.versions import software_versions
 
 CONFIG_FILE = "config.json"
@@ -107,15 +107,9 @@ def check_analysis_output(out_dir: str | Path, overwrite: bool = False) -> None:
     A folder whose ``provenance.json`` says ``hypersort-analysis`` is an earlier analysis and is
     replaced; otherwise any of the analysis file names present is an error unless ``overwrite``.
     """
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise RunDirectoryError(f"--out {out_dir} is a file; expected a folder for the analysis.")
-    if overwrite or not out_dir.is_dir() or read_analysis_provenance(out_dir) is not None:
-        return
-    clash = [name for name in (*ANALYSIS_FILES, FIGURES_DIR) if (out_dir / name).exists()]
-    if clash:
-        raise RunDirectoryError(f"{out_dir} holds {', '.join(clash)} not written by hypersort analyze; choose another "
-                                f"--out or pass --overwrite to replace them.")
+    check_output_folder(out_dir, (*ANALYSIS_FILES, FIGURES_DIR), "hypersort analyze", overwrite,
+                        written_by_owner=Path(out_dir).is_dir() and read_analysis_provenance(out_dir) is not None,
+                        error=RunDirectoryError)
 
 
 def ensure_writable(run_dir: str | Path, create: bool = True) -> None:

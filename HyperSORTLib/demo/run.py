@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from HyperSORTLib.config import RunConfig, from_dict
-from HyperSORTLib.utils.io import atomic_write_json
+from HyperSORTLib.utils.io import atomic_write_json, check_output_folder
 from HyperSORTLib.utils.versions import software_versions
 
 #: The demo's run configuration, shipped with the package (``demo.yaml`` beside this module;
@@ -62,16 +62,9 @@ def check_demo_output(out: Path, overwrite: bool = False) -> None:
     from HyperSORTLib.rundir import is_run_dir
 
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out} is a file; expected a folder for the demo's outputs.")
-    if overwrite or not out.is_dir():
-        return
-    if is_run_dir(out / RUN_DIR) and (out / COHORT_DIR / MANIFEST_FILE).is_file():
-        return
-    clash = [name for name in (COHORT_DIR, RUN_DIR, MAP_FILE, METRICS_FILE) if (out / name).exists()]
-    if clash:
-        raise ValueError(f"--out {out} holds {', '.join(clash)}, not written by hypersort demo; choose another "
-                         f"folder or pass --overwrite to replace them.")
+    earlier = is_run_dir(out / RUN_DIR) and (out / COHORT_DIR / MANIFEST_FILE).is_file()
+    check_output_folder(out, (COHORT_DIR, RUN_DIR, MAP_FILE, METRICS_FILE), "hypersort demo", overwrite,
+                        written_by_owner=earlier)
 
 
 @dataclass

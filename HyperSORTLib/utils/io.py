@@ -8,7 +8,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -104,6 +104,29 @@ def check_output_file(path: str | os.PathLike, overwrite: bool, what: str = "out
     if path.exists() and not overwrite:
         raise ValueError(f"{what} {path} already exists; pass --overwrite to replace it.")
     return path
+
+
+
+def check_output_folder(folder: str | os.PathLike, names: Sequence[str], owner: str, overwrite: bool = False,
+                        written_by_owner: bool = False, error: type[ValueError] = ValueError) -> None:
+    """Refuse to write the files ``names`` into ``folder`` where it holds such files that
+    ``owner`` (a command) did not write, unless ``overwrite``.
+
+    ``written_by_owner`` says the folder is an earlier output of ``owner`` (the caller's marker
+    test), which is always replaced. A ``folder`` that is a file is refused in any case.
+
+    Raises:
+        error: one line naming the folder, the clashing names and ``--overwrite``.
+    """
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise error(f"--out {folder} is a file; expected a folder for the outputs of {owner}.")
+    if overwrite or written_by_owner or not folder.is_dir():
+        return
+    clash = [name for name in names if (folder / name).exists()]
+    if clash:
+        raise error(f"--out {folder} holds {', '.join(clash)}, not written by {owner}; choose another folder or "
+                    f"pass --overwrite to replace them.")
 
 
 def file_sha256(path: str | os.PathLike, limit: int | None = None) -> str:
