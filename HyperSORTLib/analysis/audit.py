@@ -49,6 +49,14 @@ import numpy as np
 import torch
 
 from HyperSORTLib.analysis.behaviour import ClusterBehaviour, compare_to_reference
+from HyperSORTLib.analysis.styles import (
+    StyleResult,
+    StyleThresholds,
+    describe_main_mode,
+    find_styles,
+    row_name,
+    style_summary,
+)
 from HyperSORTLib.analysis.inputs import (
     PatchCase,
     check_probe_ids,
@@ -96,13 +104,13 @@ class AnalysisResult:
         out_dir: the output folder.
         case_ids: training case ids, in the run's (latent-table) order.
         latents: latent table ``[N, D]``.
-        clusters: the mixture clustering.
-        large: mask of the clusters counted as modes.
+        clusters: the annotation styles (and isolated groups) merged from the mixture.
+        large: mask of the mixture components counted as modes (used by the density signals).
         signals: ``name -> [N]`` for every name in :data:`SIGNALS`.
         suspicion: combined score ``[N]`` in [0, 1].
         rank: 1 = most suspicious ``[N]``.
         behaviours: ``cluster -> ClusterBehaviour`` against the main mode.
-        probes: the probe cases with every cluster's label map.
+        probes: the probe cases with the label map of every cluster's centre.
         manifest: the ground truth, when given.
         metrics: the content of ``metrics.json``.
     """
@@ -110,7 +118,7 @@ class AnalysisResult:
     out_dir: Path
     case_ids: tuple[str, ...]
     latents: np.ndarray
-    clusters: ClusterResult
+    clusters: StyleResult
     large: np.ndarray
     signals: dict[str, np.ndarray]
     suspicion: np.ndarray
@@ -120,6 +128,11 @@ class AnalysisResult:
     manifest: Manifest | None
     metrics: dict[str, Any]
     class_names: tuple[str, ...] = ()
+
+    @property
+    def mixture(self) -> ClusterResult:
+        """The fine partition (Gaussian mixture) the styles were merged from."""
+        return self.clusters.mixture
 
     @property
     def report_path(self) -> Path:
@@ -146,17 +159,20 @@ class AnalysisResult:
         """A few lines for the terminal."""
         m = self.metrics
         top = ", ".join(self.case_ids[i] for i in self.ranking[:5])
-        lines = [f"HyperSORT analysis of {m['n_samples']} samples: {m['n_clusters']} clusters "
-                 f"({m['n_large_clusters']} large), main mode = cluster {m['main_mode']['cluster']}",
+        styles = self.clusters
+        isolated = int(styles.sizes[~styles.is_style].sum())
+        lines = [f"HyperSORT analysis of {m['n_samples']} samples: {styles.n_styles} annotation style(s), "
+                 f"{isolated} isolated case(s)",
+                 f"  main mode: {describe_main_mode(styles)}",
                  f"  most suspicious: {top}"]
         for c, behaviour in sorted(self.behaviours.items()):
-            if c != self.clusters.main_cluster:
-                lines.append(f"  cluster {c} (n={int(self.clusters.sizes[c])}): {behaviour.description}")
+            if c != styles.main_cluster:
+                lines.append(f"  {row_name(styles, c)} (n={int(styles.sizes[c])}): {behaviour.description}")
         if m.get("auroc") is not None:
             lines.append(f"  vs manifest: AUROC {m['auroc']:.3f}  AP {m['average_precision']:.3f}  "
                          f"precision@{m['k']} {m['precision_at_k']:.3f}")
         if m.get("ari") is not None:
-            lines.append(f"  clusters vs groups: ARI {m['ari']:.3f}  NMI {m['nmi']:.3f}")
+            lines.append(f"  styles vs groups: ARI {m['ari']:.3f}  NMI {m['nmi']:.3f}")
         lines.append(f"  report: {self.report_path}")
         return "\n".join(lines)
 
@@ -231,27 +247,30 @@ def analyze_run(run_dir: str | Path, out_dir: str | Path | None = None, manifest
                          f"({', '.join(case_list.class_names)}) but the run was trained on {len(class_names)} "
                          f"({', '.join(class_names)}).")
     latents = run.latents.astype(np.float64)
-    clusters = cluster_latents(latents, max_components=max_components,
-                               seed=config.train.seed if seed is None else seed)
-    large = large_clusters(clusters, min_cluster_size)
-    main = clusters.main_cluster
-    main_centre = clusters.centers[main]
-
-    probe_ids = given_probes or nearest_cases(case_ids, latents, main_centre, clusters.labels == main, n_probes)
+    mixture_seed = config.train.seed if seed is None else seed
+    mixture = cluster_latents(latents, max_components=max_components, seed=mixture_seed)
+    large = large_clusters(mixture, min_cluster_size)
+    heaviest = mixture.main_cluster
+    probe_ids = given_probes or nearest_cases(case_ids, latents, mixture.centers[heaviest],
+                                              mixture.labels == heaviest, n_probes)
     cache = None
     if use_cache:
         from HyperSORTLib.data.cache import PreprocessCache
 
         cache = PreprocessCache(cache_dir)
-    main_loss, probes = _main_mode_pass(run, case_list, main_centre, probe_ids, cache, progress)
-    latent_signals, kde_bandwidth = _latent_signals(latents, clusters, large)
+    probes = [ProbeCase(p.case_id, p.image, p.voxel_ml, p.spacing)
+              for p in training_patches(case_list, run.config.data, cache, only=probe_ids)]
+    clusters = _find_styles(run, latents, mixture, probes, class_names,
+                            min_cluster_size or default_min_cluster_size(len(case_ids)), mixture_seed, progress)
+    main = clusters.main_cluster
+    main_loss = _main_mode_loss(run, case_list, clusters.centers[main], cache, progress)
+    latent_signals, kde_bandwidth = _latent_signals(latents, mixture, large)
     measured = {**latent_signals, "own_loss": own_loss, "main_mode_loss": main_loss}
     signals = {name: np.asarray(measured[name], dtype=np.float64) for name in SIGNALS}
     suspicion = combine_signals(signals, HIGHER_IS_SUSPICIOUS)
     rank = np.empty(len(case_ids), dtype=np.int64)
     rank[np.argsort(-suspicion, kind="stable")] = np.arange(1, len(case_ids) + 1)
 
-    _decode_clusters(run, clusters, probes, progress)
     behaviours = {c: compare_to_reference([p.label_maps[main] for p in probes], [p.label_maps[c] for p in probes],
                                           [p.voxel_ml for p in probes], class_names)
                   for c in range(clusters.n_clusters)}
@@ -262,6 +281,12 @@ def analyze_run(run_dir: str | Path, out_dir: str | Path | None = None, manifest
     result.metrics["provenance"] = rundir.analysis_provenance(run_dir, weights_before)
     _write_outputs(result, run_dir, start)
     return result
+
+
+def style_labels(styles: StyleResult) -> np.ndarray:
+    """Each sample's style, with every isolated case under one label (``n_styles``): isolated cases
+    are not a style, so scoring against known groups treats them as one "not a style" group."""
+    return np.where(styles.is_style[styles.labels], styles.labels, styles.n_styles)
 
 
 def _load_manifest(manifest: str | Path | None, data_path: Path, case_ids: Sequence[str]) -> Manifest | None:
@@ -282,9 +307,8 @@ def _latent_signals(latents: np.ndarray, clusters: ClusterResult,
 
 
 @torch.no_grad()
-def _main_mode_pass(run: Any, case_list: Any, centre: np.ndarray, probe_ids: Sequence[str], cache: Any,
-                    progress: bool) -> tuple[np.ndarray, list[ProbeCase]]:
-    """Every case's Dice + CE loss under the main mode's UNet; keeps the probe cases' patches.
+def _main_mode_loss(run: Any, case_list: Any, centre: np.ndarray, cache: Any, progress: bool) -> np.ndarray:
+    """Every case's Dice + CE loss under the main mode's UNet.
 
     Cases stream through one at a time and are batched ``train.batch_size`` at a time for the
     UNet, so memory does not grow with the dataset.
@@ -295,8 +319,6 @@ def _main_mode_pass(run: Any, case_list: Any, centre: np.ndarray, probe_ids: Seq
     loss_fn = DiceCELoss(train.dice_weight, train.ce_weight, train.include_background)
     z = np.asarray(centre, dtype=np.float32)
     losses = np.full(len(case_list.cases), np.nan)
-    wanted = {cid: i for i, cid in enumerate(probe_ids)}
-    probes: list[ProbeCase | None] = [None] * len(probe_ids)
     batch: list[PatchCase] = []
 
     def flush() -> None:
@@ -310,26 +332,41 @@ def _main_mode_pass(run: Any, case_list: Any, centre: np.ndarray, probe_ids: Seq
         if batch and patch.image.shape != batch[0].image.shape:
             flush()
         batch.append(patch)
-        if patch.case_id in wanted:
-            probes[wanted[patch.case_id]] = ProbeCase(patch.case_id, patch.image, patch.voxel_ml, patch.spacing)
         if len(batch) >= max(1, train.batch_size):
             flush()
     if batch:
         flush()
-    return losses, [p for p in probes if p is not None]
+    return losses
 
 
 @torch.no_grad()
-def _decode_clusters(run: Any, clusters: ClusterResult, probes: list[ProbeCase], progress: bool) -> None:
-    """One UNet pass per (cluster, probe case): the label map each cluster centre's UNet draws."""
-    pairs = [(c, p) for c in range(clusters.n_clusters) for p in probes]
+def _find_styles(run: Any, latents: np.ndarray, mixture: ClusterResult, probes: list[ProbeCase],
+                 class_names: Sequence[str], min_style_size: int, seed: int, progress: bool) -> StyleResult:
+    """Decode every mixture component's centre on the probes, merge them into styles, and keep the
+    label map of every style's (and isolated group's) centre on the probe cases."""
+    bar = None
     if progress:
         from tqdm.auto import tqdm
 
-        pairs = tqdm(pairs, desc="decoding clusters", unit="pass")
-    for c, probe in pairs:
-        z = np.asarray(clusters.centers[c], dtype=np.float32)
-        probe.label_maps[c] = run.segment(probe.image, z)
+        bar = tqdm(desc="decoding the latent map", unit="UNet")
+
+    def decode(z: np.ndarray) -> list[np.ndarray]:
+        point = np.asarray(z, dtype=np.float32)
+        maps = [run.segment(p.image, point) for p in probes]
+        if bar is not None:
+            bar.update(1)
+        return maps
+
+    try:
+        styles, row_maps = find_styles(latents, mixture, decode, [p.voxel_ml for p in probes], class_names,
+                                       min_style_size, StyleThresholds(), seed)
+    finally:
+        if bar is not None:
+            bar.close()
+    for row, maps in enumerate(row_maps):
+        for probe, label_map in zip(probes, maps):
+            probe.label_maps[row] = label_map
+    return styles
 
 
 # --------------------------------------------------------------------------- metrics
@@ -340,23 +377,32 @@ def _floats(values: Any) -> list[float]:
 def _metrics(result: AnalysisResult, run_dir: Path, data_path: Path, bandwidth: float,
              min_cluster_size: int) -> dict[str, Any]:
     clusters, main = result.clusters, result.clusters.main_cluster
+    mixture = result.mixture
     metrics: dict[str, Any] = {
         "run_dir": str(run_dir), "dataset": str(data_path),
         "n_samples": len(result.case_ids), "latent_dim": int(result.latents.shape[1]),
-        "n_clusters": int(clusters.n_clusters), "n_large_clusters": int(result.large.sum()),
+        "n_clusters": int(clusters.n_clusters), "n_styles": int(clusters.n_styles),
         "min_cluster_size": int(min_cluster_size),
         "cluster_sizes": [int(s) for s in clusters.sizes],
         "main_mode": {"cluster": int(main), "centre": _floats(clusters.centers[main]),
-                      "weight": float(clusters.weights[main]), "size": int(clusters.sizes[main])},
-        "bic_by_n_components": {str(k): float(v) for k, v in clusters.mixture.bic_by_n_components_.items()},
+                      "weight": float(clusters.weights[main]), "size": int(clusters.sizes[main]),
+                      **style_summary(clusters)},
+        "mixture": {"n_components": int(mixture.n_clusters), "n_large_components": int(result.large.sum()),
+                    "component_sizes": [int(s) for s in mixture.sizes],
+                    "bic_by_n_components": {str(k): float(v)
+                                            for k, v in mixture.mixture.bic_by_n_components_.items()}},
         "kde_bandwidth": float(bandwidth),
         "suspicion": {"method": "mean normalised rank over the signals", "signals": list(SIGNALS),
                       "higher_is_suspicious": dict(HIGHER_IS_SUSPICIOUS)},
         "top_suspicious": [result.case_ids[i] for i in result.ranking[:10]],
         "probe_cases": [p.case_id for p in result.probes],
-        "clusters": [{"cluster": c, "size": int(clusters.sizes[c]), "weight": float(clusters.weights[c]),
+        "clusters": [{"cluster": c, "kind": "style" if clusters.is_style[c] else "isolated",
+                      "size": int(clusters.sizes[c]), "weight": float(clusters.weights[c]),
                       "centre": _floats(clusters.centers[c]), "is_main_mode": c == main,
-                      "is_large": bool(result.large[c]), **result.behaviours[c].as_dict()}
+                      "components": list(clusters.components[c]),
+                      "consistency": None if not np.isfinite(clusters.consistency[c]) else
+                      float(clusters.consistency[c]), "members_checked": int(clusters.n_checked[c]),
+                      "members": clusters.members(c, result.case_ids), **result.behaviours[c].as_dict()}
                      for c in range(clusters.n_clusters)],
         "manifest": None,
     }
@@ -367,10 +413,13 @@ def _metrics(result: AnalysisResult, run_dir: Path, data_path: Path, bandwidth: 
     metrics["manifest"] = {"path": str(truth.path), "n_erroneous": int(errors.sum()),
                            "group_sizes": truth.group_sizes()}
     groups = np.asarray(truth.groups)
-    agreement = score_clusters(clusters.labels, groups)
+    found = style_labels(clusters)
+    agreement = score_clusters(found, groups)
     clean = ~errors
-    clean_agreement = score_clusters(clusters.labels[clean], groups[clean]) if clean.sum() >= 2 else None
+    clean_agreement = score_clusters(found[clean], groups[clean]) if clean.sum() >= 2 else None
     metrics.update({"ari": agreement["ari"], "nmi": agreement["nmi"],
+                    "ari_note": "styles against the manifest groups; the isolated cases count as one group",
+                    "mixture_ari": score_clusters(mixture.labels, groups)["ari"],
                     "ari_without_erroneous": None if clean_agreement is None else clean_agreement["ari"],
                     "nmi_without_erroneous": None if clean_agreement is None else clean_agreement["nmi"]})
     all_signals = {"suspicion": result.suspicion, **result.signals}
@@ -396,12 +445,14 @@ def _fmt(value: float) -> str:
 def samples_table(result: AnalysisResult) -> tuple[list[str], list[list[str]]]:
     """Header and rows of ``samples.csv`` (run order)."""
     dims = result.latents.shape[1]
-    header = ["case_id", *[f"z{i + 1}" for i in range(dims)], "cluster", *SIGNALS, "suspicion", "rank"]
+    header = ["case_id", *[f"z{i + 1}" for i in range(dims)], "cluster", "component", *SIGNALS, "suspicion",
+              "rank"]
     if result.manifest is not None:
         header += ["group", "erroneous"]
     rows = []
     for i, case_id in enumerate(result.case_ids):
         row = [case_id, *[f"{v:.8g}" for v in result.latents[i]], str(int(result.clusters.labels[i])),
+               str(int(result.mixture.labels[i])),
                *[_fmt(result.signals[name][i]) for name in SIGNALS], f"{result.suspicion[i]:.6g}",
                str(int(result.rank[i]))]
         if result.manifest is not None:
@@ -411,12 +462,14 @@ def samples_table(result: AnalysisResult) -> tuple[list[str], list[list[str]]]:
 
 
 def clusters_table(result: AnalysisResult) -> tuple[list[str], list[list[str]]]:
-    """Header and rows of ``clusters.csv`` (cluster order)."""
+    """Header and rows of ``clusters.csv``: the styles, largest first, then the isolated groups."""
     c = result.clusters
-    header = ["cluster", "size", "weight", *[f"z{i + 1}" for i in range(result.latents.shape[1])],
-              "is_main_mode", "description"]
-    rows = [[str(k), str(int(c.sizes[k])), f"{c.weights[k]:.6g}", *[f"{v:.8g}" for v in c.centers[k]],
-             str(int(k == c.main_cluster)), result.behaviours[k].description] for k in range(c.n_clusters)]
+    header = ["cluster", "kind", "size", "weight", *[f"z{i + 1}" for i in range(result.latents.shape[1])],
+              "is_main_mode", "consistency", "components", "members", "description"]
+    rows = [[str(k), "style" if c.is_style[k] else "isolated", str(int(c.sizes[k])), f"{c.weights[k]:.6g}",
+             *[f"{v:.8g}" for v in c.centers[k]], str(int(k == c.main_cluster)), _fmt(c.consistency[k]),
+             " ".join(map(str, c.components[k])), " ".join(c.members(k, result.case_ids)),
+             result.behaviours[k].description] for k in range(c.n_clusters)]
     return header, rows
 
 

@@ -124,7 +124,8 @@ def analysis_patch_config(config: Any) -> Any:
     return dataclasses.replace(config, patch_sampling="label_center")
 
 
-def training_patches(case_list: Any, config: Any, cache: Any = None, progress: bool = False) -> Iterator[PatchCase]:
+def training_patches(case_list: Any, config: Any, cache: Any = None, progress: bool = False,
+                     only: Sequence[str] | None = None) -> Iterator[PatchCase]:
     """Preprocess the cases as training does and cut each one's patch, one case at a time.
 
     Args:
@@ -133,6 +134,7 @@ def training_patches(case_list: Any, config: Any, cache: Any = None, progress: b
         cache: a ``PreprocessCache`` to read (never written): cases that training cached are not
             preprocessed again.
         progress: show a progress bar.
+        only: the case ids to cut (the others are skipped without being read); default every case.
 
     Yields:
         A :class:`PatchCase` per case, in case-list order.
@@ -148,7 +150,10 @@ def training_patches(case_list: Any, config: Any, cache: Any = None, progress: b
         from tqdm.auto import tqdm
 
         cases = tqdm(cases, desc="main-mode loss", unit="case")
+    wanted = None if only is None else set(only)
     for index, case in enumerate(cases):
+        if wanted is not None and case.case_id not in wanted:
+            continue
         volume = None
         if cache is not None:
             try:

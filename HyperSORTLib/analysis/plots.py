@@ -359,6 +359,7 @@ def plot_cluster_map(
     title: str = "",
     labels: Sequence[Any] | np.ndarray | None = None,
     annotate: Sequence[Any] | None = None,
+    names: Sequence[str] | None = None,
 ) -> Path:
     """Latent map coloured by cluster, with each cluster centre drawn as a numbered star.
 
@@ -372,13 +373,14 @@ def plot_cluster_map(
         title: Figure title.
         labels: Optional sample ids, used to find the ``annotate`` entries.
         annotate: Optional ids (or row indices without ``labels``) to circle and label.
+        names: Optional legend name of every cluster (default ``cluster K``, the main mode named).
 
     Returns:
         ``Path(path)``.
 
     Raises:
         ValueError: On an invalid table, cluster labels of the wrong length or outside the
-            centres, or centres of the wrong dimension.
+            centres, centres of the wrong dimension, or a name per cluster missing.
     """
     table = as_latent_table(latents, min_rows=1)
     n, dim = table.shape
@@ -389,6 +391,8 @@ def plot_cluster_map(
     if groups.min() < 0 or groups.max() >= centres.shape[0]:
         raise ValueError(f"cluster labels must lie in 0..{centres.shape[0] - 1}; found "
                          f"{int(groups.min())}..{int(groups.max())}")
+    if names is not None and len(names) != centres.shape[0]:
+        raise ValueError(f"names must give one name per cluster ({centres.shape[0]}); found {len(names)}")
     project, axis_labels = _projection(table)
     xy, centre_xy = project(table), project(centres)
     ids = None if labels is None else _check_length(labels, n, "labels")
@@ -406,13 +410,13 @@ def plot_cluster_map(
                    linewidths=0.9, zorder=4)
         ax.annotate(str(c), xy=(centre_xy[c, 0], centre_xy[c, 1]), xytext=(7, -12), textcoords="offset points",
                     fontsize=9, fontweight="bold", zorder=5)
-        name = f"cluster {c}" + (" (main mode)" if c == main_cluster else "")
+        name = names[c] if names is not None else f"cluster {c}" + (" (main mode)" if c == main_cluster else "")
         handles.append(Line2D([], [], linestyle="", marker=marker, color=colour, markeredgecolor="white",
                               markersize=7, label=f"{name} (n={int(member.sum())})"))
     handles.append(Line2D([], [], linestyle="", marker="*", color="white", markeredgecolor="black",
-                          markersize=12, label="cluster centre"))
+                          markersize=12, label="centre"))
     outside = len(handles) > 7
-    ax.legend(handles=handles, title="cluster", fontsize=8, title_fontsize=8, framealpha=0.85,
+    ax.legend(handles=handles, title="style" if names is not None else "cluster", fontsize=8, title_fontsize=8, framealpha=0.85,
               **({"loc": "upper left", "bbox_to_anchor": (1.02, 1.0), "borderaxespad": 0.0} if outside
                  else {"loc": "best"}))
     _draw_annotations(ax, xy, marks)

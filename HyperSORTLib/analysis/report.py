@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from HyperSORTLib import __version__
+from HyperSORTLib.analysis.styles import describe_main_mode, row_name
 from HyperSORTLib.latentmap.scores import SIGNALS
 
 __all__ = ["png_data_uri", "render_figures", "render_report"]
@@ -75,7 +76,8 @@ def render_figures(result: Any, folder: Path) -> dict[str, Path]:
     top = [ids[i] for i in result.ranking[: max(1, min(n_flag or 5, len(ids)))]]
     figures["clusters"] = plot_cluster_map(result.latents, folder / "latent_map_clusters.png", clusters.labels,
                                            clusters.centers, clusters.main_cluster,
-                                           title="Latent map: mixture clusters and their centres")
+                                           names=[row_name(clusters, k) for k in range(clusters.n_clusters)],
+                                           title="Latent map: annotation styles and their centres")
     figures["suspicion"] = plot_latent_map(result.latents, folder / "latent_map_suspicion.png",
                                            score=result.suspicion, labels=ids, annotate=top,
                                            title=f"Latent map: combined suspicion (top {len(top)} marked)",
@@ -87,14 +89,13 @@ def render_figures(result: Any, folder: Path) -> dict[str, Path]:
                                             legend_title="manifest group",
                                             title="Latent map: manifest groups (erroneous cases marked)")
     if result.probes:
-        rows = [f"cluster {c}" + (" (main)" if c == clusters.main_cluster else "") + f"\nn={int(clusters.sizes[c])}"
-                for c in range(clusters.n_clusters)]
+        rows = [f"{row_name(clusters, c)}\nn={int(clusters.sizes[c])}" for c in range(clusters.n_clusters)]
         figures["probes"] = plot_probe_overlays(
             [p.image for p in result.probes],
             [[p.label_maps[c] for p in result.probes] for c in range(clusters.n_clusters)],
             folder / "probe_overlays.png", result.class_names, rows, [p.case_id for p in result.probes],
             spacings=[p.spacing for p in result.probes],
-            title="Probe cases segmented by each cluster centre's UNet")
+            title="Probe cases segmented by each style centre's UNet")
     return figures
 
 
@@ -120,24 +121,25 @@ def _figure(figures: dict[str, Path], name: str, caption: str) -> str:
 def _summary(result: Any) -> str:
     m, c = result.metrics, result.clusters
     ids = result.case_ids
-    large = [k for k in range(c.n_clusters) if result.large[k]]
+    isolated = int(c.sizes[~c.is_style].sum())
     items = [
         f"{m['n_samples']} training samples, latent dimension {m['latent_dim']}.",
-        f"{m['n_clusters']} mixture components chosen by BIC; {len(large)} hold at least "
-        f"{m['min_cluster_size']} samples and count as modes (clusters {', '.join(map(str, large))}).",
-        f"Main mode: cluster {c.main_cluster} ({int(c.sizes[c.main_cluster])} samples, weight "
-        f"{c.weights[c.main_cluster]:.2f}) at ({', '.join(f'{v:.3g}' for v in c.centers[c.main_cluster])}).",
+        f"{c.n_styles} annotation style(s), merged from {c.mixture.n_clusters} mixture components whose decoded "
+        f"UNets segment alike; {isolated} isolated case(s) segment unlike every style (candidate errors).",
+        f"Main mode: {_e(describe_main_mode(c))}; centre "
+        f"({', '.join(f'{v:.3g}' for v in c.centers[c.main_cluster])}).",
         "Most suspicious: " + ", ".join(f"<b>{_e(ids[i])}</b>" for i in result.ranking[:5]) + ".",
     ]
     for k in range(c.n_clusters):
         if k != c.main_cluster:
-            items.append(f"Cluster {k} (n={int(c.sizes[k])}): {_e(result.behaviours[k].description)}.")
+            items.append(f"{_e(row_name(c, k)).capitalize()} (n={int(c.sizes[k])}): "
+                         f"{_e(result.behaviours[k].description)}.")
     if m.get("manifest"):
         if m.get("auroc") is not None:
             items.append(f"Against the manifest: suspicion AUROC {_num(m['auroc'])}, average precision "
                          f"{_num(m['average_precision'])}, {m['erroneous_in_top_k']} of the {m['k']} erroneous "
                          f"cases in the top {m['k']}.")
-        items.append(f"Clusters vs manifest groups: ARI {_num(m['ari'])}, NMI {_num(m['nmi'])}.")
+        items.append(f"Styles vs manifest groups: ARI {_num(m['ari'])}, NMI {_num(m['nmi'])}.")
     return "<ul class=\"summary\">" + "".join(f"<li>{i}</li>" for i in items) + "</ul>"
 
 
@@ -146,23 +148,27 @@ def _cluster_section(result: Any) -> str:
     dims = result.latents.shape[1]
     rows, classes = [], []
     for k in range(c.n_clusters):
-        rows.append([str(k), str(int(c.sizes[k])), _num(c.weights[k]), _e(", ".join(f"{v:.3g}" for v in c.centers[k])),
-                     "yes" if result.large[k] else "no", _e(result.behaviours[k].description)])
+        consistency = ("" if not c.n_checked[k] else
+                       f"{int(round(c.consistency[k] * c.n_checked[k]))} of {int(c.n_checked[k])}")
+        members = c.members(k, result.case_ids)
+        shown = ", ".join(members[:12]) + (f" and {len(members) - 12} more" if len(members) > 12 else "")
+        rows.append([_e(row_name(c, k)), str(int(c.sizes[k])), _e(", ".join(f"{v:.3g}" for v in c.centers[k])),
+                     consistency, _e(result.behaviours[k].description), _e(shown)])
         classes.append("main" if k == c.main_cluster else "")
-    overview = _table(["cluster", "size", "weight", f"centre (z1..z{dims})", "mode", "what its UNet does"], rows,
-                      {1, 2}, classes)
+    overview = _table(["style", "size", f"centre (z1..z{dims})", "members segmenting like the centre",
+                       "what its UNet does", "members"], rows, {1}, classes)
     names = [b.name for b in next(iter(result.behaviours.values())).classes]
     detail_rows = []
     for k in range(c.n_clusters):
-        cells = [str(k)]
+        cells = [_e(row_name(c, k))]
         for b in result.behaviours[k].classes:
             change = "" if not np.isfinite(b.volume_change) else f" ({b.volume_change * 100:+.0f}%)"
             cells.append(f"{b.volume_ml:.1f} ml{change}<br>Dice {b.dice:.2f}")
         detail_rows.append(cells)
-    detail = _table(["cluster", *names], detail_rows, set(), classes)
+    detail = _table(["style", *names], detail_rows, set(), classes)
     probes = ", ".join(_e(p.case_id) for p in result.probes)
     return (overview + f"<p>Per class, pooled over the probe cases ({probes}): mean volume per case under the "
-            "cluster centre's UNet, its change relative to the main mode's UNet, and the Dice overlap between "
+            "style centre's UNet, its change relative to the main mode's UNet, and the Dice overlap between "
             "the two outputs.</p>" + detail)
 
 
@@ -186,13 +192,13 @@ def _detection_section(result: Any) -> str:
     return (f"<p>Manifest <code>{_e(m['manifest']['path'])}</code>: {m['manifest']['n_erroneous']} erroneous "
             f"cases; groups: {groups}. Precision@k uses k = {m['k']} (the number of erroneous cases).</p>"
             + _table(["signal", "AUROC", "average precision", f"precision@{m['k']}"], rows, {1, 2, 3})
-            + f"<p>Clusters vs groups: ARI {_num(m['ari'])}, NMI {_num(m['nmi'])}; without the erroneous "
+            + f"<p>Styles vs groups (isolated cases as one group): ARI {_num(m['ari'])}, NMI {_num(m['nmi'])}; without the erroneous "
             f"cases: ARI {_num(m['ari_without_erroneous'])}, NMI {_num(m['nmi_without_erroneous'])}.</p>")
 
 
 def _samples_section(result: Any) -> str:
 
-    header = ["rank", "case", "cluster", "suspicion", *SIGNALS]
+    header = ["rank", "case", "style", "suspicion", *SIGNALS]
     truth = result.manifest
     if truth is not None:
         header += ["group", "erroneous"]
@@ -210,6 +216,7 @@ def _samples_section(result: Any) -> str:
 
 def _method_section(result: Any) -> str:
     m = result.metrics
+    t = m["main_mode"]["thresholds"]
     items = "".join(f"<li><code>{_e(name)}</code>: {_e(text)}</li>" for name, text in _SIGNAL_TEXT.items())
     return (f"<ul>{items}</ul><p>The combined <code>suspicion</code> is the mean, over these six signals, of each "
             "sample's normalised rank (0 = least, 1 = most suspicious; densities are ranked from low to high). "
@@ -217,10 +224,15 @@ def _method_section(result: Any) -> str:
             f"{m['min_cluster_size']} samples are left out of <code>density_gmm</code> and are not modes for "
             "<code>mode_distance</code>: BIC can grant a few isolated samples a tight component of their own, "
             "which would otherwise make them look dense. The kernel density is leave-one-out with bandwidth "
-            f"{m['kde_bandwidth']:.3g} (least-squares cross-validation). Each cluster centre is decoded into a UNet "
-            "and compared with the main mode's UNet on the probe cases; the words above name classes whose volume "
-            "changes by 5% or more, whose Dice with the main mode drops below 0.85, that vanish or appear, or that "
-            "trade places.</p>")
+            f"{m['kde_bandwidth']:.3g} (least-squares cross-validation).</p>"
+            f"<p>Styles: the centre of every mixture component is decoded into a UNet that segments the probe cases. "
+            f"Neighbouring components are merged (complete linkage) while every pair of them segments alike: each "
+            f"class's volume within {t['volume']:.0%} and Dice at least {t['dice']:.2f} between the two UNets, no "
+            f"class missing, appearing or swapped. Groups of fewer than {m['min_cluster_size']} cases are isolated "
+            f"cases, not styles. The main mode is the largest style; it is called the consensus when it holds at "
+            f"least {t['consensus_share']:.0%} of the cases in styles or {t['consensus_ratio']:g} times the next "
+            "style. The words in the style table name classes whose volume changes by 5% or more, whose Dice with "
+            "the main mode drops below 0.85, that vanish or appear, or that trade places.</p>")
 
 
 def render_report(result: Any, figures: dict[str, Path], run_dir: Path) -> str:
@@ -231,12 +243,12 @@ def render_report(result: Any, figures: dict[str, Path], run_dir: Path) -> str:
                   "principal axes (axis labels give the share of variance).</p>")
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     name = "/".join(Path(run_dir).resolve().parts[-2:])
-    clusters_fig = _figure(figures, "clusters", "Latent map coloured by mixture cluster; stars are the cluster centres.")
+    clusters_fig = _figure(figures, "clusters", "Latent map coloured by annotation style; stars are the style centres.")
     suspicion_fig = _figure(figures, "suspicion", "Latent map coloured by the combined suspicion; the most "
                                                   "suspicious samples are labelled.")
     groups_fig = _figure(figures, "groups", "Latent map coloured by the manifest group; erroneous cases circled.")
     probes_fig = _figure(figures, "probes", "Probe cases (axial slice with the most foreground, radiological view) "
-                                            "segmented by each cluster centre's UNet.")
+                                            "segmented by each style centre's UNet.")
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <title>HyperSORT audit: {_e(name)}</title><style>{_CSS}</style></head><body>
@@ -248,7 +260,7 @@ def render_report(result: Any, figures: dict[str, Path], run_dir: Path) -> str:
 {clusters_fig}
 {suspicion_fig}
 {groups_fig}
-<h2>Clusters: what each annotation style does</h2>{_cluster_section(result)}
+<h2>Styles: what each annotation style does</h2>{_cluster_section(result)}
 {probes_fig}
 <h2>Detection against the manifest</h2>{_detection_section(result)}
 <h2>Samples, most suspicious first</h2>{_samples_section(result)}

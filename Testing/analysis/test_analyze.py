@@ -71,7 +71,7 @@ def _read_csv(path: Path) -> tuple[list[str], list[dict[str, str]]]:
 @pytest.mark.slow
 def test_samples_csv_columns_rows_and_scores(tiny_run):
     header, rows = _read_csv(tiny_run["out"] / "samples.csv")
-    assert header == ["case_id", "z1", "z2", "cluster", "density_gmm", "density_kde", "own_loss", "main_mode_loss",
+    assert header == ["case_id", "z1", "z2", "cluster", "component", "density_gmm", "density_kde", "own_loss", "main_mode_loss",
                       "mode_distance", "knn_score", "suspicion", "rank", "group", "erroneous"]
     assert [r["case_id"] for r in rows] == [f"case_{i:03d}" for i in range(N_CASES)]
     assert sorted(int(r["rank"]) for r in rows) == list(range(1, N_CASES + 1))
@@ -109,7 +109,8 @@ def test_main_mode_loss_matches_a_direct_evaluation(tiny_run):
 def test_clusters_csv_and_metrics(tiny_run):
     result = tiny_run["result"]
     header, rows = _read_csv(tiny_run["out"] / "clusters.csv")
-    assert header == ["cluster", "size", "weight", "z1", "z2", "is_main_mode", "description"]
+    assert header == ["cluster", "kind", "size", "weight", "z1", "z2", "is_main_mode", "consistency", "components",
+                      "members", "description"]
     assert len(rows) == result.clusters.n_clusters
     assert sum(int(r["size"]) for r in rows) == N_CASES
     assert sum(float(r["weight"]) for r in rows) == pytest.approx(1.0, abs=1e-4)
@@ -118,6 +119,15 @@ def test_clusters_csv_and_metrics(tiny_run):
     assert main == result.clusters.main_cluster
     assert rows[main]["description"].startswith("segments like the main mode")
     assert all(r["description"] for r in rows)
+    # Every case is a member of exactly one row, the row samples.csv gives it.
+    _, samples = _read_csv(tiny_run["out"] / "samples.csv")
+    member_of = {case: r["cluster"] for r in rows for case in r["members"].split()}
+    assert member_of == {r["case_id"]: r["cluster"] for r in samples}
+    # Styles come first, then the isolated groups; every mixture component is in one row.
+    kinds = [r["kind"] for r in rows]
+    assert kinds == sorted(kinds, key=lambda k: k != "style") and set(kinds) <= {"style", "isolated"}
+    components = sorted(int(c) for r in rows for c in r["components"].split())
+    assert components == list(range(result.mixture.n_clusters))
 
     metrics = json.loads((tiny_run["out"] / "metrics.json").read_text(), parse_constant=pytest.fail)
     assert metrics["n_samples"] == N_CASES and metrics["latent_dim"] == 2
@@ -131,7 +141,9 @@ def test_clusters_csv_and_metrics(tiny_run):
     expected = score_detection(suspicion, errors)
     for key in ("auroc", "average_precision", "precision_at_k", "k"):
         assert metrics[key] == pytest.approx(expected[key], abs=1e-5), key
-    agreement = score_clusters([int(r["cluster"]) for r in samples], [r["group"] for r in samples])
+    isolated = {r["cluster"] for r in rows if r["kind"] == "isolated"}
+    pooled = [-1 if r["cluster"] in isolated else int(r["cluster"]) for r in samples]
+    agreement = score_clusters(pooled, [r["group"] for r in samples])
     assert metrics["ari"] == pytest.approx(agreement["ari"]) and metrics["nmi"] == pytest.approx(agreement["nmi"])
     assert set(metrics["detection_by_signal"]) == set(SIGNALS)
     knn = metrics["detection_by_signal"]["knn_score"]
@@ -149,7 +161,7 @@ def test_report_is_self_contained_with_plots_and_tables(tiny_run):
     assert all(base64.b64decode(u)[:8] == PNG_SIGNATURE for u in uris)
     assert not re.search(r"(src|href)=\"(https?:)?//", text), "the report must not load anything"
     assert "<script" not in text and "<link" not in text
-    for heading in ("Summary", "Latent map", "Clusters: what each annotation style does",
+    for heading in ("Summary", "Latent map", "Styles: what each annotation style does",
                     "Detection against the manifest", "Samples, most suspicious first"):
         assert f"<h2>{heading}" in text
     assert text.count("<table>") >= 4

@@ -1,0 +1,333 @@
+"""Annotation styles: regions of the latent map whose decoded UNets segment alike.
+
+A mixture fitted to the latent table is only a fine partition: it splits an elongated style into
+several components and can place a small group next to a large one. HyperSORT can check what
+a region *does*: the UNet decoded from a component's centre segments the probe cases, and two
+components belong to one style when their UNets segment those cases alike.
+
+:func:`find_styles` merges neighbouring mixture components, complete-linkage, while every pair
+of components in the merged group segments alike (:class:`StyleThresholds`: each class's
+volume within ``volume`` of the other's, Dice between them at least ``dice``, no class missing,
+appearing, swapped or relabelled). It never merges across a behavioural difference. Groups
+holding fewer than ``min_style_size`` cases are not styles: they are reported as isolated
+cases, candidate errors. The largest style is the main mode (the consensus), with the evidence
+for it: its share of the cases, and how many of its members, decoded from their own latents,
+segment like its centre. When no style holds a clear majority, :attr:`StyleResult.consensus`
+is false and the report says so.
+
+The thresholds were chosen on the phantom demo cohort and the semi-real liver cohort over
+several training seeds (``benchmarks/RESULTS.md``, "Styles"): 10% in volume and Dice 0.9 keep
+the clean components of every run together, while the smallest injected style (a 6-7 mm
+dilation, about 15-35% in volume) stays apart.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from HyperSORTLib.analysis.behaviour import BehaviourThresholds, compare_to_reference
+from HyperSORTLib.latentmap.clusters import ClusterResult
+
+__all__ = ["StyleThresholds", "StyleResult", "behaviour_distance", "component_adjacency", "merge_components",
+           "find_styles", "style_summary", "row_name", "describe_main_mode"]
+
+
+@dataclass(frozen=True)
+class StyleThresholds:
+    """When two decoded UNets count as the same annotation style.
+
+    Args:
+        volume: largest relative volume difference of any class (either way round).
+        dice: smallest Dice, per class, between the two UNets' label maps.
+        consensus_share: the largest style is a clear majority when it holds at least this share
+            of the cases in styles ...
+        consensus_ratio: ... or at least this many times as many cases as the next style.
+        max_members: members per style decoded from their own latents to measure its consistency.
+    """
+
+    volume: float = 0.10
+    dice: float = 0.90
+    consensus_share: float = 0.5
+    consensus_ratio: float = 2.0
+    max_members: int = 12
+
+    def __post_init__(self) -> None:
+        if not 0.0 < float(self.volume) < 1.0:
+            raise ValueError(f"StyleThresholds.volume must lie in (0, 1); found {self.volume!r}")
+        if not 0.0 < float(self.dice) < 1.0:
+            raise ValueError(f"StyleThresholds.dice must lie in (0, 1); found {self.dice!r}")
+        if not 0.0 < float(self.consensus_share) <= 1.0:
+            raise ValueError(f"StyleThresholds.consensus_share must lie in (0, 1]; found {self.consensus_share!r}")
+        if float(self.consensus_ratio) < 1.0:
+            raise ValueError(f"StyleThresholds.consensus_ratio must be >= 1; found {self.consensus_ratio!r}")
+        if isinstance(self.max_members, bool) or not isinstance(self.max_members, int) or self.max_members < 0:
+            raise ValueError(f"StyleThresholds.max_members must be an integer >= 0; found {self.max_members!r}")
+
+
+# eq=False: array fields make generated __eq__/__hash__ ambiguous.
+@dataclass(frozen=True, eq=False)
+class StyleResult:
+    """The styles of a latent map, and the isolated groups that are not styles.
+
+    Rows ``0 .. n_styles - 1`` are styles, largest first; the rows after them are isolated groups
+    (fewer than ``min_style_size`` cases, segmenting unlike every neighbouring style), largest
+    first. Every row has a centre: the centre of its heaviest mixture component, the latent
+    point whose UNet segments the way the row's cases are annotated.
+
+    Attributes:
+        labels: row of every sample ``[N]``.
+        n_clusters: number of rows (styles and isolated groups).
+        n_styles: number of styles.
+        centers: ``[n_clusters, D]``.
+        sizes: cases per row.
+        weights: ``sizes / N``.
+        components: the mixture components (labels of ``mixture``) merged into each row.
+        is_style: ``[n_clusters]``; false for the isolated groups.
+        main_cluster: row of the main mode: the largest style (the largest group when there are
+            no styles at all).
+        consensus: whether the main mode holds a clear majority (see :class:`StyleThresholds`).
+        consistency: per row, the share of its checked members whose own UNet segments like the
+            row's centre; NaN where none was checked.
+        n_checked: members checked per row.
+        distance: behaviour distance between the mixture components (<= 1: alike).
+        adjacency: which mixture components touch in the latent map.
+        mixture: the fine partition the styles were merged from.
+        thresholds: what "alike" meant.
+        min_style_size: the smallest style.
+    """
+
+    labels: np.ndarray
+    n_clusters: int
+    n_styles: int
+    centers: np.ndarray
+    sizes: np.ndarray
+    weights: np.ndarray
+    components: tuple[tuple[int, ...], ...]
+    is_style: np.ndarray
+    main_cluster: int
+    consensus: bool
+    consistency: np.ndarray
+    n_checked: np.ndarray
+    distance: np.ndarray
+    adjacency: np.ndarray
+    mixture: ClusterResult
+    thresholds: StyleThresholds
+    min_style_size: int
+
+    def members(self, row: int, case_ids: Sequence[str]) -> list[str]:
+        """Case ids of one row, in the run's order."""
+        return [case_ids[i] for i in np.flatnonzero(self.labels == row)]
+
+    @property
+    def main_share(self) -> float:
+        """Share of the cases in styles that the main mode holds."""
+        styled = int(self.sizes[self.is_style].sum()) or int(self.sizes.sum())
+        return float(self.sizes[self.main_cluster]) / max(styled, 1)
+
+
+# --------------------------------------------------------------------------- pairwise behaviour
+def behaviour_distance(maps_a: Sequence[np.ndarray], maps_b: Sequence[np.ndarray], voxel_ml: Sequence[float],
+                       class_names: Sequence[str], thresholds: StyleThresholds = StyleThresholds()) -> float:
+    """How differently two UNets segment the same probe cases, in units of the thresholds.
+
+    The largest, over the foreground classes, of ``|volume change| / volume`` (either way round)
+    and ``(1 - Dice) / (1 - dice)``; infinite when a class is missing, appears, is swapped or is
+    labelled as another in either direction. At most 1 means "alike".
+
+    Example:
+        >>> ref = np.zeros((10, 10, 10), np.uint8); ref[2:6, 2:6, 2:6] = 1
+        >>> big = np.zeros_like(ref); big[2:7, 2:6, 2:6] = 1
+        >>> round(behaviour_distance([ref], [big], [0.008], ["background", "liver"]), 2)  # 25% larger
+        2.5
+    """
+    words = BehaviourThresholds(volume=thresholds.volume, dice=thresholds.dice)
+    worst = 0.0
+    for ref, other in ((maps_a, maps_b), (maps_b, maps_a)):
+        for c in compare_to_reference(ref, other, voxel_ml, class_names, words).classes:
+            if c.missing or c.appears or c.swapped_with or c.labelled_as:
+                return float("inf")
+            if np.isfinite(c.volume_change):
+                worst = max(worst, abs(c.volume_change) / thresholds.volume)
+            elif c.volume_ml > 0:  # empty in one, present (below the "appears" floor) in the other
+                worst = max(worst, 1.0 / thresholds.volume)
+            worst = max(worst, (1.0 - c.dice) / (1.0 - thresholds.dice))
+    return float(worst)
+
+
+def component_adjacency(mixture: ClusterResult, n_points: int = 21) -> np.ndarray:
+    """Which mixture components touch: ``[K, K]`` booleans (the diagonal is true).
+
+    Two components touch when every point on the segment between their centres is assigned to
+    one of the two.
+    """
+    k = mixture.n_clusters
+    relabel = np.empty(k, dtype=np.int64)
+    relabel[np.asarray(mixture.component_order)] = np.arange(k)
+    centres = np.asarray(mixture.centers, dtype=np.float64)
+    t = np.linspace(0.0, 1.0, n_points)[:, None]
+    touch = np.eye(k, dtype=bool)
+    for i in range(k):
+        for j in range(i + 1, k):
+            points = centres[i] + t * (centres[j] - centres[i])
+            assigned = relabel[mixture.mixture.predict(points)]
+            touch[i, j] = touch[j, i] = bool(np.isin(assigned, (i, j)).all())
+    return touch
+
+
+def merge_components(distance: np.ndarray, adjacency: np.ndarray) -> list[list[int]]:
+    """Complete-linkage merging of components that are alike and touch.
+
+    Two groups merge when every pair across them is alike (``distance <= 1``) and at least one
+    pair touches; the closest such pair of groups (largest distance across them) merges first.
+
+    Example:
+        >>> d = np.array([[0, .5, 3], [.5, 0, .8], [3, .8, 0]])
+        >>> merge_components(d, np.ones((3, 3), bool))  # 0 and 2 differ: 1 joins the closer one
+        [[0, 1], [2]]
+    """
+    distance = np.asarray(distance, dtype=np.float64)
+    adjacency = np.asarray(adjacency, dtype=bool)
+    if distance.ndim != 2 or distance.shape[0] != distance.shape[1] or adjacency.shape != distance.shape:
+        raise ValueError(f"distance and adjacency must be square and of one shape; found {distance.shape} "
+                         f"and {adjacency.shape}")
+    groups = [[i] for i in range(distance.shape[0])]
+    while True:
+        best: tuple[float, int, int] | None = None
+        for a in range(len(groups)):
+            for b in range(a + 1, len(groups)):
+                block = distance[np.ix_(groups[a], groups[b])]
+                link = float(block.max())
+                if link <= 1.0 and adjacency[np.ix_(groups[a], groups[b])].any() and (best is None or link < best[0]):
+                    best = (link, a, b)
+        if best is None:
+            return [sorted(g) for g in groups]
+        _, a, b = best
+        groups[a] = groups[a] + groups[b]
+        del groups[b]
+
+
+# --------------------------------------------------------------------------- styles
+def find_styles(latents: np.ndarray, mixture: ClusterResult, decode: Callable[[np.ndarray], list[np.ndarray]],
+                voxel_ml: Sequence[float], class_names: Sequence[str], min_style_size: int,
+                thresholds: StyleThresholds = StyleThresholds(), seed: int = 0,
+                component_maps: Sequence[list[np.ndarray]] | None = None) -> tuple[StyleResult, list[list[np.ndarray]]]:
+    """Merge the mixture's components into styles by what their decoded UNets segment.
+
+    Args:
+        latents: the latent table ``[N, D]``.
+        mixture: a fine partition of it (:func:`~HyperSORTLib.latentmap.clusters.cluster_latents`).
+        decode: latent point ``[D]`` -> label maps of the probe cases under its UNet.
+        voxel_ml: voxel volume of each probe case (ml).
+        class_names: one per class, background first.
+        min_style_size: the smallest group reported as a style.
+        thresholds: what "alike" means.
+        seed: which members are checked when a style has more than ``thresholds.max_members``.
+        component_maps: the probe label maps of every component's centre, when already decoded.
+
+    Returns:
+        The :class:`StyleResult` and the probe label maps of every row's centre.
+    """
+    latents = np.asarray(latents, dtype=np.float64)
+    k = mixture.n_clusters
+    maps = list(component_maps) if component_maps is not None else [decode(mixture.centers[c]) for c in range(k)]
+    distance = np.zeros((k, k))
+    for i in range(k):
+        for j in range(i + 1, k):
+            distance[i, j] = distance[j, i] = behaviour_distance(maps[i], maps[j], voxel_ml, class_names, thresholds)
+    adjacency = component_adjacency(mixture)
+    groups = merge_components(distance, adjacency)
+
+    sizes = [int(sum(mixture.sizes[c] for c in g)) for g in groups]
+    styles = sorted((g for g, s in zip(groups, sizes) if s >= min_style_size), key=lambda g: -_size(mixture, g))
+    isolated = sorted((g for g, s in zip(groups, sizes) if s < min_style_size), key=lambda g: -_size(mixture, g))
+    rows = [*styles, *isolated]
+    component_row = np.empty(k, dtype=np.int64)
+    for r, g in enumerate(rows):
+        component_row[g] = r
+    labels = component_row[np.asarray(mixture.labels)]
+    heaviest = [max(g, key=lambda c: (mixture.weights[c], -c)) for g in rows]
+    centres = np.asarray([mixture.centers[c] for c in heaviest], dtype=np.float64)
+    row_sizes = np.asarray([_size(mixture, g) for g in rows], dtype=np.int64)
+    is_style = np.asarray([r < len(styles) for r in range(len(rows))], dtype=bool)
+
+    main = 0
+    style_sizes = row_sizes[is_style]
+    if len(style_sizes) == 0:
+        consensus = False
+    else:
+        share = style_sizes[0] / style_sizes.sum()
+        runner_up = style_sizes[1] if len(style_sizes) > 1 else 0
+        consensus = bool(share >= thresholds.consensus_share or style_sizes[0] >= thresholds.consensus_ratio * runner_up)
+
+    rng = np.random.default_rng(seed)
+    consistency = np.full(len(rows), np.nan)
+    checked = np.zeros(len(rows), dtype=np.int64)
+    for r in range(len(rows)):
+        if not is_style[r] or thresholds.max_members == 0:
+            continue
+        members = np.flatnonzero(labels == r)
+        if len(members) > thresholds.max_members:
+            members = np.sort(rng.choice(members, thresholds.max_members, replace=False))
+        centre_maps = maps[heaviest[r]]
+        alike = [behaviour_distance(centre_maps, decode(latents[i]), voxel_ml, class_names, thresholds) <= 1.0
+                 for i in members]
+        checked[r] = len(alike)
+        consistency[r] = float(np.mean(alike)) if alike else np.nan
+
+    result = StyleResult(labels=labels.astype(np.int64), n_clusters=len(rows), n_styles=len(styles),
+                         centers=centres, sizes=row_sizes, weights=row_sizes / max(int(row_sizes.sum()), 1),
+                         components=tuple(tuple(int(c) for c in g) for g in rows), is_style=is_style,
+                         main_cluster=main, consensus=consensus, consistency=consistency, n_checked=checked,
+                         distance=distance, adjacency=adjacency, mixture=mixture, thresholds=thresholds,
+                         min_style_size=int(min_style_size))
+    return result, [maps[c] for c in heaviest]
+
+
+def _size(mixture: ClusterResult, group: Sequence[int]) -> int:
+    return int(sum(int(mixture.sizes[c]) for c in group))
+
+
+def style_summary(result: StyleResult) -> dict[str, Any]:
+    """The main-mode evidence as plain numbers (for ``metrics.json``)."""
+    main = result.main_cluster
+    return {"n_styles": int(result.n_styles), "n_isolated_groups": int(result.n_clusters - result.n_styles),
+            "consensus": bool(result.consensus), "main_share": round(result.main_share, 4),
+            "main_consistency": None if not np.isfinite(result.consistency[main]) else
+            round(float(result.consistency[main]), 4), "main_checked": int(result.n_checked[main]),
+            "thresholds": {"volume": result.thresholds.volume, "dice": result.thresholds.dice,
+                           "consensus_share": result.thresholds.consensus_share,
+                           "consensus_ratio": result.thresholds.consensus_ratio},
+            "min_style_size": result.min_style_size}
+
+
+def row_name(result: StyleResult, row: int) -> str:
+    """``style 2``, ``style 0 (main mode)`` or ``isolated 5``: how the report and the terminal name a row."""
+    if not result.is_style[row]:
+        return f"isolated {row}"
+    return f"style {row}" + (" (main mode)" if row == result.main_cluster else "")
+
+
+def describe_main_mode(result: StyleResult) -> str:
+    """The main mode and the evidence for it, in one sentence."""
+    main = result.main_cluster
+    n = int(result.sizes.sum())
+    size = int(result.sizes[main])
+    checked = int(result.n_checked[main])
+    evidence = ""
+    if checked:
+        alike = int(round(result.consistency[main] * checked))
+        evidence = (f"; {alike} of {checked} of its members, decoded from their own latents, segment like its "
+                    f"centre")
+    if not result.n_styles:
+        return (f"no group of at least {result.min_style_size} cases segments alike, so there is no style and no "
+                f"consensus; the largest group ({size} of {n} cases) is the reference for the descriptions")
+    others = [int(s) for s in result.sizes[result.is_style]][1:]
+    runner = f" (next style: {others[0]})" if others else ""
+    if result.consensus:
+        return (f"style {main} is the consensus: {size} of {n} cases, {result.main_share:.0%} of those in "
+                f"styles{runner}{evidence}")
+    return (f"no style holds a clear majority: the largest, style {main}, has {size} of {n} cases{runner}; the "
+            f"descriptions are relative to it, but it is not a consensus to correct the others towards{evidence}")
