@@ -230,8 +230,8 @@ def _method_section(result: Any) -> str:
             f"class's volume within {t['volume']:.0%} and Dice at least {t['dice']:.2f} between the two UNets, no "
             f"class missing, appearing or swapped. Groups of fewer than {m['min_cluster_size']} cases are isolated "
             f"cases, not styles. The main mode is the largest style; it is called the consensus when it holds at "
-            f"least {t['consensus_share']:.0%} of the cases in styles or {t['consensus_ratio']:g} times the next "
-            "style. The words in the style table name classes whose volume changes by 5% or more, whose Dice with "
+            f"least {t['consensus_share']:.0%} of all cases, or {t['consensus_ratio']:g} times as many as the next "
+            "style and a third of all cases. The words in the style table name classes whose volume changes by 5% or more, whose Dice with "
             "the main mode drops below 0.85, that vanish or appear, or that trade places.</p>")
 
 

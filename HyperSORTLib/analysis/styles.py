@@ -43,8 +43,9 @@ class StyleThresholds:
         volume: largest relative volume difference of any class (either way round).
         dice: smallest Dice, per class, between the two UNets' label maps.
         consensus_share: the largest style is a clear majority when it holds at least this share
-            of the cases in styles ...
-        consensus_ratio: ... or at least this many times as many cases as the next style.
+            of all cases ...
+        consensus_ratio: ... or at least this many times as many cases as the next style while
+            holding at least a third of all cases.
         max_members: members per style decoded from their own latents to measure its consistency.
     """
 
@@ -123,9 +124,8 @@ class StyleResult:
 
     @property
     def main_share(self) -> float:
-        """Share of the cases in styles that the main mode holds."""
-        styled = int(self.sizes[self.is_style].sum()) or int(self.sizes.sum())
-        return float(self.sizes[self.main_cluster]) / max(styled, 1)
+        """Share of all cases that the main mode holds."""
+        return float(self.sizes[self.main_cluster]) / max(int(self.sizes.sum()), 1)
 
 
 # --------------------------------------------------------------------------- pairwise behaviour
@@ -258,9 +258,10 @@ def find_styles(latents: np.ndarray, mixture: ClusterResult, decode: Callable[[n
     if len(style_sizes) == 0:
         consensus = False
     else:
-        share = style_sizes[0] / style_sizes.sum()
+        share = style_sizes[0] / row_sizes.sum()
         runner_up = style_sizes[1] if len(style_sizes) > 1 else 0
-        consensus = bool(share >= thresholds.consensus_share or style_sizes[0] >= thresholds.consensus_ratio * runner_up)
+        consensus = bool(share >= thresholds.consensus_share
+                         or (share >= 1 / 3 and style_sizes[0] >= thresholds.consensus_ratio * runner_up))
 
     rng = np.random.default_rng(seed)
     consistency = np.full(len(rows), np.nan)
@@ -327,7 +328,6 @@ def describe_main_mode(result: StyleResult) -> str:
     others = [int(s) for s in result.sizes[result.is_style]][1:]
     runner = f" (next style: {others[0]})" if others else ""
     if result.consensus:
-        return (f"style {main} is the consensus: {size} of {n} cases, {result.main_share:.0%} of those in "
-                f"styles{runner}{evidence}")
+        return f"style {main} is the consensus: {size} of {n} cases ({result.main_share:.0%}){runner}{evidence}"
     return (f"no style holds a clear majority: the largest, style {main}, has {size} of {n} cases{runner}; the "
             f"descriptions are relative to it, but it is not a consensus to correct the others towards{evidence}")

@@ -1,0 +1,140 @@
+"""Styles: mixture components merged by what their decoded UNets segment, and the main mode."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from HyperSORTLib.analysis.styles import (
+    StyleThresholds,
+    behaviour_distance,
+    describe_main_mode,
+    find_styles,
+    merge_components,
+    row_name,
+)
+from HyperSORTLib.latentmap import cluster_latents
+
+NAMES = ("background", "liver", "spleen")
+SHAPE = (24, 24, 24)
+
+
+def _maps(liver_half: int = 6, spleen: bool = True, swap: bool = False) -> list[np.ndarray]:
+    """One probe case: a liver cube of half-width ``liver_half`` and a spleen cube."""
+    label = np.zeros(SHAPE, np.uint8)
+    liver, other = (2, 1) if swap else (1, 2)
+    label[12 - liver_half:12 + liver_half, 2:10, 2:10] = liver
+    if spleen:
+        label[6:14, 14:22, 14:22] = other
+    return [label]
+
+
+# --------------------------------------------------------------------------- distance
+def test_behaviour_distance_in_units_of_the_thresholds():
+    base = _maps(6)
+    assert behaviour_distance(base, base, [0.001], NAMES) == 0.0
+    # 7/6 in width: liver volume +16.7% -> 1.67 units of 10%; Dice 12/13 = 0.923 -> 0.77 units.
+    assert behaviour_distance(base, _maps(7), [0.001], NAMES) == pytest.approx(1 / 6 / 0.1, rel=1e-6)
+    assert behaviour_distance(base, _maps(7), [0.001], NAMES, StyleThresholds(volume=0.2, dice=0.9)) < 1.0
+    # A class missing, or two classes trading places, is never "alike", whatever the thresholds.
+    loose = StyleThresholds(volume=0.9, dice=0.01)
+    assert behaviour_distance(base, _maps(6, spleen=False), [0.001], NAMES, loose) == float("inf")
+    assert behaviour_distance(_maps(6, spleen=False), base, [0.001], NAMES, loose) == float("inf")
+    assert behaviour_distance(base, _maps(6, swap=True), [0.001], NAMES, loose) == float("inf")
+
+
+def test_merge_components_is_complete_linkage_over_touching_components():
+    # A chain 0-1-2 where the ends differ: complete linkage keeps 2 apart from {0, 1}.
+    chain = np.array([[0, .4, 1.5], [.4, 0, .9], [1.5, .9, 0]])
+    assert merge_components(chain, np.ones((3, 3), bool)) == [[0, 1], [2]]
+    # Alike but not touching: no merge.
+    alike = np.zeros((2, 2))
+    assert merge_components(alike, np.eye(2, dtype=bool)) == [[0], [1]]
+    # Touching through a third component merges all three.
+    touch = np.array([[1, 1, 0], [1, 1, 1], [0, 1, 1]], bool)
+    assert merge_components(np.zeros((3, 3)), touch) == [[0, 1, 2]]
+    with pytest.raises(ValueError, match="square"):
+        merge_components(np.zeros((2, 3)), np.zeros((2, 3), bool))
+
+
+# --------------------------------------------------------------------------- styles on a constructed map
+def _map_and_decoder(rng: np.random.Generator):
+    """30 clean cases along an arc (a mixture splits it), 14 dilated-liver cases in a tight blob at
+    the arc's centre (the heaviest single component), 2 far errors; the decoder segments by region."""
+    angle = rng.uniform(0.0, np.pi, 30)
+    radius = rng.normal(1.5, 0.04, 30)
+    clean = np.column_stack([radius * np.cos(angle), radius * np.sin(angle)])
+    dilated = rng.normal([0.0, 0.0], 0.04, (14, 2))
+    errors = np.array([[4.0, -3.0], [-4.0, -3.5]])
+    latents = np.concatenate([clean, dilated, errors])
+    truth = ["clean"] * 30 + ["dilated"] * 14 + ["error"] * 2
+
+    def decode(z: np.ndarray) -> list[np.ndarray]:
+        if z[1] < -2.0:
+            return _maps(6, spleen=False)  # the errors' region: spleen not drawn
+        return _maps(8 if np.linalg.norm(z) < 0.75 else 6)  # the dilated region: liver about 33% larger
+
+    return latents, np.array(truth), decode
+
+
+def test_styles_follow_behaviour_and_the_main_mode_is_the_largest_style():
+    latents, truth, decode = _map_and_decoder(np.random.default_rng(0))
+    mixture = cluster_latents(latents, max_components=8, seed=0)
+    # The map this test is about: the mixture's heaviest component is the biased blob, and the
+    # clean cloud is split into several components.
+    heaviest = np.flatnonzero(mixture.labels == mixture.main_cluster)
+    assert set(truth[heaviest]) == {"dilated"}
+    assert len(set(mixture.labels[truth == "clean"])) >= 2
+
+    styles, row_maps = find_styles(latents, mixture, decode, [0.001], NAMES, min_style_size=3)
+    assert styles.n_styles == 2
+    main = styles.main_cluster
+    assert set(truth[styles.labels == main]) == {"clean"} and (styles.labels == main).sum() == 30
+    assert set(truth[styles.labels == 1]) == {"dilated"}
+    isolated = np.flatnonzero(~styles.is_style[styles.labels])
+    assert set(truth[isolated]) == {"error"}
+    assert styles.consensus and styles.main_share == pytest.approx(30 / 46)
+    # Every checked member of a style segments like its centre; the centre's maps are returned.
+    assert styles.n_checked[main] == 12 and styles.consistency[main] == 1.0
+    assert np.array_equal(row_maps[main][0], decode(styles.centers[main])[0])
+    text = describe_main_mode(styles)
+    assert text.startswith("style 0 is the consensus: 30 of 46 cases") and "12 of 12 of its members" in text
+    assert row_name(styles, main) == "style 0 (main mode)" and row_name(styles, styles.n_clusters - 1).startswith(
+        "isolated")
+
+
+def test_a_style_split_by_a_behavioural_difference_is_never_merged():
+    latents, truth, _ = _map_and_decoder(np.random.default_rng(1))
+    mixture = cluster_latents(latents, max_components=8, seed=0)
+
+    def decode(z: np.ndarray) -> list[np.ndarray]:  # the arc's right half omits the spleen
+        return _maps(6, spleen=bool(z[0] < 0.0 or np.linalg.norm(z) < 0.75))
+
+    assert len(set(mixture.labels[truth == "clean"])) >= 2
+    styles, _ = find_styles(latents, mixture, decode, [0.001], NAMES, min_style_size=3)
+    for row in range(styles.n_clusters):
+        members = latents[(styles.labels == row) & (truth == "clean")]
+        sides = {bool(x < 0.0) for x, _ in members if abs(x) > 0.3}  # away from the boundary
+        assert len(sides) <= 1, f"row {row} mixes cases with and without a spleen"
+    assert styles.n_styles == 2  # the arc's right half; its left half with the blob (alike in this decoder)
+
+
+def test_no_consensus_is_said_when_no_style_holds_a_clear_majority():
+    rng = np.random.default_rng(2)
+    centres = np.array([[0.0, 0.0], [3.0, 0.0], [0.0, 3.0]])
+    latents = np.concatenate([rng.normal(c, 0.05, (12, 2)) for c in centres])
+
+    def decode(z: np.ndarray) -> list[np.ndarray]:
+        return _maps(4 + 2 * int(np.argmin(np.linalg.norm(centres - z, axis=1))))
+
+    styles, _ = find_styles(latents, cluster_latents(latents, max_components=6, seed=0), decode, [0.001], NAMES,
+                            min_style_size=3)
+    assert styles.n_styles == 3 and not styles.consensus
+    assert describe_main_mode(styles).startswith("no style holds a clear majority")
+
+
+def test_style_thresholds_are_checked():
+    with pytest.raises(ValueError, match="volume"):
+        StyleThresholds(volume=0.0)
+    with pytest.raises(ValueError, match="max_members"):
+        StyleThresholds(max_members=-1)
