@@ -11,8 +11,27 @@ from HyperSORTLib.config import ConfigError, RunConfig
 CONFIGS = Path(__file__).resolve().parents[1] / "training" / "configs"
 
 
-def test_reference_yaml_is_the_default_configuration():
-    assert RunConfig.from_file(CONFIGS / "reference.yaml") == RunConfig()
+def test_reference_faithful_differs_from_the_defaults_only_in_the_latent_budget():
+    faithful = RunConfig.from_file(CONFIGS / "reference_faithful.yaml")
+    defaults = RunConfig()
+    assert faithful.model == defaults.model and faithful.data == defaults.data
+    train, default = vars(faithful.train), vars(defaults.train)
+    changed = {k for k in default if train[k] != default[k]}
+    assert changed == {"epochs", "latent_lr", "l1_weight", "absent_class_volume"}
+    assert (faithful.train.latent_lr, faithful.train.l1_weight, faithful.train.absent_class_volume) == (1e-3, 1.0, 0.0)
+
+
+def test_the_default_latent_learning_rate_follows_the_epoch_budget():
+    from HyperSORTLib.config import LATENT_TRAVEL, MAX_LATENT_LR, TrainConfig
+
+    assert TrainConfig(epochs=100).effective_latent_lr == pytest.approx(LATENT_TRAVEL / 100)
+    assert TrainConfig(epochs=3000).effective_latent_lr == pytest.approx(1e-3)
+    assert TrainConfig(epochs=10).effective_latent_lr == MAX_LATENT_LR
+    assert TrainConfig(epochs=10, latent_lr=2e-3).effective_latent_lr == 2e-3
+    # The paper configurations use the rule; none of them pins the slow released latents.
+    for name in ("amos.yaml", "totalsegmentator.yaml", "cpu_small.yaml"):
+        train = RunConfig.from_file(CONFIGS / name).train
+        assert train.latent_lr is None and train.l1_weight == 0.01, name
 
 
 def test_bundled_configs_load():

@@ -4,8 +4,11 @@
 ``RUN_DIR/analysis/`` by default:
 
 ``samples.csv``, one row per training sample, in the run's case order:
-    ``case_id``; ``z1`` .. ``zD`` (the learned latent); ``cluster`` (mixture component, 0 =
-    largest); ``density_gmm`` (log density under the mixture's large components, higher = more
+    ``case_id``; ``z1`` .. ``zD`` (the learned latent); ``cluster`` (its row in ``clusters.csv``:
+    its annotation style, or the isolated group it belongs to); ``component`` (the Gaussian-mixture
+    component the styles were merged from); ``style_stability`` (with ``stability_seeds``: share of
+    the other cases it stays together with, or apart from, when the styles are found again from
+    mixtures fitted with other seeds; empty otherwise); ``density_gmm`` (log density under the mixture's large components, higher = more
     typical); ``density_kde`` (leave-one-out log density under a Gaussian kernel density
     estimate, higher = more typical); ``own_loss`` (the sample's last Dice + cross-entropy
     training loss under its own latent, empty when not recorded); ``main_mode_loss`` (its Dice +
@@ -15,11 +18,15 @@
     :func:`~HyperSORTLib.latentmap.clusters.outlier_scores`); ``suspicion`` (combined score
     in [0, 1], higher = more suspicious); ``rank`` (1 = most suspicious); with a manifest also
     ``group`` and ``erroneous`` (1/0).
-``clusters.csv``, one row per cluster:
-    ``cluster``; ``size`` (samples assigned); ``weight`` (mixture weight); ``z1`` .. ``zD`` (the
-    centre); ``is_main_mode`` (1 for the heaviest component, whose centre is the main mode);
-    ``description`` (what the centre's UNet does differently from the main mode's on the probe
-    cases, in words).
+``clusters.csv``, one row per annotation style (largest first), then one per isolated group:
+    ``cluster``; ``kind`` (``style``, or ``isolated``: fewer cases than a style, segmenting unlike
+    every neighbouring style, candidate errors); ``size``; ``weight`` (share of the cases);
+    ``z1`` .. ``zD`` (the centre, whose UNet segments the way the row's cases are annotated);
+    ``is_main_mode`` (1 for the largest style); ``consistency`` (share of the checked members whose
+    own UNet segments like the centre); ``components`` (mixture components merged into it);
+    ``members`` (case ids, space-separated); ``description`` (what the centre's UNet does
+    differently from the main mode's on the probe cases, in words). See
+    :mod:`HyperSORTLib.analysis.styles` for how components are merged.
 ``metrics.json``
     counts, clusters, main mode, kernel bandwidth, probe cases, per-cluster behaviour (volumes,
     Dice, missing/appearing/swapped classes); with a manifest also ``ari``/``nmi`` of the
@@ -39,6 +46,7 @@ isolated samples tight components of their own (see :mod:`HyperSORTLib.latentmap
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import time
 from dataclasses import dataclass, field
@@ -55,6 +63,7 @@ from HyperSORTLib.analysis.styles import (
     describe_main_mode,
     find_styles,
     row_name,
+    style_stability,
     style_summary,
 )
 from HyperSORTLib.analysis.inputs import (
@@ -113,6 +122,8 @@ class AnalysisResult:
         probes: the probe cases with the label map of every cluster's centre.
         manifest: the ground truth, when given.
         metrics: the content of ``metrics.json``.
+        stability: per case, how often it keeps its style company over other mixture fits
+            (NaN when not measured).
     """
 
     out_dir: Path
@@ -128,6 +139,7 @@ class AnalysisResult:
     manifest: Manifest | None
     metrics: dict[str, Any]
     class_names: tuple[str, ...] = ()
+    stability: np.ndarray | None = None
 
     @property
     def mixture(self) -> ClusterResult:
@@ -181,6 +193,7 @@ class AnalysisResult:
 def analyze_run(run_dir: str | Path, out_dir: str | Path | None = None, manifest: str | Path | None = None,
                 probe_cases: Sequence[str] | str | None = None, data: str | Path | None = None,
                 device: str = "auto", n_probes: int = 3, max_components: int = 8, seed: int | None = None,
+                stability_seeds: int = 0,
                 min_cluster_size: int | None = None, cache_dir: str | Path | None = None, use_cache: bool = True,
                 progress: bool = False, overwrite: bool = False, accept_data_change: bool = False) -> AnalysisResult:
     """Audit a trained run and write ``samples.csv``, ``clusters.csv``, ``metrics.json`` and ``report.html``.
@@ -197,6 +210,9 @@ def analyze_run(run_dir: str | Path, out_dir: str | Path | None = None, manifest
         n_probes: number of default probe cases.
         max_components: largest number of mixture components tried (chosen by BIC).
         seed: random state of the mixture fit; default the run's training seed.
+        stability_seeds: find the styles again from this many other mixture fits (seeds
+            ``seed + 1 ..``) and report, per case, how often it keeps its style company
+            (``style_stability`` in ``samples.csv``); 0 skips it.
         min_cluster_size: smallest cluster counted as a mode; default ``max(3, ceil(2% of N))``.
         cache_dir: preprocessing cache that training filled (read only); default the user cache
             folder (``$HYPERSORT_CACHE_DIR``).
@@ -260,8 +276,10 @@ def analyze_run(run_dir: str | Path, out_dir: str | Path | None = None, manifest
         cache = PreprocessCache(cache_dir)
     probes = [ProbeCase(p.case_id, p.image, p.voxel_ml, p.spacing)
               for p in training_patches(case_list, run.config.data, cache, only=probe_ids)]
-    clusters = _find_styles(run, latents, mixture, probes, class_names,
-                            min_cluster_size or default_min_cluster_size(len(case_ids)), mixture_seed, progress)
+    min_style = min_cluster_size or default_min_cluster_size(len(case_ids))
+    clusters = _find_styles(run, latents, mixture, probes, class_names, min_style, mixture_seed, progress)
+    stability = _stability(run, latents, clusters, probes, class_names, max_components, mixture_seed,
+                           stability_seeds, progress)
     main = clusters.main_cluster
     main_loss = _main_mode_loss(run, case_list, clusters.centers[main], cache, progress)
     latent_signals, kde_bandwidth = _latent_signals(latents, mixture, large)
@@ -275,12 +293,23 @@ def analyze_run(run_dir: str | Path, out_dir: str | Path | None = None, manifest
                                           [p.voxel_ml for p in probes], class_names)
                   for c in range(clusters.n_clusters)}
     result = AnalysisResult(out, tuple(case_ids), latents, clusters, large, signals, suspicion, rank, behaviours,
-                            probes, truth, {}, class_names)
+                            probes, truth, {}, class_names, stability)
     result.metrics = _metrics(result, run_dir, data_path, kde_bandwidth,
                               min_cluster_size or default_min_cluster_size(len(case_ids)))
+    result.metrics["seeds"] = {"training": int(config.train.seed), "mixture": int(mixture_seed),
+                               "stability_refits": int(stability_seeds)}
     result.metrics["provenance"] = rundir.analysis_provenance(run_dir, weights_before)
     _write_outputs(result, run_dir, start)
     return result
+
+
+def _stability_summary(result: AnalysisResult) -> dict[str, Any] | None:
+    values = result.stability
+    if values is None or not np.isfinite(values).any():
+        return None
+    order = np.argsort(values, kind="stable")
+    return {"mean": float(np.nanmean(values)), "min": float(np.nanmin(values)),
+            "least_stable": [{"case_id": result.case_ids[i], "stability": float(values[i])} for i in order[:5]]}
 
 
 def style_labels(styles: StyleResult) -> np.ndarray:
@@ -316,7 +345,7 @@ def _main_mode_loss(run: Any, case_list: Any, centre: np.ndarray, cache: Any, pr
     from HyperSORTLib.training.losses import DiceCELoss
 
     train = run.config.train
-    loss_fn = DiceCELoss(train.dice_weight, train.ce_weight, train.include_background)
+    loss_fn = DiceCELoss.from_config(train)
     z = np.asarray(centre, dtype=np.float32)
     losses = np.full(len(case_list.cases), np.nan)
     batch: list[PatchCase] = []
@@ -337,6 +366,29 @@ def _main_mode_loss(run: Any, case_list: Any, centre: np.ndarray, cache: Any, pr
     if batch:
         flush()
     return losses
+
+
+@torch.no_grad()
+def _stability(run: Any, latents: np.ndarray, styles: StyleResult, probes: list[ProbeCase], class_names: Sequence[str],
+               max_components: int, seed: int, n_seeds: int, progress: bool) -> np.ndarray:
+    """Per case, how often it keeps its style company when the mixture is fitted with other seeds."""
+    if isinstance(n_seeds, bool) or not isinstance(n_seeds, int) or n_seeds < 0:
+        raise ValueError(f"stability_seeds must be an integer >= 0; found {n_seeds!r}")
+    voxel_ml = [p.voxel_ml for p in probes]
+    quick = dataclasses.replace(styles.thresholds, max_members=0)
+
+    def refit(other: int) -> StyleResult:
+        mixture = cluster_latents(latents, max_components=max_components, seed=other)
+        return find_styles(latents, mixture, lambda z: [run.segment(p.image, np.asarray(z, np.float32))
+                                                         for p in probes],
+                           voxel_ml, class_names, styles.min_style_size, quick, other)[0]
+
+    seeds = [seed + 1 + k for k in range(n_seeds)]
+    if progress and seeds:
+        from tqdm.auto import tqdm
+
+        seeds = list(tqdm(seeds, desc="style stability", unit="refit"))
+    return style_stability(latents, styles, refit, seeds)
 
 
 @torch.no_grad()
@@ -395,6 +447,7 @@ def _metrics(result: AnalysisResult, run_dir: Path, data_path: Path, bandwidth: 
         "suspicion": {"method": "mean normalised rank over the signals", "signals": list(SIGNALS),
                       "higher_is_suspicious": dict(HIGHER_IS_SUSPICIOUS)},
         "top_suspicious": [result.case_ids[i] for i in result.ranking[:10]],
+        "style_stability": _stability_summary(result),
         "probe_cases": [p.case_id for p in result.probes],
         "clusters": [{"cluster": c, "kind": "style" if clusters.is_style[c] else "isolated",
                       "size": int(clusters.sizes[c]), "weight": float(clusters.weights[c]),
@@ -445,14 +498,15 @@ def _fmt(value: float) -> str:
 def samples_table(result: AnalysisResult) -> tuple[list[str], list[list[str]]]:
     """Header and rows of ``samples.csv`` (run order)."""
     dims = result.latents.shape[1]
-    header = ["case_id", *[f"z{i + 1}" for i in range(dims)], "cluster", "component", *SIGNALS, "suspicion",
-              "rank"]
+    header = ["case_id", *[f"z{i + 1}" for i in range(dims)], "cluster", "component", "style_stability",
+              *SIGNALS, "suspicion", "rank"]
     if result.manifest is not None:
         header += ["group", "erroneous"]
     rows = []
+    stability = result.stability if result.stability is not None else np.full(len(result.case_ids), np.nan)
     for i, case_id in enumerate(result.case_ids):
         row = [case_id, *[f"{v:.8g}" for v in result.latents[i]], str(int(result.clusters.labels[i])),
-               str(int(result.mixture.labels[i])),
+               str(int(result.mixture.labels[i])), _fmt(stability[i]),
                *[_fmt(result.signals[name][i]) for name in SIGNALS], f"{result.suspicion[i]:.6g}",
                str(int(result.rank[i]))]
         if result.manifest is not None:

@@ -32,7 +32,7 @@ from HyperSORTLib.analysis.behaviour import BehaviourThresholds, compare_to_refe
 from HyperSORTLib.latentmap.clusters import ClusterResult
 
 __all__ = ["StyleThresholds", "StyleResult", "behaviour_distance", "component_adjacency", "merge_components",
-           "find_styles", "style_summary", "row_name", "describe_main_mode"]
+           "find_styles", "style_summary", "row_name", "describe_main_mode", "style_stability"]
 
 
 @dataclass(frozen=True)
@@ -331,3 +331,28 @@ def describe_main_mode(result: StyleResult) -> str:
         return f"style {main} is the consensus: {size} of {n} cases ({result.main_share:.0%}){runner}{evidence}"
     return (f"no style holds a clear majority: the largest, style {main}, has {size} of {n} cases{runner}; the "
             f"descriptions are relative to it, but it is not a consensus to correct the others towards{evidence}")
+
+
+def style_stability(latents: np.ndarray, result: StyleResult, refit: Callable[[int], StyleResult],
+                    seeds: Sequence[int]) -> np.ndarray:
+    """How often each case keeps its style company when the styles are found again.
+
+    For every seed, ``refit(seed)`` finds the styles from a mixture fitted with that seed. A case's
+    stability is the mean, over those refits and over every other case, of whether the two are
+    still together (same row) or still apart exactly when they were in ``result``: 1.0 means the
+    case's style never changed.
+
+    Returns:
+        ``[N]`` values in [0, 1]; NaN when ``seeds`` is empty.
+    """
+    n = len(latents)
+    if not seeds:
+        return np.full(n, np.nan)
+    base = result.labels[:, None] == result.labels[None, :]
+    agree = np.zeros(n)
+    off_diagonal = ~np.eye(n, dtype=bool)
+    for seed in seeds:
+        again = refit(int(seed)).labels
+        same = again[:, None] == again[None, :]
+        agree += ((same == base) & off_diagonal).sum(1) / max(n - 1, 1)
+    return agree / len(seeds)

@@ -15,10 +15,11 @@ HELP = "audit a trained run: suspicious samples, clusters described in words, HT
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
         NAME, help=HELP,
-        description="Read a run's latent map: cluster it, score every training sample (latent density, "
-                    "losses, distance to the main mode), decode each cluster centre into a UNet and describe "
-                    "how it segments probe cases, and write report.html, samples.csv, clusters.csv and "
-                    "metrics.json.")
+        description="Read a run's latent map: find its annotation styles (mixture components merged where "
+                    "their decoded UNets segment the probe cases alike), name the main mode (the largest "
+                    "style) with its evidence, score every training sample (latent density, losses, distance "
+                    "to the main mode), describe in words how each style segments, and write report.html, "
+                    "samples.csv, clusters.csv and metrics.json.")
     add_run_option(parser)
     parser.add_argument("--out", type=Path, default=None, metavar="DIR",
                         help="output folder (default: RUN/analysis)")
@@ -26,13 +27,17 @@ def register(sub: argparse._SubParsersAction) -> None:
                         help="ground truth CSV with case_id, group, erroneous (default: manifest.csv in the "
                              "dataset folder, when present)")
     parser.add_argument("--probe", default=None, metavar="CASE_IDS",
-                        help="comma-separated training case ids to segment with every cluster's UNet "
-                             "(default: the 3 cases nearest the main mode)")
+                        help="comma-separated training case ids to segment with every component's UNet "
+                             "(default: the 3 cases nearest the heaviest mixture component)")
     add_data_option(parser, required=False,
                     help="dataset folder, when it has moved since training (default: the one in config.json)")
     add_device_option(parser)
     parser.add_argument("--max-components", type=int, default=8,
-                        help="largest number of mixture components tried (default 8; BIC chooses)")
+                        help="largest number of mixture components tried (default 8; BIC chooses); the "
+                             "styles are merged from them")
+    parser.add_argument("--stability-seeds", type=int, default=0, metavar="N",
+                        help="find the styles again from N other mixture fits and report, per case, how often "
+                             "it keeps its style company (samples.csv: style_stability; default 0: skip)")
     parser.add_argument("--cache-dir", type=Path, default=None,
                         help="preprocessing cache written by training, read to skip preprocessing "
                              "(default $HYPERSORT_CACHE_DIR or the user cache folder)")
@@ -48,8 +53,11 @@ def run(args: argparse.Namespace) -> int:
 
     if args.max_components < 1:
         raise ValueError(f"--max-components must be >= 1, found {args.max_components}.")
+    if args.stability_seeds < 0:
+        raise ValueError(f"--stability-seeds must be >= 0, found {args.stability_seeds}.")
     result = analyze_run(args.run, out_dir=args.out, manifest=args.manifest, probe_cases=args.probe,
                          data=args.data, device=args.device, max_components=args.max_components,
+                         stability_seeds=args.stability_seeds,
                          cache_dir=args.cache_dir, use_cache=not args.no_cache, progress=not args.no_progress,
                          overwrite=args.overwrite, accept_data_change=args.accept_data_change)
     print(result.summary())

@@ -4,10 +4,11 @@ The demo generates a CT-like abdominal cohort with known annotation biases (a cl
 a systematic style group, a group with an organ left unannotated and a few gross errors),
 trains HyperSORT on it, and scores the learned latent map against the truth:
 
-* ``ari`` / ``nmi``: Gaussian-mixture clusters of the latents vs the true groups;
+* ``ari`` / ``nmi``: the annotation styles of ``hypersort analyze`` vs the true groups;
 * ``auroc`` / ``average_precision``: ranking of the erroneous cases by the combined suspicion
   score of ``hypersort analyze`` (and by each of its signals);
-* ``main_mode_dice``: Dice against the clean labels of the UNet decoded from the main cluster.
+* ``main_mode_dice``: Dice against the clean labels of the UNet decoded from the main mode (the
+  largest style).
 
 Outputs in ``OUT``: ``cohort/`` (the dataset), ``run/`` (the training run, with the audit of
 ``hypersort analyze`` in ``run/analysis/``: ``report.html``, ``samples.csv``, ``clusters.csv``),
@@ -76,7 +77,8 @@ class DemoResult:
         m = self.metrics
         lines = [
             f"HyperSORT demo: {m['n_cases']} cases, {m['epochs']} epochs on {m['device']} in {m['wall_time_s']:.0f} s",
-            f"  clusters found: {m['n_clusters']}   ARI {m['ari']:.3f}   NMI {m['nmi']:.3f}  (vs the true groups)",
+            f"  styles found: {m['n_styles']}   ARI {m['ari']:.3f}   NMI {m['nmi']:.3f}  (vs the true groups)",
+            f"  main mode: {m['main_mode_text']}",
             f"  erroneous cases: AUROC {_fmt(m['auroc'])}   average precision {_fmt(m['average_precision'])}   "
             f"top-{m['n_erroneous']} caught {m['erroneous_in_top_k']}/{m['n_erroneous']}",
             f"  main-mode UNet Dice vs clean labels: {m['main_mode_dice']:.3f}",
@@ -113,6 +115,7 @@ def run_demo(options: DemoOptions) -> DemoResult:
     """Generate the cohort, train, analyse and write the demo outputs."""
     from HyperSORTLib.analysis import analyze_run
     from HyperSORTLib.analysis.plots import plot_latent_maps
+    from HyperSORTLib.analysis.styles import describe_main_mode
     from HyperSORTLib.data import PreprocessedCases, read_nnunet_folder
     from HyperSORTLib.data.manifest import MANIFEST_FILE
     from HyperSORTLib.demo.cohort import CohortSpec, generate_cohort
@@ -153,7 +156,8 @@ def run_demo(options: DemoOptions) -> DemoResult:
         "auroc": m["auroc"], "average_precision": m["average_precision"], "precision_at_k": m["precision_at_k"],
         "n_erroneous": n_errors, "erroneous_in_top_k": m.get("erroneous_in_top_k"),
         "detection_by_signal": m.get("detection_by_signal"),
-        "n_clusters": m["n_clusters"], "cluster_sizes": m["cluster_sizes"],
+        "n_clusters": m["n_clusters"], "n_styles": m["n_styles"], "cluster_sizes": m["cluster_sizes"],
+        "main_mode": m["main_mode"], "main_mode_text": describe_main_mode(audit.clusters),
         "cluster_descriptions": {str(c["cluster"]): c.get("description", "") for c in m["clusters"]},
         "main_mode_dice": dice["mean"], "main_mode_dice_per_class": dice["per_class"],
         "n_cases": len(groups), "group_sizes": {g: groups.count(g) for g in sorted(set(groups))},

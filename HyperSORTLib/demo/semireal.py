@@ -42,8 +42,11 @@ from HyperSORTLib.perturbation.runner import perturb_dataset
 from HyperSORTLib.utils.io import atomic_path, atomic_write_json
 from HyperSORTLib.utils.nifti import check_affine, open_nifti
 
-__all__ = ["DEFAULT_SOURCES", "SEMIREAL_GROUPS", "SemirealSpec", "build_semireal_cohort", "default_sources",
-           "semireal_plan"]
+__all__ = ["DEFAULT_SOURCES", "SEMIREAL_CONFIG_FILE", "SEMIREAL_GROUPS", "SemirealSpec", "build_semireal_cohort",
+           "default_sources", "semireal_plan"]
+
+#: The run configuration the semi-real cohort is trained with (its grid, the demo's networks).
+SEMIREAL_CONFIG_FILE = Path(__file__).with_name("semireal.yaml")
 
 #: Example folders (under ``ct-examples/totalsegmentator`` of the shared data) used by default.
 DEFAULT_SOURCES: tuple[str, ...] = ("A_example_ct_3mm", "B_example_ct_dicom")

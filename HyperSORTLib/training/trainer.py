@@ -142,8 +142,9 @@ class Trainer:
         self.device = resolve_device(train.device)
         self.model = HyperSORTModel(config.model, self.case_ids, train.latent_init_std, train.seed).to(self.device)
         self.hyper_optimizer = torch.optim.Adam(self.model.generator.parameters(), lr=train.lr, betas=train.betas)
-        self.latent_optimizer = RowwiseAdam(self.model.latents.weight, lr=train.latent_lr, betas=train.latent_betas)
-        self.loss_fn = DiceCELoss(train.dice_weight, train.ce_weight, train.include_background)
+        self.latent_optimizer = RowwiseAdam(self.model.latents.weight, lr=train.effective_latent_lr,
+                                             betas=train.latent_betas)
+        self.loss_fn = DiceCELoss.from_config(train)
         self.sampler = EpochBatchSampler(len(dataset), train.batch_size, train.seed)
         self.epoch = 0
         self.global_step = 0

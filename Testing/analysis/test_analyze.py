@@ -71,7 +71,7 @@ def _read_csv(path: Path) -> tuple[list[str], list[dict[str, str]]]:
 @pytest.mark.slow
 def test_samples_csv_columns_rows_and_scores(tiny_run):
     header, rows = _read_csv(tiny_run["out"] / "samples.csv")
-    assert header == ["case_id", "z1", "z2", "cluster", "component", "density_gmm", "density_kde", "own_loss", "main_mode_loss",
+    assert header == ["case_id", "z1", "z2", "cluster", "component", "style_stability", "density_gmm", "density_kde", "own_loss", "main_mode_loss",
                       "mode_distance", "knn_score", "suspicion", "rank", "group", "erroneous"]
     assert [r["case_id"] for r in rows] == [f"case_{i:03d}" for i in range(N_CASES)]
     assert sorted(int(r["rank"]) for r in rows) == list(range(1, N_CASES + 1))
@@ -197,12 +197,23 @@ def test_default_output_manifest_from_dataset_and_given_probes(tiny_run, tmp_pat
 @pytest.mark.slow
 def test_cli_writes_report_and_prints_summary(tiny_run, tmp_path, capsys):
     code = main(["analyze", "--run", str(tiny_run["run"]), "--out", str(tmp_path / "cli"), "--manifest",
-                 str(tiny_run["manifest"]), "--probe", "case_001", "--device", "cpu", "--no-progress", "--no-cache"])
+                 str(tiny_run["manifest"]), "--probe", "case_001", "--device", "cpu", "--no-progress", "--no-cache",
+                 "--stability-seeds", "2"])
     assert code == 0
     out = capsys.readouterr().out
-    assert "most suspicious" in out and str(tmp_path / "cli" / "report.html") in out
+    assert "most suspicious" in out and "main mode: " in out and str(tmp_path / "cli" / "report.html") in out
     for name in ("report.html", "samples.csv", "clusters.csv", "metrics.json"):
         assert (tmp_path / "cli" / name).is_file()
+    # Style stability over two other mixture fits: a share per case, summarised in metrics.json.
+    _, samples = _read_csv(tmp_path / "cli" / "samples.csv")
+    stability = np.array([float(r["style_stability"]) for r in samples])
+    assert np.all((stability >= 0) & (stability <= 1))
+    metrics = json.loads((tmp_path / "cli" / "metrics.json").read_text())
+    assert metrics["style_stability"]["mean"] == pytest.approx(stability.mean(), abs=1e-5)
+    assert metrics["seeds"] == {"training": 0, "mixture": 0, "stability_refits": 2}
+    # Without refits the column is there and empty.
+    _, plain = _read_csv(tiny_run["out"] / "samples.csv")
+    assert all(r["style_stability"] == "" for r in plain)
 
 
 @pytest.mark.slow

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -12,6 +14,7 @@ from HyperSORTLib.analysis.styles import (
     find_styles,
     merge_components,
     row_name,
+    style_stability,
 )
 from HyperSORTLib.latentmap import cluster_latents
 
@@ -138,3 +141,21 @@ def test_style_thresholds_are_checked():
         StyleThresholds(volume=0.0)
     with pytest.raises(ValueError, match="max_members"):
         StyleThresholds(max_members=-1)
+
+
+def test_style_stability_is_one_when_refits_agree_and_drops_for_the_cases_that_move():
+    latents, truth, decode = _map_and_decoder(np.random.default_rng(0))
+
+    def refit(seed: int):
+        return find_styles(latents, cluster_latents(latents, max_components=8, seed=seed), decode, [0.001], NAMES,
+                           3, StyleThresholds(max_members=0))[0]
+
+    base = refit(0)
+    stable = style_stability(latents, base, refit, [1, 2])
+    assert stable.shape == (len(latents),) and np.all(stable == 1.0)
+    # A refit that moves the first five clean cases into the dilated style.
+    moved = dataclasses.replace(base, labels=base.labels.copy())
+    moved.labels[:5] = base.labels[truth == "dilated"][0]
+    shaken = style_stability(latents, base, lambda seed: moved, [1])
+    assert np.all(shaken[:5] < 0.7) and np.all(shaken[5:] > 0.8)
+    assert np.isnan(style_stability(latents, base, refit, [])).all()
