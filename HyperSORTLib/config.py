@@ -172,8 +172,8 @@ class TrainConfig:
 
     * ``latent_lr`` follows the budget: with Adam a latent moves about one learning rate per
       visit, and it is visited once per epoch, so the default is ``LATENT_TRAVEL / epochs``
-      (3 latent units of travel; 0.05 at 60 epochs, 0.03 at 100, the release's 1e-3 at 3000),
-      capped at ``MAX_LATENT_LR``. Slower latents stay near the origin for the whole run.
+      (1.2 latent units of travel; 0.02 at 60 epochs, 0.012 at 100, the release's 1e-3 at
+      1200), capped at ``MAX_LATENT_LR``. Slower latents stay near the origin for the whole run.
     * ``l1_weight`` is 0.01 instead of 1: at full weight the pull holds every latent within a
       learning rate of the origin until the generator has learnt to use them, which takes
       thousands of epochs.
@@ -260,7 +260,7 @@ class TrainConfig:
 
 
 #: Latent units a latent can travel over a run under the default latent learning rate.
-LATENT_TRAVEL = 3.0
+LATENT_TRAVEL = 1.2
 #: The largest default latent learning rate (runs of fewer than 60 epochs).
 MAX_LATENT_LR = 0.05
 

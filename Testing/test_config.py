@@ -25,7 +25,7 @@ def test_the_default_latent_learning_rate_follows_the_epoch_budget():
     from HyperSORTLib.config import LATENT_TRAVEL, MAX_LATENT_LR, TrainConfig
 
     assert TrainConfig(epochs=100).effective_latent_lr == pytest.approx(LATENT_TRAVEL / 100)
-    assert TrainConfig(epochs=3000).effective_latent_lr == pytest.approx(1e-3)
+    assert TrainConfig(epochs=1200).effective_latent_lr == pytest.approx(1e-3)
     assert TrainConfig(epochs=10).effective_latent_lr == MAX_LATENT_LR
     assert TrainConfig(epochs=10, latent_lr=2e-3).effective_latent_lr == 2e-3
     # The paper configurations use the rule; none of them pins the slow released latents.

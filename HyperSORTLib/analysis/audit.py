@@ -62,6 +62,7 @@ from HyperSORTLib.analysis.styles import (
     StyleThresholds,
     describe_main_mode,
     find_styles,
+    fine_partition,
     row_name,
     style_stability,
     style_summary,
@@ -124,6 +125,7 @@ class AnalysisResult:
         metrics: the content of ``metrics.json``.
         stability: per case, how often it keeps its style company over other mixture fits
             (NaN when not measured).
+        density_mixture: the BIC-chosen mixture the density signals use (``large`` refers to it).
     """
 
     out_dir: Path
@@ -140,6 +142,7 @@ class AnalysisResult:
     metrics: dict[str, Any]
     class_names: tuple[str, ...] = ()
     stability: np.ndarray | None = None
+    density_mixture: ClusterResult | None = None
 
     @property
     def mixture(self) -> ClusterResult:
@@ -277,8 +280,9 @@ def analyze_run(run_dir: str | Path, out_dir: str | Path | None = None, manifest
     probes = [ProbeCase(p.case_id, p.image, p.voxel_ml, p.spacing)
               for p in training_patches(case_list, run.config.data, cache, only=probe_ids)]
     min_style = min_cluster_size or default_min_cluster_size(len(case_ids))
-    clusters = _find_styles(run, latents, mixture, probes, class_names, min_style, mixture_seed, progress)
-    stability = _stability(run, latents, clusters, probes, class_names, max_components, mixture_seed,
+    clusters = _find_styles(run, latents, fine_partition(latents, mixture_seed), probes, class_names, min_style,
+                            mixture_seed, progress)
+    stability = _stability(run, latents, clusters, probes, class_names, mixture_seed,
                            stability_seeds, progress)
     main = clusters.main_cluster
     main_loss = _main_mode_loss(run, case_list, clusters.centers[main], cache, progress)
@@ -293,7 +297,7 @@ def analyze_run(run_dir: str | Path, out_dir: str | Path | None = None, manifest
                                           [p.voxel_ml for p in probes], class_names)
                   for c in range(clusters.n_clusters)}
     result = AnalysisResult(out, tuple(case_ids), latents, clusters, large, signals, suspicion, rank, behaviours,
-                            probes, truth, {}, class_names, stability)
+                            probes, truth, {}, class_names, stability, mixture)
     result.metrics = _metrics(result, run_dir, data_path, kde_bandwidth,
                               min_cluster_size or default_min_cluster_size(len(case_ids)))
     result.metrics["seeds"] = {"training": int(config.train.seed), "mixture": int(mixture_seed),
@@ -370,7 +374,7 @@ def _main_mode_loss(run: Any, case_list: Any, centre: np.ndarray, cache: Any, pr
 
 @torch.no_grad()
 def _stability(run: Any, latents: np.ndarray, styles: StyleResult, probes: list[ProbeCase], class_names: Sequence[str],
-               max_components: int, seed: int, n_seeds: int, progress: bool) -> np.ndarray:
+               seed: int, n_seeds: int, progress: bool) -> np.ndarray:
     """Per case, how often it keeps its style company when the mixture is fitted with other seeds."""
     if isinstance(n_seeds, bool) or not isinstance(n_seeds, int) or n_seeds < 0:
         raise ValueError(f"stability_seeds must be an integer >= 0; found {n_seeds!r}")
@@ -378,8 +382,7 @@ def _stability(run: Any, latents: np.ndarray, styles: StyleResult, probes: list[
     quick = dataclasses.replace(styles.thresholds, max_members=0)
 
     def refit(other: int) -> StyleResult:
-        mixture = cluster_latents(latents, max_components=max_components, seed=other)
-        return find_styles(latents, mixture, lambda z: [run.segment(p.image, np.asarray(z, np.float32))
+        return find_styles(latents, fine_partition(latents, other), lambda z: [run.segment(p.image, np.asarray(z, np.float32))
                                                          for p in probes],
                            voxel_ml, class_names, styles.min_style_size, quick, other)[0]
 
@@ -429,7 +432,7 @@ def _floats(values: Any) -> list[float]:
 def _metrics(result: AnalysisResult, run_dir: Path, data_path: Path, bandwidth: float,
              min_cluster_size: int) -> dict[str, Any]:
     clusters, main = result.clusters, result.clusters.main_cluster
-    mixture = result.mixture
+    mixture, density = result.mixture, result.density_mixture
     metrics: dict[str, Any] = {
         "run_dir": str(run_dir), "dataset": str(data_path),
         "n_samples": len(result.case_ids), "latent_dim": int(result.latents.shape[1]),
@@ -439,10 +442,12 @@ def _metrics(result: AnalysisResult, run_dir: Path, data_path: Path, bandwidth: 
         "main_mode": {"cluster": int(main), "centre": _floats(clusters.centers[main]),
                       "weight": float(clusters.weights[main]), "size": int(clusters.sizes[main]),
                       **style_summary(clusters)},
-        "mixture": {"n_components": int(mixture.n_clusters), "n_large_components": int(result.large.sum()),
-                    "component_sizes": [int(s) for s in mixture.sizes],
-                    "bic_by_n_components": {str(k): float(v)
-                                            for k, v in mixture.mixture.bic_by_n_components_.items()}},
+        "fine_partition": {"n_components": int(mixture.n_clusters),
+                           "component_sizes": [int(s) for s in mixture.sizes]},
+        "density_mixture": None if density is None else {
+            "n_components": int(density.n_clusters), "n_large_components": int(result.large.sum()),
+            "component_sizes": [int(s) for s in density.sizes],
+            "bic_by_n_components": {str(k): float(v) for k, v in density.mixture.bic_by_n_components_.items()}},
         "kde_bandwidth": float(bandwidth),
         "suspicion": {"method": "mean normalised rank over the signals", "signals": list(SIGNALS),
                       "higher_is_suspicious": dict(HIGHER_IS_SUSPICIOUS)},

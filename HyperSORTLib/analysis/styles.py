@@ -15,24 +15,29 @@ for it: its share of the cases, and how many of its members, decoded from their 
 segment like its centre. When no style holds a clear majority, :attr:`StyleResult.consensus`
 is false and the report says so.
 
-The thresholds were chosen on the phantom demo cohort and the semi-real liver cohort over
-several training seeds (``benchmarks/RESULTS.md``, "Styles"): 10% in volume and Dice 0.9 keep
-the clean components of every run together, while the smallest injected style (a 6-7 mm
-dilation, about 15-35% in volume) stays apart.
+The fine partition is a mixture with a generous, fixed number of components
+(:func:`fine_components`: a quarter of the cases, 2 to 16), not the BIC choice, because BIC can
+pick so few components that a style shares one with the clean majority, and merging cannot
+undo that. The thresholds (15% in volume, Dice 0.85) were compared with 10%/0.9, 20%/0.8 and
+25%/0.8 on trained demo runs of several seeds (``benchmarks/RESULTS.md``, "Styles"): 10%/0.9
+split the clean majority where its decoded UNets drift along the map; 15%/0.85 scored as well
+as the looser pairs or better on every run.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from HyperSORTLib.analysis.behaviour import BehaviourThresholds, compare_to_reference
-from HyperSORTLib.latentmap.clusters import ClusterResult
+from HyperSORTLib.latentmap.clusters import ClusterResult, cluster_latents
 
 __all__ = ["StyleThresholds", "StyleResult", "behaviour_distance", "component_adjacency", "merge_components",
-           "find_styles", "style_summary", "row_name", "describe_main_mode", "style_stability"]
+           "find_styles", "fine_components", "fine_partition", "style_summary", "row_name", "describe_main_mode",
+           "style_stability"]
 
 
 @dataclass(frozen=True)
@@ -49,8 +54,8 @@ class StyleThresholds:
         max_members: members per style decoded from their own latents to measure its consistency.
     """
 
-    volume: float = 0.10
-    dice: float = 0.90
+    volume: float = 0.15
+    dice: float = 0.85
     consensus_share: float = 0.5
     consensus_ratio: float = 2.0
     max_members: int = 12
@@ -140,8 +145,8 @@ def behaviour_distance(maps_a: Sequence[np.ndarray], maps_b: Sequence[np.ndarray
     Example:
         >>> ref = np.zeros((10, 10, 10), np.uint8); ref[2:6, 2:6, 2:6] = 1
         >>> big = np.zeros_like(ref); big[2:7, 2:6, 2:6] = 1
-        >>> round(behaviour_distance([ref], [big], [0.008], ["background", "liver"]), 2)  # 25% larger
-        2.5
+        >>> round(behaviour_distance([ref], [big], [0.008], ["background", "liver"]), 2)  # 25% larger, 15% allowed
+        1.67
     """
     words = BehaviourThresholds(volume=thresholds.volume, dice=thresholds.dice)
     worst = 0.0
@@ -210,6 +215,17 @@ def merge_components(distance: np.ndarray, adjacency: np.ndarray) -> list[list[i
 
 
 # --------------------------------------------------------------------------- styles
+def fine_components(n_cases: int) -> int:
+    """Components of the fine partition the styles are merged from: a quarter of the cases, 2 to 16."""
+    return int(min(16, max(2, math.ceil(n_cases / 4)), max(1, n_cases - 1)))
+
+
+def fine_partition(latents: np.ndarray, seed: int = 0) -> ClusterResult:
+    """The mixture of :func:`fine_components` components that :func:`find_styles` merges."""
+    k = fine_components(len(latents))
+    return cluster_latents(latents, max_components=k, min_components=k, seed=seed)
+
+
 def find_styles(latents: np.ndarray, mixture: ClusterResult, decode: Callable[[np.ndarray], list[np.ndarray]],
                 voxel_ml: Sequence[float], class_names: Sequence[str], min_style_size: int,
                 thresholds: StyleThresholds = StyleThresholds(), seed: int = 0,

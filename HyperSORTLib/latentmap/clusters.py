@@ -131,10 +131,11 @@ def fit_mixture(
     max_components: int = 8,
     seed: int = 0,
     covariance_type: str = "full",
+    min_components: int = 1,
 ) -> GaussianMixture:
     """Fit a Gaussian mixture to the latent table, choosing the number of components by BIC.
 
-    Candidates with 1 .. ``min(max_components, n - 1, n_distinct_rows)`` components are
+    Candidates with ``min_components`` .. ``min(max_components, n - 1, n_distinct_rows)`` components are
     fitted on the centred table divided by one global scale (so the fit, including the
     fixed ``reg_covar`` floor, does not depend on the latent units) and the one with the
     lowest BIC is kept. Its parameters are then mapped back to latent units, so the
@@ -152,6 +153,8 @@ def fit_mixture(
         max_components: Largest number of components tried (>= 1).
         seed: Random state of every candidate fit; the result is deterministic given it.
         covariance_type: One of ``"full"``, ``"tied"``, ``"diag"``, ``"spherical"``.
+        min_components: Smallest number of components tried (a fine partition asks for many;
+            capped like ``max_components``).
 
     Returns:
         The fitted ``sklearn.mixture.GaussianMixture`` in latent units.
@@ -180,6 +183,7 @@ def fit_mixture(
     # More components than distinct points only produces degenerate, warning-prone fits.
     n_distinct = int(np.unique(table, axis=0).shape[0])
     upper = max(1, min(int(max_components), n_rows - 1, n_distinct))
+    lower = max(1, min(int(min_components), upper))
 
     centre = table.mean(axis=0)
     scaled, scale = _centre_and_scale(table)
@@ -190,7 +194,7 @@ def fit_mixture(
     # Latent tables are small (hundreds to thousands of rows, few columns): BLAS/OpenMP
     # threads only add start-up cost and thrash on a busy machine, so fit single-threaded.
     with threadpool_limits(limits=1):
-        for n_components in range(1, upper + 1):
+        for n_components in range(lower, upper + 1):
             candidate = GaussianMixture(
                 n_components=n_components,
                 covariance_type=covariance_type,
@@ -252,6 +256,7 @@ def cluster_latents(
     max_components: int = 8,
     seed: int = 0,
     covariance_type: str = "full",
+    min_components: int = 1,
 ) -> ClusterResult:
     """Cluster the latent table with a BIC-selected Gaussian mixture.
 
@@ -260,6 +265,7 @@ def cluster_latents(
         max_components: Largest number of mixture components tried.
         seed: Random state; identical inputs and seed give identical results.
         covariance_type: Mixture covariance type, see :func:`fit_mixture`.
+        min_components: Smallest number of mixture components tried, see :func:`fit_mixture`.
 
     Returns:
         A :class:`ClusterResult` whose labels are ordered by cluster size (0 = largest).
@@ -276,7 +282,7 @@ def cluster_latents(
     """
     table = as_latent_table(latents)
     mixture = fit_mixture(table, max_components=max_components, seed=seed,
-                          covariance_type=covariance_type)
+                          covariance_type=covariance_type, min_components=min_components)
     raw_labels = mixture.predict(table)
     n_components = int(mixture.n_components)
     counts = np.bincount(raw_labels, minlength=n_components)

@@ -37,7 +37,9 @@ def test_behaviour_distance_in_units_of_the_thresholds():
     base = _maps(6)
     assert behaviour_distance(base, base, [0.001], NAMES) == 0.0
     # 7/6 in width: liver volume +16.7% -> 1.67 units of 10%; Dice 12/13 = 0.923 -> 0.77 units.
-    assert behaviour_distance(base, _maps(7), [0.001], NAMES) == pytest.approx(1 / 6 / 0.1, rel=1e-6)
+    strict = StyleThresholds(volume=0.1, dice=0.9)
+    assert behaviour_distance(base, _maps(7), [0.001], NAMES, strict) == pytest.approx(1 / 6 / 0.1, rel=1e-6)
+    assert behaviour_distance(base, _maps(7), [0.001], NAMES) == pytest.approx(1 / 6 / 0.15, rel=1e-6)
     assert behaviour_distance(base, _maps(7), [0.001], NAMES, StyleThresholds(volume=0.2, dice=0.9)) < 1.0
     # A class missing, or two classes trading places, is never "alike", whatever the thresholds.
     loose = StyleThresholds(volume=0.9, dice=0.01)
