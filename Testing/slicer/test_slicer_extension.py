@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import importlib.metadata
 import json
 import py_compile
 import re
@@ -152,22 +153,31 @@ def test_dependencies_install_torch_through_the_pytorch_extension_then_the_rest(
     torch_utils.PyTorchUtilsLogic = lambda: types.SimpleNamespace(
         installTorch=lambda **kw: calls.append(("installTorch", kw)) or object())
     slicer = types.ModuleType("slicer")
-    slicer.util = types.SimpleNamespace(confirmOkCancelDisplay=lambda *a, **k: True,
-                                        pip_install=lambda missing: calls.append(("pip_install", missing)))
-    packaging = types.ModuleType("slicer.packaging")
-    if has_pip_ensure:
-        packaging.pip_ensure = lambda reqs, **kw: calls.append(("pip_ensure", reqs))
-    slicer.packaging = packaging
+    slicer.util = types.SimpleNamespace(confirmOkCancelDisplay=lambda *a, **k: True)
     monkeypatch.setitem(sys.modules, "slicer", slicer)
-    monkeypatch.setitem(sys.modules, "slicer.packaging", packaging)
+    if has_pip_ensure:
+        pydeps = types.ModuleType("slicer.pydeps")
+        pydeps.load_requirements = lambda path: logic.readRequirements(Path(path))
+        pydeps.pip_ensure = lambda reqs, **kw: calls.append(
+            ("pip_ensure", reqs, Path(kw["constraints"]).read_text().splitlines()))
+        slicer.pydeps = pydeps
+        monkeypatch.setitem(sys.modules, "slicer.pydeps", pydeps)
+    else:
+        monkeypatch.setitem(sys.modules, "slicer.pydeps", None)  # Slicer < 5.11: no slicer.pydeps
     monkeypatch.setitem(sys.modules, "PyTorchUtils", torch_utils)
     monkeypatch.setattr(logic, "torchReady", lambda: False)
-    monkeypatch.setattr(logic, "readRequirements", lambda: ["monai>=1.3", "nibabel>=5"])
     monkeypatch.setattr(logic, "missingRequirements", lambda reqs: ["nibabel>=5"])
-    logic.ensureDependencies(askConfirmation=False)
+    monkeypatch.setattr(logic, "runPip", lambda command, onOutput=None, env=None: calls.append(
+        ("runPip", command, Path(command[command.index("--constraint") + 1]).read_text().splitlines())))
+    ran = []
+    logic.ensureDependencies(askConfirmation=False, runner=lambda compute: ran.append(1) or compute())
+    torch_pin = f"torch=={importlib.metadata.version('torch')}"
     assert calls[0] == ("installTorch", {"askConfirmation": False, "torchVersionRequirement": logic.TORCH_MINIMUM})
-    assert calls[1] == (("pip_ensure", ["monai>=1.3", "nibabel>=5"]) if has_pip_ensure
-                        else ("pip_install", ["nibabel>=5"]))
+    if has_pip_ensure:
+        assert calls[1][:2] == ("pip_ensure", logic.readRequirements())
+    else:
+        assert calls[1][1][-1] == "nibabel>=5" and ran == [1]  # in the runner, beside the event loop
+    assert torch_pin in calls[1][2]
 
 
 HEAVY = {"torch", "monai", "HyperSORTLib", "nibabel", "sklearn", "scipy", "matplotlib", "safetensors"}
