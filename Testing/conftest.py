@@ -71,3 +71,38 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+# ---------------------------------------------------------------------------- the Slicer module
+MODULE_DIR = Path(__file__).resolve().parents[1] / "HyperSORT"
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    """A copy of the run the Slicer extension ships for its self-test (2-D latent space, six cases)."""
+    import sys
+
+    if str(MODULE_DIR) not in sys.path:
+        sys.path.insert(0, str(MODULE_DIR))
+    from HyperSORTModule import SelfTest
+
+    return SelfTest.packagedRun(tmp_path_factory.mktemp("packaged") / "run")
+
+
+@pytest.fixture
+def scene():
+    """A real MRML scene (slicer-core) outside the application."""
+    pytest.importorskip("slicer")
+    from HyperSORTModule import StandaloneScene
+
+    return StandaloneScene.newScene()
+
+
+@pytest.fixture
+def logic(scene, tiny_run):
+    """The module's Qt-free logic on ``scene`` with the packaged run loaded."""
+    from HyperSORTModule.CoreLogic import HyperSORTCoreLogic
+
+    logic = HyperSORTCoreLogic(scene)
+    logic.loadRun(tiny_run, device="cpu")
+    return logic

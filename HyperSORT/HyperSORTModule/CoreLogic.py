@@ -9,8 +9,9 @@ segments it from any latent point and writes the results into nodes:
 * when the probe stops (or on request): the module's probe segmentation node is updated
   from the preview;
 * on Accept: a full-resolution segmentation node on exactly the input grid, one named,
-  coloured segment per class, created or updated; segmentations the user made are never
-  written to (nodes the module created carry the ``HyperSORT.Role`` attribute);
+  coloured segment per class (with SNOMED CT terminology for known organs), created or
+  updated; a segmentation is updated only while it is the module's and unchanged since it
+  wrote it, so segmentations the user made or edited are never written to;
 * Compare: two full-resolution segmentations of two latent points, with per-class Dice.
 
 Errors the user can act on surface as :class:`HyperSORTError` with one readable sentence;
@@ -33,7 +34,7 @@ from HyperSORTModule.Debounce import Debouncer, ManualScheduler, Scheduler
 from HyperSORTModule.Errors import HyperSORTError, SegmentationCancelled
 from HyperSORTModule.LatentMapPlot import ROLE_ATTRIBUTE, LatentMapPlot, groupSamples  # noqa: F401 (re-exported)
 from HyperSORTModule.OutputNodes import (ATTRIBUTE_PREFIX, ROLE_PREVIEW, ROLE_PROBE_SEGMENTATION, ROLE_SEGMENTATION,
-                                         OutputNodes, isModuleNode)
+                                         OutputNodes, isModuleNode, isUnchangedSinceWritten)
 
 
 ProgressCallback = Callable[[float], None]
@@ -354,10 +355,10 @@ class HyperSORTCoreLogic:
     isModuleNode = staticmethod(isModuleNode)
 
     def _provenance(self, point: LatentPoint, volumeNode) -> dict[str, str]:
-        """Attributes written on every output: latent point, run, checkpoint hash, source volume."""
+        """Attributes written on every output: latent point, run, checkpoint hash (the source volume is a
+        node reference, :data:`OutputNodes.SOURCE_VOLUME_REFERENCE`)."""
         return {"Point": point.label, "Latent": ",".join(f"{v:.9g}" for v in np.asarray(point.z).ravel()),
-                "Run": str(self.requireRun().run_dir), "Checkpoint": self.checkpointHash(),
-                "Volume": volumeNode.GetID()}
+                "Run": str(self.requireRun().run_dir), "Checkpoint": self.checkpointHash()}
 
     def previewSegmentation(self, point: LatentPoint | None = None):
         """Segment into the persistent preview labelmap (coarse preview grid unless
@@ -372,7 +373,7 @@ class HyperSORTCoreLogic:
         node.SetAndObserveTransformNodeID(volumeNode.GetTransformNodeID())
         VolumeNodes.updateVolumeFromIJK(node, result.array, result.affine)
         SegmentationNodes.showLabelmap(node, self.nodes.classColorNode(self.classNames))
-        self.nodes.writeProvenance(node, self._provenance(point, volumeNode))
+        self.nodes.writeProvenance(node, self._provenance(point, volumeNode), volumeNode)
         SegmentationNodes.showInSliceViews(self.scene, labelmapNode=node)
         self.lastTimings["mrml"] = time.perf_counter() - start
         self.previewCount += 1
@@ -418,10 +419,10 @@ class HyperSORTCoreLogic:
         latent = (preview.GetAttribute(ATTRIBUTE_PREFIX + "Latent") or "").split(",")
         point = LatentPoint(preview.GetAttribute(ATTRIBUTE_PREFIX + "Point") or "probe",
                             np.array([float(v) for v in latent if v]), "probe")
-        if not self.nodes.alive(self.probeSegmentationNode):
-            self.probeSegmentationNode = self.nodes.newNode("vtkMRMLSegmentationNode", "HyperSORT probe",
-                                                            ROLE_PROBE_SEGMENTATION)
-            self.probeSegmentationNode.CreateDefaultDisplayNodes()
+        probe = self.probeSegmentationNode
+        if not (self.nodes.alive(probe) and isModuleNode(probe, ROLE_PROBE_SEGMENTATION)
+                and isUnchangedSinceWritten(probe)):  # an edited probe segmentation is the user's now
+            self.probeSegmentationNode = self.nodes.newSegmentationNode("HyperSORT probe", ROLE_PROBE_SEGMENTATION)
             self.probeSegmentationNode.GetDisplayNode().SetVisibility(False)
         self.nodes.writeSegmentation(self.probeSegmentationNode, preview, self.classNames, volumeNode,
                                      self._provenance(point, volumeNode))

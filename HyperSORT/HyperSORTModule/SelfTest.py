@@ -1,16 +1,44 @@
 """Synthetic data and a tiny trained run for the module's self-test (and the Logic's pytest suite).
 
-Everything here is deterministic and small: a run trains in seconds on a CPU.
+Everything here is deterministic and small. The extension ships one tiny run
+(``Resources/SelfTest/TinyRun``: what :func:`trainTinyRun` writes with ``epochs=3``, without the
+resumable checkpoint), so the self-test needs no training; ``python -m HyperSORTModule.SelfTest``
+writes it again when the run format changes.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 
 CLASS_NAMES = ("background", "ball_a", "ball_b")
+#: The packaged tiny run and the files of it that are shipped.
+PACKAGED_RUN = Path(__file__).resolve().parents[1] / "Resources" / "SelfTest" / "TinyRun"
+PACKAGED_FILES = ("config.json", "model.safetensors", "latents.csv", "train_log.csv")
+
+
+def packagedRun(destination: Path) -> Path:
+    """A copy of the packaged tiny run in ``destination`` (analyses and reviews are written into runs)."""
+    destination = Path(destination)
+    if destination.exists():
+        shutil.rmtree(destination)
+    shutil.copytree(PACKAGED_RUN, destination)
+    return destination
+
+
+def writePackagedRun(destination: Path = PACKAGED_RUN, workFolder: Path | None = None) -> Path:
+    """Train the tiny run again and keep its shipped files in ``destination``."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(dir=workFolder) as work:
+        run = trainTinyRun(Path(work), epochs=3)
+        destination.mkdir(parents=True, exist_ok=True)
+        for name in PACKAGED_FILES:
+            shutil.copy2(run / name, destination / name)
+    return destination
 
 
 def sphereLabels(shape, seed: int = 0, centres=(0.33, 0.67), radii=None) -> np.ndarray:
@@ -102,3 +130,7 @@ def addVolumeNode(scene, array: np.ndarray, affine: np.ndarray, name: str = "CT"
     updateVolumeFromIJK(node, array, affine)
     node.CreateDefaultDisplayNodes()
     return node
+
+
+if __name__ == "__main__":
+    print(writePackagedRun())

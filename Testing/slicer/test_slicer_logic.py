@@ -30,11 +30,6 @@ CT_EXAMPLES = SHARED_DATA / "ct-examples"
 
 # ---------------------------------------------------------------------------- fixtures
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory) -> Path:
-    return SelfTest.trainTinyRun(tmp_path_factory.mktemp("slicer_run"), epochs=3)
-
-
-@pytest.fixture(scope="module")
 def analysed_run(tmp_path_factory) -> Path:
     """A 3-D latent run with analysis tables (samples.csv, clusters.csv) as `hypersort analyze` writes them."""
     run = SelfTest.trainTinyRun(tmp_path_factory.mktemp("slicer_run3"), epochs=1, latentDim=3, seed=1)
@@ -63,18 +58,6 @@ def analysed_run(tmp_path_factory) -> Path:
     # The tables describe these weights (as hypersort analyze records); without it they are stale.
     atomic_write_json(run / rundir.ANALYSIS_DIR / rundir.PROVENANCE_FILE, rundir.analysis_provenance(run))
     return run
-
-
-@pytest.fixture
-def scene():
-    return StandaloneScene.newScene()
-
-
-@pytest.fixture
-def logic(scene, tiny_run):
-    logic = HyperSORTCoreLogic(scene)
-    logic.loadRun(tiny_run, device="cpu")
-    return logic
 
 
 def _synthetic_volume(scene, oblique=False, name="CT"):
