@@ -17,6 +17,7 @@ import slicer
 
 from HyperSORTModule.CoreLogic import LatentPoint
 from HyperSORTModule.Errors import HyperSORTError, SegmentationCancelled
+from HyperSORTModule.LatentMapPlot import latentRange, layoutPlotViewNode
 from HyperSORTModule.QtSupport import BackgroundRunner, ProgressWithCancel
 
 
@@ -208,14 +209,13 @@ class HyperSORTPanel:
         self.latentSliders = []
         latents = self.logic.segmenter.latents
         probe = self.logic.plot.probe()
-        low, high = latents.min(0), latents.max(0)
-        span = np.maximum(high - low, 1e-3)
+        low, high = latentRange(latents)  # the plot's axis ranges: the probe stays on the map
         for dim in range(latents.shape[1]):
             slider = ctk.ctkSliderWidget()
             slider.decimals = 4
-            slider.minimum = float(low[dim] - 0.5 * span[dim])
-            slider.maximum = float(high[dim] + 0.5 * span[dim])
-            slider.singleStep = float(span[dim] / 200.0)
+            slider.minimum = float(min(low[dim], probe[dim]))
+            slider.maximum = float(max(high[dim], probe[dim]))
+            slider.singleStep = float((high[dim] - low[dim]) / 300.0)
             slider.value = float(probe[dim])
             slider.setToolTip(f"Latent coordinate z{dim + 1} of the probe")
             slider.connect("valueChanged(double)", self.onLatentSliderChanged)
@@ -309,10 +309,14 @@ class HyperSORTPanel:
             return
         slicer.modules.plots.logic().ShowChartInLayout(plot.chartNode)
         layoutManager = slicer.app.layoutManager()
-        if layoutManager is None or layoutManager.plotViewCount == 0:
+        viewNode = layoutPlotViewNode(slicer.mrmlScene, plot.chartNode)
+        if layoutManager is None or viewNode is None:
             return
-        plotWidget = layoutManager.plotWidget(0)
-        viewNode = plotWidget.mrmlPlotViewNode()
+        widgets = [layoutManager.plotWidget(i) for i in range(layoutManager.plotViewCount)]
+        plotWidget = next((w for w in widgets if w.mrmlPlotViewNode() is viewNode), None)
+        if plotWidget is None:
+            return
+        viewNode.SetPlotChartNodeID(plot.chartNode.GetID())
         viewNode.SetEnablePointMoveAlongX(True)
         viewNode.SetEnablePointMoveAlongY(plot.latentDim > 1)
         viewNode.SetInteractionMode(plot.viewNode.GetInteractionMode())
