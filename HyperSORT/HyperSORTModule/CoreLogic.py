@@ -21,6 +21,7 @@ nothing is written to any node before a computation has succeeded.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -61,6 +62,15 @@ class ClassComparison:
     dice: float
     volumeA_ml: float
     volumeB_ml: float
+
+
+class _Job:
+    """One running segmentation: its kind, a cancel request, and whether its computation ended."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self.cancelled = False
+        self.done = threading.Event()
 
 
 def _clusterField(cluster, name: str):
@@ -117,7 +127,11 @@ class HyperSORTCoreLogic:
         #: runs it in a worker thread while the event loop keeps the window responsive (the
         #: computation touches no node; nodes are read before and written after it).
         self.runner: Callable[[Callable[[], object]], object] | None = None
-        self._computing = False
+        self._job: _Job | None = None
+        #: How long an Accept or Compare waits for a running preview to stop after cancelling it.
+        self.previewStopSeconds = 60.0
+        #: Incremented when the scene closes: a computation that started before writes nothing.
+        self._sceneGeneration = 0
         #: Name of the point the probe was last moved to by :meth:`pickPoint` (None after a drag).
         self.probeLabel: str | None = None
         self.lastTimings: dict[str, float] = {}
@@ -157,7 +171,10 @@ class HyperSORTCoreLogic:
         self.probeSegmentationNode = None
 
     def forgetNodes(self) -> None:
-        """Drop references to nodes and observations (the scene is closing); runs stay loaded."""
+        """Drop references to nodes and observations (the scene is closing); runs stay loaded.
+        A running segmentation is cancelled and writes nothing."""
+        self.cancelRunningJob()
+        self._sceneGeneration += 1
         self._resetOutputsForNewRun()
         self.plot.detach()
 
@@ -280,12 +297,14 @@ class HyperSORTCoreLogic:
         return 0
 
     def _debouncedPreview(self) -> None:
-        if self._computing:  # a long segmentation is running: preview once it is done
+        if self.busy:  # a long segmentation is running: preview once it is done
             self.previewDebouncer.trigger()
             return
         try:
             self.previewSegmentation(self.probePoint())
             self.lastError = None
+        except SegmentationCancelled as error:  # superseded by an Accept or Compare, or the scene closed
+            logging.debug("HyperSORT: %s", error)
         except HyperSORTError as error:
             self._reportBackgroundError(str(error))
 
@@ -335,21 +354,62 @@ class HyperSORTCoreLogic:
         z = self._checkLatent(point.z)
         volumeNode = volumeNode or self.inputVolumeNode
         start = time.perf_counter()
+        generation = self._sceneGeneration
+        job = _Job("preview" if preview else "segmentation")
+
+        def cancelled() -> bool:
+            return job.cancelled or (cancel is not None and bool(cancel()))
+
+        self._stopRunningPreview()
         self._prepareVolume(segmenter, volumeNode)
         with self._userErrors(f"Segmenting '{volumeNode.GetName()}' at {point.label}"):
-            result = self._run(lambda: segmenter.segment(z, preview=preview, progress=progress, cancel=cancel))
+            result = self._run(lambda: segmenter.segment(z, preview=preview, progress=progress, cancel=cancelled), job)
+        if job.cancelled or generation != self._sceneGeneration:
+            raise SegmentationCancelled(f"Segmenting at {point.label}: superseded (a newer request or the scene "
+                                        "closed); no node was changed.")
         self.lastTimings = dict(getattr(segmenter, "timings", {}) or {})
         self.lastTimings["logic"] = time.perf_counter() - start
         return result
 
-    def _run(self, compute):
-        if self._computing:
+    @property
+    def busy(self) -> bool:
+        """Whether a segmentation is computing (the GUI keeps processing events meanwhile)."""
+        return self._job is not None and not self._job.done.is_set()
+
+    def cancelRunningJob(self) -> None:
+        """Ask the running segmentation, if any, to stop; it then writes nothing."""
+        if self._job is not None:
+            self._job.cancelled = True
+
+    def _stopRunningPreview(self) -> None:
+        """A request arriving while a preview computes (from the event loop the application keeps
+        running) cancels the preview and waits for its computation to end."""
+        running = self._job
+        if running is None or running.done.is_set():
+            return
+        if running.kind != "preview":
             raise HyperSORTError("A segmentation is still running: wait for it to finish or press Cancel.")
-        self._computing = True
+        running.cancelled = True
+        if not running.done.wait(self.previewStopSeconds):
+            raise HyperSORTError("The preview did not stop in time; try again in a moment.")
+
+    def _run(self, compute, job: _Job):
+        if self.busy:
+            raise HyperSORTError("A segmentation is still running: wait for it to finish or press Cancel.")
+        self._job = job
+
+        def guarded():
+            try:
+                return compute()
+            finally:
+                job.done.set()
+
         try:
-            return compute() if self.runner is None else self.runner(compute)
+            return guarded() if self.runner is None else self.runner(guarded)
         finally:
-            self._computing = False
+            job.done.set()
+            if self._job is job:
+                self._job = None
 
     # ------------------------------------------------------------------ output nodes
     isModuleNode = staticmethod(isModuleNode)
