@@ -147,17 +147,24 @@ class HyperSORTCoreLogic:
 
     # ------------------------------------------------------------------ runs
     def loadRun(self, runDirectory: str | Path, device: str = "auto"):
-        """Load a trained run (cached per resolved directory and device) and make it current."""
+        """Load a trained run (cached per resolved directory and device) and make it current.
+
+        Reading the weights (and importing torch the first time) goes through :attr:`runner`, so
+        the application keeps its window responsive meanwhile."""
         runDirectory = Path(str(runDirectory)).expanduser()
         if not str(runDirectory) or not runDirectory.is_dir():
             raise HyperSORTError(f"Run directory '{runDirectory}' does not exist. Choose the folder written by "
                                  "'hypersort train' (it holds config.json and model.safetensors).")
         key = (str(runDirectory.resolve()), str(device))
         if key not in self._runs:
-            with self._userErrors(f"Loading run '{runDirectory}'"):
+            def load():
                 from HyperSORTLib.inference import InteractiveSegmenter
 
-                self._runs[key] = InteractiveSegmenter.load(runDirectory, device=device)
+                return InteractiveSegmenter.load(runDirectory, device=device)
+
+            self._stopRunningPreview()
+            with self._userErrors(f"Loading run '{runDirectory}'"):
+                self._runs[key] = self._run(load, _Job("load"))
         if self.segmenter is not self._runs[key]:
             self.segmenter = self._runs[key]
             self._resetOutputsForNewRun()

@@ -55,7 +55,8 @@ class HyperSORTPanel:
             logic.runner = BackgroundRunner()  # segmentations run beside the event loop: no frozen window
         self.progress = ProgressWithCancel(
             ui.progressBar, ui.cancelButton, logic.runner,
-            busyWidgets=[ui.loadRunButton, ui.acceptButton, ui.compareButton, ui.goToPointButton])
+            busyWidgets=[ui.loadRunButton, ui.acceptButton, ui.compareButton, ui.goToPointButton],
+            onMessage=lambda message: self.setStatus(message[-200:]))
         ui.progressBar.visible = False
         ui.cancelButton.visible = False
         logic.onPreviewUpdated = self.onPreviewUpdated
@@ -121,18 +122,25 @@ class HyperSORTPanel:
             return
         from HyperSORTModule import InstallLogic
 
-        with slicer.util.tryWithErrorDisplay("Could not load the run.", waitCursor=True):
-            InstallLogic.ensureDependencies(askConfirmation=True)
+        def work(progress, cancel):
+            # Dialogs stay in the GUI thread; pip and reading the weights run beside the event loop.
+            InstallLogic.ensureDependencies(askConfirmation=True, onOutput=self.progress.note,
+                                            runner=self.logic.runner)
             self.setStatus("Loading the run...")
-            segmenter = self.logic.loadRun(node.runDirectory, device=node.device)
-            self.rebuildMap()
-            self.setStatus(f"Loaded {segmenter.run_dir.name}: {len(segmenter.case_ids)} training samples, "
-                           f"{segmenter.latent_dim}-D latent space, classes {', '.join(segmenter.class_names[1:])}, "
-                           f"device {segmenter.device}.")
-            self.ui.runInfoLabel.text = self.ui.statusLabel.text
-            if getattr(self.logic, "lastWarning", None):
-                self.setStatus(f"{self.logic.lastWarning} The map shows clusters of the current latent table.",
-                               error=True)
+            return self.logic.loadRun(node.runDirectory, device=node.device)
+
+        self.progress.indeterminate = True
+        segmenter = self._runLong("Could not load the run.", work)
+        if segmenter is not None:
+            with slicer.util.tryWithErrorDisplay("Could not show the latent map.", waitCursor=True):
+                self.rebuildMap()
+                self.setStatus(f"Loaded {segmenter.run_dir.name}: {len(segmenter.case_ids)} training samples, "
+                               f"{segmenter.latent_dim}-D latent space, classes "
+                               f"{', '.join(segmenter.class_names[1:])}, device {segmenter.device}.")
+                self.ui.runInfoLabel.text = self.ui.statusLabel.text
+                if getattr(self.logic, "lastWarning", None):
+                    self.setStatus(f"{self.logic.lastWarning} The map shows clusters of the current latent table.",
+                                   error=True)
         self.updateButtonStates()
 
     def rebuildMap(self) -> None:
