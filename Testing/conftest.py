@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -75,15 +76,13 @@ def pytest_collection_modifyitems(config, items):
 
 # ---------------------------------------------------------------------------- the Slicer module
 MODULE_DIR = Path(__file__).resolve().parents[1] / "HyperSORT"
+if str(MODULE_DIR) not in sys.path:  # the module's package (HyperSORTModule), as Slicer's module path has it
+    sys.path.insert(0, str(MODULE_DIR))
 
 
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory) -> Path:
     """A copy of the run the Slicer extension ships for its self-test (2-D latent space, six cases)."""
-    import sys
-
-    if str(MODULE_DIR) not in sys.path:
-        sys.path.insert(0, str(MODULE_DIR))
     from HyperSORTModule import SelfTest
 
     return SelfTest.packagedRun(tmp_path_factory.mktemp("packaged") / "run")

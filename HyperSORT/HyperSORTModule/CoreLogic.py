@@ -33,6 +33,7 @@ import numpy as np
 from HyperSORTModule import SegmentationNodes, VolumeNodes
 from HyperSORTModule.Debounce import Debouncer, ManualScheduler, Scheduler
 from HyperSORTModule.Errors import HyperSORTError, SegmentationCancelled
+from HyperSORTModule.Signal import Signal
 from HyperSORTModule.LatentMapPlot import ROLE_ATTRIBUTE, LatentMapPlot, groupSamples  # noqa: F401 (re-exported)
 from HyperSORTModule.OutputNodes import (ATTRIBUTE_PREFIX, ROLE_PREVIEW, ROLE_PROBE_SEGMENTATION, ROLE_SEGMENTATION,
                                          OutputNodes, isModuleNode, isUnchangedSinceWritten)
@@ -138,12 +139,12 @@ class HyperSORTCoreLogic:
         self.lastError: str | None = None
         #: Why the run's ``analysis/`` was not used (it describes other weights), for the status line.
         self.lastWarning: str | None = None
-        #: Called with (labelmap node, latent point) after every preview.
-        self.onPreviewUpdated: Callable[[object, LatentPoint], None] | None = None
-        #: Called with a message when a debounced (background) update fails.
-        self.onBackgroundError: Callable[[str], None] | None = None
-        #: Called with the probe's latent point whenever the probe moves.
-        self.onProbeChanged: Callable[[np.ndarray], None] | None = None
+        #: Emitted with (labelmap node, latent point) after every preview.
+        self.previewUpdated = Signal()
+        #: Emitted with a message when a debounced (background) update fails.
+        self.backgroundError = Signal()
+        #: Emitted with the probe's latent point whenever the probe moves.
+        self.probeChanged = Signal()
 
     # ------------------------------------------------------------------ runs
     def loadRun(self, runDirectory: str | Path, device: str = "auto"):
@@ -287,8 +288,7 @@ class HyperSORTCoreLogic:
     def onProbeMoved(self) -> None:
         """The probe table changed (drag, spin box): schedule a preview and the release update."""
         self.probeLabel = None
-        if self.onProbeChanged is not None:
-            self.onProbeChanged(self.plot.probe())
+        self.probeChanged.emit(self.plot.probe())
         if not self.previewEnabled:
             return
         self.previewDebouncer.trigger()
@@ -328,8 +328,7 @@ class HyperSORTCoreLogic:
     def _reportBackgroundError(self, message: str) -> None:
         self.lastError = message
         logging.warning("HyperSORT: %s", message)
-        if self.onBackgroundError is not None:
-            self.onBackgroundError(message)
+        self.backgroundError.emit(message)
 
     # ------------------------------------------------------------------ the input volume
     def setInputVolume(self, volumeNode) -> None:
@@ -444,8 +443,7 @@ class HyperSORTCoreLogic:
         SegmentationNodes.showInSliceViews(self.scene, labelmapNode=node)
         self.lastTimings["mrml"] = time.perf_counter() - start
         self.previewCount += 1
-        if self.onPreviewUpdated is not None:
-            self.onPreviewUpdated(node, point)
+        self.previewUpdated.emit(node, point)
         return node
 
     def outputSegmentationNode(self, point: LatentPoint, volumeNode, requested=None, role: str = ROLE_SEGMENTATION):

@@ -8,44 +8,35 @@ errors to readable messages.
 
 from __future__ import annotations
 
-from typing import Protocol
-
 import ctk
 import numpy as np
 import qt
 import slicer
+import vtk
+from slicer.util import VTKObservationMixin
 
 from HyperSORTModule.CoreLogic import LatentPoint
 from HyperSORTModule.Errors import HyperSORTError, SegmentationCancelled
 from HyperSORTModule.LatentMapPlot import latentRange, layoutPlotViewNode
+from HyperSORTModule.LogicInterface import PanelLogic
 from HyperSORTModule.QtSupport import BackgroundRunner, ProgressWithCancel
 
 
-class LogicProtocol(Protocol):
-    """What the panel needs from the logic (the pytest-tested core logic provides it)."""
-
-    segmenter: object
-    plot: object
-
-    def loadRun(self, runDirectory, device: str = "auto"): ...
-    def buildLatentMap(self, colorBy: str = "cluster", dimensions=(0, 1)): ...
-    def acceptSegmentation(self, point=None, progress=None, cancel=None, segmentationNode=None): ...
-    def compare(self, pointA, pointB, progress=None, cancel=None): ...
-
-
-class HyperSORTPanel:
-    """Connects the widgets of ``Resources/UI/HyperSORT.ui`` (``ui``) to ``logic``.
+class HyperSORTPanel(VTKObservationMixin):
+    """Connects the widgets of ``Resources/UI/HyperSORT.ui`` (``ui``) to ``logic`` and keeps the
+    parameter node bound to them.
 
     Args:
         ui: the widgets by object name (``slicer.util.childWidgetVariables``).
-        logic: the module logic.
-        parameterNode: callable returning the current parameter node wrapper (or None).
+        logic: the module logic (anything providing :class:`HyperSORTModule.LogicInterface.PanelLogic`).
     """
 
-    def __init__(self, ui, logic: LogicProtocol, parameterNode) -> None:
+    def __init__(self, ui, logic: PanelLogic) -> None:
+        VTKObservationMixin.__init__(self)
         self.ui = ui
         self.logic = logic
-        self.parameterNode = parameterNode
+        self._parameterNode = None
+        self._parameterNodeGuiTag = None
         self.points: list[LatentPoint] = []
         self.latentSliders: list = []
         self._updatingSliders = False
@@ -59,9 +50,9 @@ class HyperSORTPanel:
             onMessage=lambda message: self.setStatus(message[-200:]))
         ui.progressBar.visible = False
         ui.cancelButton.visible = False
-        logic.onPreviewUpdated = self.onPreviewUpdated
-        logic.onBackgroundError = self.onBackgroundError
-        logic.onProbeChanged = self.onProbeChanged
+        logic.previewUpdated.connect(self.onPreviewUpdated)
+        logic.backgroundError.connect(self.onBackgroundError)
+        logic.probeChanged.connect(self.onProbeChanged)
         ui.loadRunButton.connect("clicked(bool)", self.onLoadRun)
         ui.clearCacheButton.connect("clicked(bool)", self.onClearCache)
         ui.acceptButton.connect("clicked(bool)", self.onAccept)
@@ -70,6 +61,61 @@ class HyperSORTPanel:
         ui.showInLayoutButton.connect("clicked(bool)", self.onShowInLayout)
         ui.plotWidget.plotView().connect("dataSelected(vtkStringArray*, vtkCollection*)", self.onDataSelected)
         self.updateButtonStates()
+
+    # ------------------------------------------------------------------ life cycle, parameter node
+    def parameterNode(self):
+        return self._parameterNode
+
+    def enter(self) -> None:
+        """The module is shown (or the scene was re-opened): bind the scene's parameter node."""
+        self.setParameterNode(self.logic.getParameterNode())
+        if not self._parameterNode.inputVolume:
+            firstVolume = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
+            if firstVolume and not firstVolume.IsA("vtkMRMLLabelMapVolumeNode"):
+                self._parameterNode.inputVolume = firstVolume
+        self.restoreProbe()
+
+    def exit(self) -> None:
+        """The module is hidden; a running job goes on (its result is written when it ends)."""
+        self.setParameterNode(None)
+
+    def sceneClosing(self) -> None:
+        self.setParameterNode(None)
+        self.logic.forgetNodes()  # cancels a running job: it writes nothing into the closing scene
+
+    def cleanup(self) -> None:
+        self.setParameterNode(None)
+        self.removeObservers()
+        self.logic.previewUpdated.disconnect(self.onPreviewUpdated)
+        self.logic.backgroundError.disconnect(self.onBackgroundError)
+        self.logic.probeChanged.disconnect(self.onProbeChanged)
+        self.logic.previewDebouncer.cancel()
+        self.logic.releaseDebouncer.cancel()
+
+    def setParameterNode(self, parameterNode) -> None:
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self._parameterNodeGuiTag = None
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.onParameterNodeModified)
+        self._parameterNode = parameterNode
+        if self._parameterNode:
+            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.onParameterNodeModified)
+            self.applyParameters()
+
+    def onParameterNodeModified(self, caller=None, event=None) -> None:
+        self.applyParameters()
+
+    def restoreProbe(self) -> None:
+        """Put the probe back where the scene's parameter node left it (a saved scene, re-entering)."""
+        node = self._parameterNode
+        plot = self.logic.plot
+        segmenter = self.logic.segmenter
+        if (node is None or segmenter is None or plot.probeTable is None or not node.latent
+                or len(node.latent) != plot.latentDim or node.latentRun != str(segmenter.run_dir)):
+            return
+        with slicer.util.tryWithErrorDisplay("Could not restore the probe position.", waitCursor=False):
+            self.logic.setProbe([float(v) for v in node.latent])
 
     # ------------------------------------------------------------------ parameter node -> logic
     def applyParameters(self) -> None:
@@ -134,6 +180,7 @@ class HyperSORTPanel:
         if segmenter is not None:
             with slicer.util.tryWithErrorDisplay("Could not show the latent map.", waitCursor=True):
                 self.rebuildMap()
+                self.restoreProbe()
                 self.setStatus(f"Loaded {segmenter.run_dir.name}: {len(segmenter.case_ids)} training samples, "
                                f"{segmenter.latent_dim}-D latent space, classes "
                                f"{', '.join(segmenter.class_names[1:])}, device {segmenter.device}.")
@@ -246,8 +293,9 @@ class HyperSORTPanel:
         finally:
             self._updatingSliders = False
         node = self.parameterNode()
-        if node is not None:
+        if node is not None and self.logic.segmenter is not None:
             node.latent = [float(v) for v in z]
+            node.latentRun = str(self.logic.segmenter.run_dir)
 
     # ------------------------------------------------------------------ logic notifications
     def onPreviewUpdated(self, labelmapNode, point) -> None:

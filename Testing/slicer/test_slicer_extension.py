@@ -97,7 +97,7 @@ def test_ui_binds_to_parameter_node_fields_and_widgets_exist():
                 bound[prop.find("string").text] = widget.get("class")
     fields = _parameter_fields()
     assert set(bound) <= set(fields), set(bound) - set(fields)
-    assert set(fields) - set(bound) == {"previewLabelmap", "latent"}  # kept by the code, not shown as widgets
+    assert set(fields) - set(bound) == {"previewLabelmap", "latent", "latentRun"}  # kept by the code, not widgets
     # each binding is one the parameter node wrapper can connect
     assert bound["runDirectory"] == "ctkPathLineEdit" and "pathlib.Path" in fields["runDirectory"]
     for name in ("device", "colorBy"):
@@ -183,7 +183,7 @@ def test_dependencies_install_torch_through_the_pytorch_extension_then_the_rest(
 HEAVY = {"torch", "monai", "HyperSORTLib", "nibabel", "sklearn", "scipy", "matplotlib", "safetensors"}
 QT = {"qt", "ctk", "slicer.ScriptedLoadableModule", "slicer.parameterNodeWrapper", "slicer.i18n"}
 QT_FREE = {"CoreLogic", "LatentMapPlot", "VolumeNodes", "SegmentationNodes", "OutputNodes", "Debounce", "StandaloneScene", "Errors",
-           "SelfTest"}
+           "SelfTest", "Signal", "LogicInterface", "Compatibility", "ReviewLogic"}
 
 
 def _top_level_imports(path: Path) -> set[str]:

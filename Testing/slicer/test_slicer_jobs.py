@@ -69,7 +69,7 @@ def test_a_debounced_preview_superseded_by_accept_reports_no_error(scene, logic)
     logic.setInputVolume(_volume(scene))
     plot = logic.buildLatentMap()
     errors = []
-    logic.onBackgroundError = errors.append
+    logic.backgroundError.connect(errors.append)
     logic.runner = _event_loop_runner(lambda: logic.acceptSegmentation(logic.mainMode()))
     plot.setProbe(logic.mainMode().z + 0.01)
     logic.scheduler.advance(200)

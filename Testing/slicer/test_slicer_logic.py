@@ -342,7 +342,7 @@ def test_probe_edits_within_the_window_give_exactly_one_preview(scene, logic):
     logic.setInputVolume(_synthetic_volume(scene))
     plot = logic.buildLatentMap()
     seen = []
-    logic.onPreviewUpdated = lambda node, point: seen.append(point.z.copy())
+    logic.previewUpdated.connect(lambda node, point: seen.append(point.z.copy()))
     clock = logic.scheduler
     for step, value in enumerate(np.linspace(-0.02, 0.03, 6)):
         _drag_probe(plot, "z1", value)
@@ -504,7 +504,7 @@ def test_errors_are_readable_and_leave_nodes_intact(scene, logic, tmp_path):
 
     # a failed debounced preview is reported, not raised into the event loop
     messages = []
-    logic.onBackgroundError = messages.append
+    logic.backgroundError.connect(messages.append)
     logic.setProbe([0.0, 0.0])
     logic.processPendingUpdates()
     assert messages and "No input volume" in messages[0]
