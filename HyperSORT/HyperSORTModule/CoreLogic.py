@@ -33,6 +33,7 @@ import numpy as np
 from HyperSORTModule import SegmentationNodes, VolumeNodes
 from HyperSORTModule.Debounce import Debouncer, ManualScheduler, Scheduler
 from HyperSORTModule.Errors import HyperSORTError, SegmentationCancelled
+from HyperSORTModule.ReviewLogic import ReviewLogic
 from HyperSORTModule.Signal import Signal
 from HyperSORTModule.LatentMapPlot import ROLE_ATTRIBUTE, LatentMapPlot, groupSamples  # noqa: F401 (re-exported)
 from HyperSORTModule.OutputNodes import (ATTRIBUTE_PREFIX, ROLE_PREVIEW, ROLE_PROBE_SEGMENTATION, ROLE_SEGMENTATION,
@@ -121,6 +122,8 @@ class HyperSORTCoreLogic:
         self.previewFullResolution = False
         self.updateSegmentationOnRelease = True
         self.nodes = OutputNodes(scene)
+        #: The review queue of the loaded run's suspects (:mod:`HyperSORTModule.ReviewLogic`).
+        self.review = ReviewLogic(self)
         self.previewLabelmapNode = None
         self.probeSegmentationNode = None
         self.previewCount = 0
@@ -172,6 +175,7 @@ class HyperSORTCoreLogic:
         return self.segmenter
 
     def _resetOutputsForNewRun(self) -> None:
+        self.review.session = self.review.current = None
         self.previewDebouncer.cancel()
         self.releaseDebouncer.cancel()
         self.nodes.forgetColors()
@@ -184,6 +188,7 @@ class HyperSORTCoreLogic:
         self.cancelRunningJob()
         self._sceneGeneration += 1
         self._resetOutputsForNewRun()
+        self.review.current = None
         self.plot.detach()
 
     def requireRun(self):
