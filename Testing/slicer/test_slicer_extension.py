@@ -107,7 +107,7 @@ def test_ui_binds_to_parameter_node_fields_and_widgets_exist():
     assert bound["inputVolume"] == "qMRMLNodeComboBox" and bound["outputSegmentation"] == "qMRMLNodeComboBox"
     custom = {c.find("class").text for c in root.iter("customwidget")}
     standard = {"QLabel", "QComboBox", "QDoubleSpinBox", "QSpinBox", "QCheckBox", "QPushButton", "QWidget",
-                "QProgressBar"}
+                "QProgressBar", "QLineEdit", "QTableWidget"}
     assert set(widgets.values()) <= custom | standard
     receivers = {c.find("receiver").text for c in root.iter("connection")}
     assert {"inputVolumeSelector", "outputSegmentationSelector", "plotWidget"} <= receivers
