@@ -204,3 +204,19 @@ def test_module_files_compile_and_import_nothing_heavy_at_load(path):
     if path.stem in QT_FREE:
         assert not {name for name in imports if name in QT or name.split(".")[0] in {"qt", "ctk"}}
         assert not any(name.endswith(("Widget", "QtSupport", "Parameter", "InstallLogic")) for name in imports)
+
+
+def test_packaged_self_test_run_is_current_and_small():
+    import sys
+
+    if str(MODULE) not in sys.path:
+        sys.path.insert(0, str(MODULE))
+    from HyperSORTLib import RUN_FORMAT_VERSION
+    from HyperSORTModule import SelfTest
+
+    folder = SelfTest.PACKAGED_RUN
+    assert sorted(p.name for p in folder.iterdir()) == sorted(SelfTest.PACKAGED_FILES)
+    doc = json.loads((folder / "config.json").read_text())
+    assert doc["format_version"] == RUN_FORMAT_VERSION, (
+        "the packaged run is of an older run format: run 'python -m HyperSORTModule.SelfTest' from HyperSORT/")
+    assert sum(p.stat().st_size for p in folder.iterdir()) < 512 * 1024
