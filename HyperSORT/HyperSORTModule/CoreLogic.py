@@ -359,14 +359,16 @@ class HyperSORTCoreLogic:
         return z
 
     def segmentLatent(self, point: LatentPoint, preview: bool = False, progress: ProgressCallback | None = None,
-                      cancel: CancelCallback | None = None, volumeNode=None):
-        """Segment the input volume as ``point`` annotates; returns the library's LabelVolume."""
+                      cancel: CancelCallback | None = None, volumeNode=None, kind: str | None = None):
+        """Segment the input volume as ``point`` annotates; returns the library's LabelVolume.
+
+        ``kind`` "preview" (default for ``preview``) marks work that a later request may cancel."""
         segmenter = self.requireRun()
         z = self._checkLatent(point.z)
         volumeNode = volumeNode or self.inputVolumeNode
         start = time.perf_counter()
         generation = self._sceneGeneration
-        job = _Job("preview" if preview else "segmentation")
+        job = _Job(kind or ("preview" if preview else "segmentation"))
 
         def cancelled() -> bool:
             return job.cancelled or (cancel is not None and bool(cancel()))
@@ -436,7 +438,8 @@ class HyperSORTCoreLogic:
         :attr:`previewFullResolution`); returns that node."""
         point = point or self.probePoint()
         volumeNode = self.inputVolumeNode
-        result = self.segmentLatent(point, preview=not self.previewFullResolution, volumeNode=volumeNode)
+        result = self.segmentLatent(point, preview=not self.previewFullResolution, volumeNode=volumeNode,
+                                    kind="preview")
         start = time.perf_counter()
         if not self.nodes.alive(self.previewLabelmapNode):
             self.previewLabelmapNode = self.nodes.labelmapNode("HyperSORT preview", ROLE_PREVIEW, volumeNode)

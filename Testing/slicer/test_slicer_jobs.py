@@ -50,7 +50,9 @@ def _event_loop_runner(during):
     return runner
 
 
-def test_accept_during_a_preview_cancels_the_preview_and_succeeds(scene, logic):
+@pytest.mark.parametrize("full_resolution", [False, True])
+def test_accept_during_a_preview_cancels_the_preview_and_succeeds(scene, logic, full_resolution):
+    logic.previewFullResolution = full_resolution
     volume = _volume(scene)
     logic.setInputVolume(volume)
     logic.buildLatentMap()
