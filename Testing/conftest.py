@@ -107,25 +107,15 @@ def logic(scene, tiny_run):
     return logic
 
 
-#: Suspicion ranking written for the packaged run: case_004 is the most suspicious, case_000 the least.
-AUDIT_RANKS = {"case_004": 1, "case_002": 2, "case_005": 3, "case_001": 4, "case_003": 5, "case_000": 6}
-
-
 @pytest.fixture
 def audited_run(tmp_path, tiny_run) -> tuple[Path, Path]:
     """(run, dataset): a copy of the packaged run with an ``analysis/samples.csv`` ranking
-    (:data:`AUDIT_RANKS`, clusters 0 and 1), and the two-ball dataset it was trained on."""
-    import csv
+    (``SelfTest.AUDIT_RANKS``, clusters 0 and 1), and the two-ball dataset it was trained on."""
     import shutil
 
     from HyperSORTModule import SelfTest
 
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)
-    (run / "analysis").mkdir()
-    with open(run / "analysis" / "samples.csv", "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["case_id", "z1", "z2", "cluster", "suspicion", "rank"])
-        for case_id, rank in AUDIT_RANKS.items():
-            writer.writerow([case_id, 0.0, 0.0, int(rank <= 2), 1.0 - rank / 10, rank])
+    SelfTest.writeAuditTable(run)
     return run, SelfTest.writeSphereDataset(tmp_path / "dataset")

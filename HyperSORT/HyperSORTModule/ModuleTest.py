@@ -43,6 +43,8 @@ class HyperSORTTest(ScriptedLoadableModuleTest):
         self.test_LogicFlow()
         self.setUp()
         self.test_PanelFlow()
+        self.setUp()
+        self.test_ReviewFlow()
 
     def _tinyRun(self) -> Path:
         """A copy of the packaged tiny run (no training on the build machine)."""
@@ -138,3 +140,25 @@ class HyperSORTTest(ScriptedLoadableModuleTest):
         widget.ui.compareButton.click()
         self.assertIn("Dice", widget.ui.compareResultLabel.text)
         self.delayDisplay("Panel flow passed")
+
+    def test_ReviewFlow(self):
+        import shutil
+
+        from HyperSORTLib.analysis.review import read_review
+        from HyperSORTModule import SelfTest
+
+        run = Path(slicer.app.temporaryPath) / "HyperSORTSelfTest" / "reviewed"
+        shutil.rmtree(run.parent / "reviewed", ignore_errors=True)
+        shutil.copytree(self._tinyRun(), run)
+        SelfTest.writeAuditTable(run)
+        dataset = SelfTest.writeSphereDataset(run.parent / "dataset")
+        logic = HyperSORTLogic()
+        logic.loadRun(run, device="cpu")
+        logic.review.start("self-test", dataset=str(dataset))
+        self.assertEqual(logic.review.rows()[0].caseId, "case_004")
+        self.delayDisplay("Showing the most suspicious case")
+        shown = logic.review.loadCase("case_004")
+        self.assertEqual(shown.modeNode.GetAttribute("HyperSORT.Point"), "main mode")
+        self.assertEqual(logic.review.record("wrong", "self-test"), "case_002")
+        self.assertEqual(read_review(run / "analysis" / "review.csv")["case_004"].verdict, "wrong")
+        self.delayDisplay("Review flow passed")

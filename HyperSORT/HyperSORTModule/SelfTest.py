@@ -29,6 +29,26 @@ def packagedRun(destination: Path) -> Path:
     return destination
 
 
+#: A suspicion ranking for the packaged run's cases: case_004 most suspicious, case_000 least.
+AUDIT_RANKS = {"case_004": 1, "case_002": 2, "case_005": 3, "case_001": 4, "case_003": 5, "case_000": 6}
+
+
+def writeAuditTable(runDirectory: Path, ranks=None) -> Path:
+    """An ``analysis/samples.csv`` as ``hypersort analyze`` writes it (the columns the review reads):
+    ``ranks`` (default :data:`AUDIT_RANKS`), clusters 1 for the two most suspicious, 0 otherwise."""
+    import csv
+
+    ranks = dict(ranks or AUDIT_RANKS)
+    folder = Path(runDirectory) / "analysis"
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / "samples.csv", "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["case_id", "z1", "z2", "cluster", "suspicion", "rank"])
+        for caseId, rank in ranks.items():
+            writer.writerow([caseId, 0.0, 0.0, int(rank <= 2), 1.0 - rank / 10, rank])
+    return folder / "samples.csv"
+
+
 def writePackagedRun(destination: Path = PACKAGED_RUN, workFolder: Path | None = None) -> Path:
     """Train the tiny run again and keep its shipped files in ``destination``."""
     import tempfile

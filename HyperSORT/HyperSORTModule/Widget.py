@@ -119,7 +119,8 @@ class HyperSORTPanel(VTKObservationMixin):
         plot = self.logic.plot
         segmenter = self.logic.segmenter
         if (node is None or segmenter is None or plot.probeTable is None or not node.latent
-                or len(node.latent) != plot.latentDim or node.latentRun != str(segmenter.run_dir)):
+                or len(node.latent) != plot.latentDim or node.latentRun != str(segmenter.run_dir)
+                or np.allclose(plot.probe(), node.latent)):  # already there: no new preview
             return
         with slicer.util.tryWithErrorDisplay("Could not restore the probe position.", waitCursor=False):
             self.logic.setProbe([float(v) for v in node.latent])

@@ -6,7 +6,7 @@ import csv
 
 import pytest
 
-from conftest import AUDIT_RANKS
+from HyperSORTModule.SelfTest import AUDIT_RANKS
 from HyperSORTLib.analysis.review import (REVIEW_HEADER, ReviewError, ReviewSession, read_review, read_suspects,
                                           review_path)
 

@@ -10,7 +10,7 @@ import pytest
 
 slicer = pytest.importorskip("slicer")
 
-from conftest import AUDIT_RANKS  # noqa: E402
+from HyperSORTModule.SelfTest import AUDIT_RANKS  # noqa: E402
 from HyperSORTLib.analysis.review import read_review, review_path  # noqa: E402
 from HyperSORTModule import SegmentationNodes, VolumeNodes  # noqa: E402
 from HyperSORTModule.CoreLogic import HyperSORTCoreLogic  # noqa: E402
