@@ -21,7 +21,6 @@ nothing is written to any node before a computation has succeeded.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -33,6 +32,7 @@ import numpy as np
 from HyperSORTModule import SegmentationNodes, VolumeNodes
 from HyperSORTModule.Debounce import Debouncer, ManualScheduler, Scheduler
 from HyperSORTModule.Errors import HyperSORTError, SegmentationCancelled
+from HyperSORTModule.Jobs import Job, JobControl
 from HyperSORTModule.ReviewLogic import ReviewLogic
 from HyperSORTModule.Signal import Signal
 from HyperSORTModule.LatentMapPlot import ROLE_ATTRIBUTE, LatentMapPlot, groupSamples  # noqa: F401 (re-exported)
@@ -66,15 +66,6 @@ class ClassComparison:
     volumeB_ml: float
 
 
-class _Job:
-    """One running segmentation: its kind, a cancel request, and whether its computation ended."""
-
-    def __init__(self, kind: str) -> None:
-        self.kind = kind
-        self.cancelled = False
-        self.done = threading.Event()
-
-
 def _clusterField(cluster, name: str):
     return cluster[name] if isinstance(cluster, dict) else getattr(cluster, name)
 
@@ -90,7 +81,7 @@ def diceScores(a: np.ndarray, b: np.ndarray, classNames: Sequence[str], voxelVol
             for index, name in enumerate(classNames[1:], start=1)]
 
 
-class HyperSORTCoreLogic:
+class HyperSORTCoreLogic(JobControl):
     """Segmentation from the latent map, on the nodes of ``scene``.
 
     Args:
@@ -131,7 +122,7 @@ class HyperSORTCoreLogic:
         #: runs it in a worker thread while the event loop keeps the window responsive (the
         #: computation touches no node; nodes are read before and written after it).
         self.runner: Callable[[Callable[[], object]], object] | None = None
-        self._job: _Job | None = None
+        self._job: Job | None = None
         #: How long an Accept or Compare waits for a running preview to stop after cancelling it.
         self.previewStopSeconds = 60.0
         #: Incremented when the scene closes: a computation that started before writes nothing.
@@ -168,7 +159,7 @@ class HyperSORTCoreLogic:
 
             self._stopRunningPreview()
             with self._userErrors(f"Loading run '{runDirectory}'"):
-                self._runs[key] = self._run(load, _Job("load"))
+                self._runs[key] = self._run(load, Job("load"))
         if self.segmenter is not self._runs[key]:
             self.segmenter = self._runs[key]
             self._resetOutputsForNewRun()
@@ -368,7 +359,7 @@ class HyperSORTCoreLogic:
         volumeNode = volumeNode or self.inputVolumeNode
         start = time.perf_counter()
         generation = self._sceneGeneration
-        job = _Job(kind or ("preview" if preview else "segmentation"))
+        job = Job(kind or ("preview" if preview else "segmentation"))
 
         def cancelled() -> bool:
             return job.cancelled or (cancel is not None and bool(cancel()))
@@ -383,46 +374,6 @@ class HyperSORTCoreLogic:
         self.lastTimings = dict(getattr(segmenter, "timings", {}) or {})
         self.lastTimings["logic"] = time.perf_counter() - start
         return result
-
-    @property
-    def busy(self) -> bool:
-        """Whether a segmentation is computing (the GUI keeps processing events meanwhile)."""
-        return self._job is not None and not self._job.done.is_set()
-
-    def cancelRunningJob(self) -> None:
-        """Ask the running segmentation, if any, to stop; it then writes nothing."""
-        if self._job is not None:
-            self._job.cancelled = True
-
-    def _stopRunningPreview(self) -> None:
-        """A request arriving while a preview computes (from the event loop the application keeps
-        running) cancels the preview and waits for its computation to end."""
-        running = self._job
-        if running is None or running.done.is_set():
-            return
-        if running.kind != "preview":
-            raise HyperSORTError("A segmentation is still running: wait for it to finish or press Cancel.")
-        running.cancelled = True
-        if not running.done.wait(self.previewStopSeconds):
-            raise HyperSORTError("The preview did not stop in time; try again in a moment.")
-
-    def _run(self, compute, job: _Job):
-        if self.busy:
-            raise HyperSORTError("A segmentation is still running: wait for it to finish or press Cancel.")
-        self._job = job
-
-        def guarded():
-            try:
-                return compute()
-            finally:
-                job.done.set()
-
-        try:
-            return guarded() if self.runner is None else self.runner(guarded)
-        finally:
-            job.done.set()
-            if self._job is job:
-                self._job = None
 
     # ------------------------------------------------------------------ output nodes
     isModuleNode = staticmethod(isModuleNode)

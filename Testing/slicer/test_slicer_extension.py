@@ -183,7 +183,7 @@ def test_dependencies_install_torch_through_the_pytorch_extension_then_the_rest(
 HEAVY = {"torch", "monai", "HyperSORTLib", "nibabel", "sklearn", "scipy", "matplotlib", "safetensors"}
 QT = {"qt", "ctk", "slicer.ScriptedLoadableModule", "slicer.parameterNodeWrapper", "slicer.i18n"}
 QT_FREE = {"CoreLogic", "LatentMapPlot", "VolumeNodes", "SegmentationNodes", "OutputNodes", "Debounce", "StandaloneScene", "Errors",
-           "SelfTest", "Signal", "LogicInterface", "Compatibility", "ReviewLogic"}
+           "SelfTest", "Signal", "LogicInterface", "Compatibility", "ReviewLogic", "Jobs"}
 
 
 def _top_level_imports(path: Path) -> set[str]:
