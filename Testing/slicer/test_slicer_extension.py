@@ -111,7 +111,8 @@ def test_ui_binds_to_parameter_node_fields_and_widgets_exist():
     assert set(widgets.values()) <= custom | standard
     receivers = {c.find("receiver").text for c in root.iter("connection")}
     assert {"inputVolumeSelector", "outputSegmentationSelector", "plotWidget"} <= receivers
-    used = set(re.findall(r"\bui\.(\w+)", (MODULE / "HyperSORTModule" / "Widget.py").read_text()))
+    used = {name for panel in ("Widget.py", "ReviewPanel.py")
+            for name in re.findall(r"\bui\.(\w+)", (MODULE / "HyperSORTModule" / panel).read_text())}
     used |= set(re.findall(r"\.ui\.(\w+)", (MODULE / "HyperSORT.py").read_text()))
     assert used - set(widgets) == set(), "referenced in code but absent from the .ui"
 
