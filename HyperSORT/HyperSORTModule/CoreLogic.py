@@ -12,7 +12,8 @@ segments it from any latent point and writes the results into nodes:
   coloured segment per class (with SNOMED CT terminology for known organs), created or
   updated; a segmentation is updated only while it is the module's and unchanged since it
   wrote it, so segmentations the user made or edited are never written to;
-* Compare: two full-resolution segmentations of two latent points, with per-class Dice.
+* Compare: two full-resolution segmentations of two latent points, with per-class Dice;
+* the review queue of the audit's suspects (:attr:`HyperSORTCoreLogic.review`).
 
 Errors the user can act on surface as :class:`HyperSORTError` with one readable sentence;
 nothing is written to any node before a computation has succeeded.
