@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import ctk
 import numpy as np
-import qt
 import slicer
 import vtk
 from slicer.util import VTKObservationMixin

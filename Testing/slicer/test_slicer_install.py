@@ -13,7 +13,6 @@ import hashlib
 import importlib.metadata
 import json
 import os
-import subprocess
 import sys
 import zipfile
 from pathlib import Path

@@ -18,7 +18,7 @@ from conftest import SHARED_DATA  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "HyperSORT"))
 
-from HyperSORTModule import SegmentationNodes, SelfTest, StandaloneScene, VolumeNodes  # noqa: E402
+from HyperSORTModule import SegmentationNodes, SelfTest, VolumeNodes  # noqa: E402
 from HyperSORTModule.CoreLogic import (ROLE_ATTRIBUTE, HyperSORTCoreLogic, LatentPoint,  # noqa: E402
                                        diceScores)
 from HyperSORTModule.Debounce import Debouncer, ManualScheduler  # noqa: E402
