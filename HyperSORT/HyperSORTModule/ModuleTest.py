@@ -29,7 +29,7 @@ def skipReason():
 
 
 class HyperSORTTest(ScriptedLoadableModuleTest):
-    """The whole flow inside Slicer on a tiny run trained here and a synthetic oblique CT."""
+    """The whole flow inside Slicer on the packaged tiny run and a synthetic oblique CT; skipped without PyTorch."""
 
     def setUp(self):
         slicer.mrmlScene.Clear()
