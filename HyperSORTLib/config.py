@@ -24,6 +24,10 @@ from typing import Any, Mapping, Optional, Sequence, TypeVar
 
 T = TypeVar("T")
 
+#: Origins of ``Optional[X]`` / ``X | None`` annotations (``types.UnionType`` exists from Python 3.10;
+#: Slicer 5.8 runs Python 3.9).
+_UNION_ORIGINS = tuple({typing.Union, getattr(types, "UnionType", typing.Union)})
+
 
 class ConfigError(ValueError):
     """A configuration value or key is invalid; the message names it."""
@@ -360,7 +364,7 @@ def _convert(value: Any, annotation: Any, where: str) -> Any:
         if len(args) != len(value):
             raise ConfigError(f"{where}: expected {len(args)} values, found {list(value)!r}.")
         return tuple(_convert(v, t, f"{where}[{i}]") for i, (v, t) in enumerate(zip(value, args)))
-    if origin in (typing.Union, types.UnionType):
+    if origin in _UNION_ORIGINS:
         args = [a for a in typing.get_args(annotation) if a is not type(None)]
         if value is None:
             return None

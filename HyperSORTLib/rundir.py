@@ -13,7 +13,7 @@ Layout::
                           loaded with ``torch.load(weights_only=True)``)
       analysis/           written by ``hypersort analyze``: samples.csv, clusters.csv,
                           metrics.json, report.html and provenance.json (the weights digest and
-                          epoch it analysed)
+                          epoch it analysed); review.csv holds a reviewer's verdicts
 
 Every file is replaced atomically, so a run killed at any moment leaves the previous complete
 version of each file; resuming reads ``checkpoint.pt`` alone. Faults of the folder itself
@@ -64,6 +64,9 @@ REPORT_FILE = "report.html"
 PROVENANCE_FILE = "provenance.json"
 FIGURES_DIR = "figures"
 ANALYSIS_FILES = (SAMPLES_FILE, CLUSTERS_FILE, METRICS_FILE, REPORT_FILE, PROVENANCE_FILE)
+#: A reviewer's verdicts on the suspects of ``samples.csv`` (see :mod:`HyperSORTLib.analysis.review`);
+#: written by the review front ends, never by ``analyze`` (re-running an analysis keeps it).
+REVIEW_FILE = "review.csv"
 
 #: Errors of the file system that are the user's to fix; reported as one line, not a traceback.
 USER_FS_ERRNOS = frozenset({errno.EACCES, errno.EROFS, errno.ENOSPC, errno.EISDIR, errno.ENOTDIR, errno.EPERM})

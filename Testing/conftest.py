@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -71,3 +72,50 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+# ---------------------------------------------------------------------------- the Slicer module
+MODULE_DIR = Path(__file__).resolve().parents[1] / "HyperSORT"
+if str(MODULE_DIR) not in sys.path:  # the module's package (HyperSORTModule), as Slicer's module path has it
+    sys.path.insert(0, str(MODULE_DIR))
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    """A copy of the run the Slicer extension ships for its self-test (2-D latent space, six cases)."""
+    from HyperSORTModule import SelfTest
+
+    return SelfTest.packagedRun(tmp_path_factory.mktemp("packaged") / "run")
+
+
+@pytest.fixture
+def scene():
+    """A real MRML scene (slicer-core) outside the application."""
+    pytest.importorskip("slicer")
+    from HyperSORTModule import StandaloneScene
+
+    return StandaloneScene.newScene()
+
+
+@pytest.fixture
+def logic(scene, tiny_run):
+    """The module's Qt-free logic on ``scene`` with the packaged run loaded."""
+    from HyperSORTModule.CoreLogic import HyperSORTCoreLogic
+
+    logic = HyperSORTCoreLogic(scene)
+    logic.loadRun(tiny_run, device="cpu")
+    return logic
+
+
+@pytest.fixture
+def audited_run(tmp_path, tiny_run) -> tuple[Path, Path]:
+    """(run, dataset): a copy of the packaged run with an ``analysis/samples.csv`` ranking
+    (``SelfTest.AUDIT_RANKS``, clusters 0 and 1), and the two-ball dataset it was trained on."""
+    import shutil
+
+    from HyperSORTModule import SelfTest
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    SelfTest.writeAuditTable(run)
+    return run, SelfTest.writeSphereDataset(tmp_path / "dataset")

@@ -9,9 +9,11 @@ segments it from any latent point and writes the results into nodes:
 * when the probe stops (or on request): the module's probe segmentation node is updated
   from the preview;
 * on Accept: a full-resolution segmentation node on exactly the input grid, one named,
-  coloured segment per class, created or updated; segmentations the user made are never
-  written to (nodes the module created carry the ``HyperSORT.Role`` attribute);
-* Compare: two full-resolution segmentations of two latent points, with per-class Dice.
+  coloured segment per class (with SNOMED CT terminology for known organs), created or
+  updated; a segmentation is updated only while it is the module's and unchanged since it
+  wrote it, so segmentations the user made or edited are never written to;
+* Compare: two full-resolution segmentations of two latent points, with per-class Dice;
+* the review queue of the audit's suspects (:attr:`HyperSORTCoreLogic.review`).
 
 Errors the user can act on surface as :class:`HyperSORTError` with one readable sentence;
 nothing is written to any node before a computation has succeeded.
@@ -31,9 +33,12 @@ import numpy as np
 from HyperSORTModule import SegmentationNodes, VolumeNodes
 from HyperSORTModule.Debounce import Debouncer, ManualScheduler, Scheduler
 from HyperSORTModule.Errors import HyperSORTError, SegmentationCancelled
+from HyperSORTModule.Jobs import Job, JobControl
+from HyperSORTModule.ReviewLogic import ReviewLogic
+from HyperSORTModule.Signal import Signal
 from HyperSORTModule.LatentMapPlot import ROLE_ATTRIBUTE, LatentMapPlot, groupSamples  # noqa: F401 (re-exported)
 from HyperSORTModule.OutputNodes import (ATTRIBUTE_PREFIX, ROLE_PREVIEW, ROLE_PROBE_SEGMENTATION, ROLE_SEGMENTATION,
-                                         OutputNodes, isModuleNode)
+                                         OutputNodes, isModuleNode, isUnchangedSinceWritten)
 
 
 ProgressCallback = Callable[[float], None]
@@ -77,7 +82,7 @@ def diceScores(a: np.ndarray, b: np.ndarray, classNames: Sequence[str], voxelVol
             for index, name in enumerate(classNames[1:], start=1)]
 
 
-class HyperSORTCoreLogic:
+class HyperSORTCoreLogic(JobControl):
     """Segmentation from the latent map, on the nodes of ``scene``.
 
     Args:
@@ -109,6 +114,8 @@ class HyperSORTCoreLogic:
         self.previewFullResolution = False
         self.updateSegmentationOnRelease = True
         self.nodes = OutputNodes(scene)
+        #: The review queue of the loaded run's suspects (:mod:`HyperSORTModule.ReviewLogic`).
+        self.review = ReviewLogic(self)
         self.previewLabelmapNode = None
         self.probeSegmentationNode = None
         self.previewCount = 0
@@ -116,39 +123,51 @@ class HyperSORTCoreLogic:
         #: runs it in a worker thread while the event loop keeps the window responsive (the
         #: computation touches no node; nodes are read before and written after it).
         self.runner: Callable[[Callable[[], object]], object] | None = None
-        self._computing = False
+        self._job: Job | None = None
+        #: How long an Accept or Compare waits for a running preview to stop after cancelling it.
+        self.previewStopSeconds = 60.0
+        #: Incremented when the scene closes: a computation that started before writes nothing.
+        self._sceneGeneration = 0
         #: Name of the point the probe was last moved to by :meth:`pickPoint` (None after a drag).
         self.probeLabel: str | None = None
         self.lastTimings: dict[str, float] = {}
         self.lastError: str | None = None
         #: Why the run's ``analysis/`` was not used (it describes other weights), for the status line.
         self.lastWarning: str | None = None
-        #: Called with (labelmap node, latent point) after every preview.
-        self.onPreviewUpdated: Callable[[object, LatentPoint], None] | None = None
-        #: Called with a message when a debounced (background) update fails.
-        self.onBackgroundError: Callable[[str], None] | None = None
-        #: Called with the probe's latent point whenever the probe moves.
-        self.onProbeChanged: Callable[[np.ndarray], None] | None = None
+        #: Emitted with (labelmap node, latent point) after every preview.
+        self.previewUpdated = Signal()
+        #: Emitted with a message when a debounced (background) update fails.
+        self.backgroundError = Signal()
+        #: Emitted with the probe's latent point whenever the probe moves.
+        self.probeChanged = Signal()
 
     # ------------------------------------------------------------------ runs
     def loadRun(self, runDirectory: str | Path, device: str = "auto"):
-        """Load a trained run (cached per resolved directory and device) and make it current."""
+        """Load a trained run (cached per resolved directory and device) and make it current.
+
+        Reading the weights (and importing torch the first time) goes through :attr:`runner`, so
+        the application keeps its window responsive meanwhile."""
         runDirectory = Path(str(runDirectory)).expanduser()
         if not str(runDirectory) or not runDirectory.is_dir():
             raise HyperSORTError(f"Run directory '{runDirectory}' does not exist. Choose the folder written by "
                                  "'hypersort train' (it holds config.json and model.safetensors).")
         key = (str(runDirectory.resolve()), str(device))
         if key not in self._runs:
-            with self._userErrors(f"Loading run '{runDirectory}'"):
+            def load():
                 from HyperSORTLib.inference import InteractiveSegmenter
 
-                self._runs[key] = InteractiveSegmenter.load(runDirectory, device=device)
+                return InteractiveSegmenter.load(runDirectory, device=device)
+
+            self._stopRunningPreview()
+            with self._userErrors(f"Loading run '{runDirectory}'"):
+                self._runs[key] = self._run(load, Job("load"))
         if self.segmenter is not self._runs[key]:
             self.segmenter = self._runs[key]
             self._resetOutputsForNewRun()
         return self.segmenter
 
     def _resetOutputsForNewRun(self) -> None:
+        self.review.session = self.review.current = None
         self.previewDebouncer.cancel()
         self.releaseDebouncer.cancel()
         self.nodes.forgetColors()
@@ -156,8 +175,12 @@ class HyperSORTCoreLogic:
         self.probeSegmentationNode = None
 
     def forgetNodes(self) -> None:
-        """Drop references to nodes and observations (the scene is closing); runs stay loaded."""
+        """Drop references to nodes and observations (the scene is closing); runs stay loaded.
+        A running segmentation is cancelled and writes nothing."""
+        self.cancelRunningJob()
+        self._sceneGeneration += 1
         self._resetOutputsForNewRun()
+        self.review.current = None
         self.plot.detach()
 
     def requireRun(self):
@@ -262,8 +285,7 @@ class HyperSORTCoreLogic:
     def onProbeMoved(self) -> None:
         """The probe table changed (drag, spin box): schedule a preview and the release update."""
         self.probeLabel = None
-        if self.onProbeChanged is not None:
-            self.onProbeChanged(self.plot.probe())
+        self.probeChanged.emit(self.plot.probe())
         if not self.previewEnabled:
             return
         self.previewDebouncer.trigger()
@@ -279,12 +301,14 @@ class HyperSORTCoreLogic:
         return 0
 
     def _debouncedPreview(self) -> None:
-        if self._computing:  # a long segmentation is running: preview once it is done
+        if self.busy:  # a long segmentation is running: preview once it is done
             self.previewDebouncer.trigger()
             return
         try:
             self.previewSegmentation(self.probePoint())
             self.lastError = None
+        except SegmentationCancelled as error:  # superseded by an Accept or Compare, or the scene closed
+            logging.debug("HyperSORT: %s", error)
         except HyperSORTError as error:
             self._reportBackgroundError(str(error))
 
@@ -301,8 +325,7 @@ class HyperSORTCoreLogic:
     def _reportBackgroundError(self, message: str) -> None:
         self.lastError = message
         logging.warning("HyperSORT: %s", message)
-        if self.onBackgroundError is not None:
-            self.onBackgroundError(message)
+        self.backgroundError.emit(message)
 
     # ------------------------------------------------------------------ the input volume
     def setInputVolume(self, volumeNode) -> None:
@@ -328,43 +351,47 @@ class HyperSORTCoreLogic:
         return z
 
     def segmentLatent(self, point: LatentPoint, preview: bool = False, progress: ProgressCallback | None = None,
-                      cancel: CancelCallback | None = None, volumeNode=None):
-        """Segment the input volume as ``point`` annotates; returns the library's LabelVolume."""
+                      cancel: CancelCallback | None = None, volumeNode=None, kind: str | None = None):
+        """Segment the input volume as ``point`` annotates; returns the library's LabelVolume.
+
+        ``kind`` "preview" (default for ``preview``) marks work that a later request may cancel."""
         segmenter = self.requireRun()
         z = self._checkLatent(point.z)
         volumeNode = volumeNode or self.inputVolumeNode
         start = time.perf_counter()
+        generation = self._sceneGeneration
+        job = Job(kind or ("preview" if preview else "segmentation"))
+
+        def cancelled() -> bool:
+            return job.cancelled or (cancel is not None and bool(cancel()))
+
+        self._stopRunningPreview()
         self._prepareVolume(segmenter, volumeNode)
         with self._userErrors(f"Segmenting '{volumeNode.GetName()}' at {point.label}"):
-            result = self._run(lambda: segmenter.segment(z, preview=preview, progress=progress, cancel=cancel))
+            result = self._run(lambda: segmenter.segment(z, preview=preview, progress=progress, cancel=cancelled), job)
+        if job.cancelled or generation != self._sceneGeneration:
+            raise SegmentationCancelled(f"Segmenting at {point.label}: superseded (a newer request or the scene "
+                                        "closed); no node was changed.")
         self.lastTimings = dict(getattr(segmenter, "timings", {}) or {})
         self.lastTimings["logic"] = time.perf_counter() - start
         return result
-
-    def _run(self, compute):
-        if self._computing:
-            raise HyperSORTError("A segmentation is still running: wait for it to finish or press Cancel.")
-        self._computing = True
-        try:
-            return compute() if self.runner is None else self.runner(compute)
-        finally:
-            self._computing = False
 
     # ------------------------------------------------------------------ output nodes
     isModuleNode = staticmethod(isModuleNode)
 
     def _provenance(self, point: LatentPoint, volumeNode) -> dict[str, str]:
-        """Attributes written on every output: latent point, run, checkpoint hash, source volume."""
+        """Attributes written on every output: latent point, run, checkpoint hash (the source volume is a
+        node reference, :data:`OutputNodes.SOURCE_VOLUME_REFERENCE`)."""
         return {"Point": point.label, "Latent": ",".join(f"{v:.9g}" for v in np.asarray(point.z).ravel()),
-                "Run": str(self.requireRun().run_dir), "Checkpoint": self.checkpointHash(),
-                "Volume": volumeNode.GetID()}
+                "Run": str(self.requireRun().run_dir), "Checkpoint": self.checkpointHash()}
 
     def previewSegmentation(self, point: LatentPoint | None = None):
         """Segment into the persistent preview labelmap (coarse preview grid unless
         :attr:`previewFullResolution`); returns that node."""
         point = point or self.probePoint()
         volumeNode = self.inputVolumeNode
-        result = self.segmentLatent(point, preview=not self.previewFullResolution, volumeNode=volumeNode)
+        result = self.segmentLatent(point, preview=not self.previewFullResolution, volumeNode=volumeNode,
+                                    kind="preview")
         start = time.perf_counter()
         if not self.nodes.alive(self.previewLabelmapNode):
             self.previewLabelmapNode = self.nodes.labelmapNode("HyperSORT preview", ROLE_PREVIEW, volumeNode)
@@ -372,12 +399,11 @@ class HyperSORTCoreLogic:
         node.SetAndObserveTransformNodeID(volumeNode.GetTransformNodeID())
         VolumeNodes.updateVolumeFromIJK(node, result.array, result.affine)
         SegmentationNodes.showLabelmap(node, self.nodes.classColorNode(self.classNames))
-        self.nodes.writeProvenance(node, self._provenance(point, volumeNode))
+        self.nodes.writeProvenance(node, self._provenance(point, volumeNode), volumeNode)
         SegmentationNodes.showInSliceViews(self.scene, labelmapNode=node)
         self.lastTimings["mrml"] = time.perf_counter() - start
         self.previewCount += 1
-        if self.onPreviewUpdated is not None:
-            self.onPreviewUpdated(node, point)
+        self.previewUpdated.emit(node, point)
         return node
 
     def outputSegmentationNode(self, point: LatentPoint, volumeNode, requested=None, role: str = ROLE_SEGMENTATION):
@@ -418,10 +444,10 @@ class HyperSORTCoreLogic:
         latent = (preview.GetAttribute(ATTRIBUTE_PREFIX + "Latent") or "").split(",")
         point = LatentPoint(preview.GetAttribute(ATTRIBUTE_PREFIX + "Point") or "probe",
                             np.array([float(v) for v in latent if v]), "probe")
-        if not self.nodes.alive(self.probeSegmentationNode):
-            self.probeSegmentationNode = self.nodes.newNode("vtkMRMLSegmentationNode", "HyperSORT probe",
-                                                            ROLE_PROBE_SEGMENTATION)
-            self.probeSegmentationNode.CreateDefaultDisplayNodes()
+        probe = self.probeSegmentationNode
+        if not (self.nodes.alive(probe) and isModuleNode(probe, ROLE_PROBE_SEGMENTATION)
+                and isUnchangedSinceWritten(probe)):  # an edited probe segmentation is the user's now
+            self.probeSegmentationNode = self.nodes.newSegmentationNode("HyperSORT probe", ROLE_PROBE_SEGMENTATION)
             self.probeSegmentationNode.GetDisplayNode().SetVisibility(False)
         self.nodes.writeSegmentation(self.probeSegmentationNode, preview, self.classNames, volumeNode,
                                      self._provenance(point, volumeNode))

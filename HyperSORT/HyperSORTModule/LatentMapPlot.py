@@ -99,6 +99,30 @@ def groupSamples(caseIds: Sequence[str], sampleTable: dict | None, colorBy: str 
     return [SampleGroup("training samples", SINGLE_COLOR, allRows)]
 
 
+#: Margin around the training samples, as a fraction of their extent, of the plot axes and the sliders.
+RANGE_MARGIN = 0.25
+
+
+def latentRange(points: np.ndarray, margin: float = RANGE_MARGIN) -> tuple[np.ndarray, np.ndarray]:
+    """Per-dimension ``(low, high)`` covering ``points`` [N, D] plus ``margin`` of their extent."""
+    points = np.asarray(points, dtype=np.float64)
+    low, high = points.min(0), points.max(0)
+    span = np.maximum(high - low, 1e-3)
+    return low - margin * span, high + margin * span
+
+
+def layoutPlotViewNode(scene, chartNode=None):
+    """The plot view node of the view layout that shows the map: mapped in the layout, not the
+    module panel's own view, preferably already showing ``chartNode``; None when the layout has none."""
+    mapped = []
+    for index in range(scene.GetNumberOfNodesByClass("vtkMRMLPlotViewNode")):
+        node = scene.GetNthNodeByClass(index, "vtkMRMLPlotViewNode")
+        if node.IsMappedInLayout() and not (node.GetAttribute(ROLE_ATTRIBUTE) or "").startswith("plot-"):
+            mapped.append(node)
+    showing = [n for n in mapped if chartNode is not None and n.GetPlotChartNodeID() == chartNode.GetID()]
+    return (showing or mapped or [None])[0]
+
+
 class LatentMapPlot:
     """Creates and keeps the plot nodes of one latent map in a scene.
 
@@ -174,6 +198,9 @@ class LatentMapPlot:
 
         self.viewNode = self._addNode("vtkMRMLPlotViewNode", f"{self.name} plot view", "view")
         self.viewNode.SetPlotChartNodeID(self.chartNode.GetID())
+        # The panel's view shows this chart only: another module activating its chart in the
+        # selection node must not replace it.
+        self.viewNode.SetDoPropagatePlotChartSelection(False)
         self.viewNode.SetEnablePointMoveAlongX(True)
         self.viewNode.SetEnablePointMoveAlongY(self.latentDim > 1)
         self.setDragEnabled(True)
@@ -247,6 +274,13 @@ class LatentMapPlot:
             series.SetYColumnName(yName)
         self.chartNode.SetXAxisTitle(xName)
         self.chartNode.SetYAxisTitle(yName)
+        # Fixed ranges: the map must not rescale under the cursor while the probe is dragged.
+        points = np.vstack([self.latents, self.centres]) if len(self.centres) else self.latents
+        low, high = latentRange(points)
+        self.chartNode.SetXAxisRangeAuto(False)
+        self.chartNode.SetXAxisRange(float(low[dx]), float(high[dx]))
+        self.chartNode.SetYAxisRangeAuto(False)
+        self.chartNode.SetYAxisRange(*((-1.0, 1.0) if self.latentDim == 1 else (float(low[dy]), float(high[dy]))))
 
     def allSeries(self) -> list:
         return [s for s in [*self.sampleSeries, self.centreSeries, self.probeSeries] if s is not None]

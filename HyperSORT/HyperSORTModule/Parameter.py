@@ -29,6 +29,7 @@ class HyperSORTParameterNode:
     outputSegmentation - segmentation written by Accept (only if HyperSORT created it).
     previewLabelmap - the preview labelmap the module updates in place.
     latent - the probe's latent coordinates.
+    latentRun - the run directory ``latent`` belongs to (the probe is restored only for that run).
     """
 
     runDirectory: pathlib.Path
@@ -45,3 +46,4 @@ class HyperSORTParameterNode:
     outputSegmentation: vtkMRMLSegmentationNode
     previewLabelmap: vtkMRMLLabelMapVolumeNode
     latent: list[float]
+    latentRun: str = ""

@@ -83,13 +83,19 @@ class ProgressWithCancel:
     the :class:`BackgroundRunner`) shows the progress.
     """
 
-    def __init__(self, progressBar, cancelButton, runner: BackgroundRunner, busyWidgets=()) -> None:
+    def __init__(self, progressBar, cancelButton, runner: BackgroundRunner, busyWidgets=(),
+                 onMessage: Callable[[str], None] | None = None) -> None:
         self.progressBar = progressBar
         self.cancelButton = cancelButton
         self.runner = runner
         self.busyWidgets = list(busyWidgets)
+        self.onMessage = onMessage
         self.cancelled = False
         self.fraction = 0.0
+        #: Work without a fraction (loading a run, pip) shows a busy bar and no Cancel.
+        self.indeterminate = False
+        self.message: str | None = None
+        self._shownMessage: str | None = None
         self.cancelButton.connect("clicked()", self._onCancel)
 
     def _onCancel(self) -> None:
@@ -98,9 +104,11 @@ class ProgressWithCancel:
     def __enter__(self) -> "ProgressWithCancel":
         self.cancelled = False
         self.fraction = 0.0
+        self.message = self._shownMessage = None
+        self.progressBar.maximum = 0 if self.indeterminate else 100
         self.progressBar.value = 0
         self.progressBar.visible = True
-        self.cancelButton.visible = True
+        self.cancelButton.visible = not self.indeterminate
         for widget in self.busyWidgets:
             widget.enabled = False
         self.runner.progress = self
@@ -109,6 +117,8 @@ class ProgressWithCancel:
 
     def __exit__(self, *exc) -> None:
         self.runner.progress = None
+        self.indeterminate = False
+        self.progressBar.maximum = 100
         self.progressBar.visible = False
         self.cancelButton.visible = False
         for widget in self.busyWidgets:
@@ -120,5 +130,13 @@ class ProgressWithCancel:
     def cancel(self) -> bool:
         return self.cancelled
 
+    def note(self, message: str) -> None:
+        """A line to show (pip's output); may be called from the worker thread."""
+        self.message = str(message)
+
     def refresh(self) -> None:
-        self.progressBar.value = int(round(100 * self.fraction))
+        if not self.indeterminate:
+            self.progressBar.value = int(round(100 * self.fraction))
+        if self.message != self._shownMessage and self.onMessage is not None:
+            self._shownMessage = self.message
+            self.onMessage(self.message)

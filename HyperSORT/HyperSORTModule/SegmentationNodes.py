@@ -36,6 +36,63 @@ ANATOMY_COLORS = {
     "tumour": (0.56, 0.93, 0.56),
 }
 
+#: SNOMED CT codes (type; category "Anatomical Structure") of the organs the dataset readers name
+#: (AMOS, TotalSegmentator and their aliases), keyed by :func:`organKey`.
+ANATOMICAL_STRUCTURE = ("SCT", "123037004", "Anatomical Structure")
+ORGAN_CODES = {
+    "liver": ("10200004", "Liver"),
+    "spleen": ("78961009", "Spleen"),
+    "kidney": ("64033007", "Kidney"),
+    "kidney right": ("9846003", "Right kidney"),
+    "kidney left": ("18639004", "Left kidney"),
+    "bladder gall": ("28231008", "Gallbladder"),
+    "gallbladder": ("28231008", "Gallbladder"),
+    "esophagus": ("32849002", "Esophagus"),
+    "oesophagus": ("32849002", "Esophagus"),
+    "stomach": ("69695003", "Stomach"),
+    "aorta": ("15825003", "Aorta"),
+    "arota": ("15825003", "Aorta"),  # AMOS's own spelling
+    "postcava": ("64131007", "Inferior vena cava"),
+    "cava inferior vena": ("64131007", "Inferior vena cava"),
+    "ivc": ("64131007", "Inferior vena cava"),
+    "pancreas": ("15776009", "Pancreas"),
+    "adrenal gland": ("23451007", "Adrenal gland"),
+    "adrenal gland right": ("281625000", "Right adrenal gland"),
+    "adrenal gland left": ("281624001", "Left adrenal gland"),
+    "duodenum": ("38848004", "Duodenum"),
+    "bladder": ("89837001", "Urinary bladder"),
+    "bladder urinary": ("89837001", "Urinary bladder"),
+    "prostate": ("41216001", "Prostate"),
+    "uterus": ("35039007", "Uterus"),
+    "heart": ("80891009", "Heart"),
+    "lung": ("39607008", "Lung"),
+}
+TERMINOLOGY_CONTEXT = "Segmentation category and type - 3D Slicer General Anatomy list"
+ANATOMIC_CONTEXT = "Anatomic codes - DICOM master list"
+
+
+def organKey(name: str) -> str:
+    """Words of a class name, lower case and sorted: 'kidney_right', 'Right kidney' -> 'kidney right'."""
+    words = str(name).lower().replace("_", " ").replace("-", " ").split()
+    return " ".join(sorted(words))
+
+
+def terminologyEntry(name: str) -> str | None:
+    """Slicer's serialised terminology entry for a known organ (SNOMED CT), else None."""
+    code = ORGAN_CODES.get(organKey(name))
+    if code is None:
+        return None
+    category = "^".join(ANATOMICAL_STRUCTURE)
+    return f"{TERMINOLOGY_CONTEXT}~{category}~SCT^{code[0]}^{code[1]}~^^~{ANATOMIC_CONTEXT}~^^~^^"
+
+
+def setTerminology(segment, name: str) -> None:
+    """Give ``segment`` the standard terminology of the organ ``name`` (unknown names keep theirs)."""
+    entry = terminologyEntry(name)
+    if entry is not None:
+        segment.SetTag(segment.GetTerminologyEntryTagName(), entry)
+
+
 #: Distinct colours for classes without an anatomical default (Tableau 10, then Set 3).
 CATEGORICAL = [
     (0.122, 0.467, 0.706), (1.000, 0.498, 0.055), (0.173, 0.627, 0.173), (0.839, 0.153, 0.157),
@@ -97,12 +154,15 @@ def segmentIds(classNames: Sequence[str]) -> list[str]:
 
 
 def updateSegmentationFromLabelmap(segmentationNode, labelmapNode, classNames: Sequence[str],
-                                   colors: Sequence[Sequence[float]], referenceVolumeNode=None) -> None:
-    """Replace the content of ``segmentationNode`` with the classes of ``labelmapNode``.
+                                   colors: Sequence[Sequence[float]], referenceVolumeNode=None,
+                                   removable: Sequence[str] = ()) -> list[str]:
+    """Write the classes of ``labelmapNode`` into ``segmentationNode``; returns the segment ids written.
 
     Every foreground class gets a segment (empty when the class is absent), named after the
-    class and coloured with its colour; segments of other names are removed. The segments keep
-    the label map's grid; the reference geometry is the source volume's when given.
+    class, coloured with its colour and given its standard terminology when the class is a
+    known organ. Of the other segments only those in ``removable`` (ones written before) are
+    removed; any other segment is kept. The segments keep the label map's grid; the reference
+    geometry is the source volume's when given.
     """
     import slicer
 
@@ -117,7 +177,7 @@ def updateSegmentationFromLabelmap(segmentationNode, labelmapNode, classNames: S
         if referenceVolumeNode is not None:
             segmentationNode.SetReferenceImageGeometryParameterFromVolumeNode(referenceVolumeNode)
         for existing in [segmentation.GetNthSegmentID(i) for i in range(segmentation.GetNumberOfSegments())]:
-            if existing not in ids:
+            if existing not in ids and existing in removable:
                 segmentation.RemoveSegment(existing)
         idArray = vtk.vtkStringArray()
         for segmentId in ids:
@@ -130,8 +190,10 @@ def updateSegmentationFromLabelmap(segmentationNode, labelmapNode, classNames: S
             segment = segmentation.GetSegment(segmentId)
             segment.SetName(str(name))
             segment.SetColor(float(rgb[0]), float(rgb[1]), float(rgb[2]))
+            setTerminology(segment, str(name))
     finally:
         segmentationNode.EndModify(wasModifying)
+    return ids
 
 
 def segmentVoxelCounts(segmentationNode, classNames: Sequence[str]) -> dict[str, int]:

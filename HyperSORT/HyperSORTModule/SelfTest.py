@@ -1,16 +1,64 @@
 """Synthetic data and a tiny trained run for the module's self-test (and the Logic's pytest suite).
 
-Everything here is deterministic and small: a run trains in seconds on a CPU.
+Everything here is deterministic and small. The extension ships one tiny run
+(``Resources/SelfTest/TinyRun``: what :func:`trainTinyRun` writes with ``epochs=3``, without the
+resumable checkpoint), so the self-test needs no training; ``python -m HyperSORTModule.SelfTest``
+writes it again when the run format changes.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 
 CLASS_NAMES = ("background", "ball_a", "ball_b")
+#: The packaged tiny run and the files of it that are shipped.
+PACKAGED_RUN = Path(__file__).resolve().parents[1] / "Resources" / "SelfTest" / "TinyRun"
+PACKAGED_FILES = ("config.json", "model.safetensors", "latents.csv", "train_log.csv")
+
+
+def packagedRun(destination: Path) -> Path:
+    """A copy of the packaged tiny run in ``destination`` (analyses and reviews are written into runs)."""
+    destination = Path(destination)
+    if destination.exists():
+        shutil.rmtree(destination)
+    shutil.copytree(PACKAGED_RUN, destination)
+    return destination
+
+
+#: A suspicion ranking for the packaged run's cases: case_004 most suspicious, case_000 least.
+AUDIT_RANKS = {"case_004": 1, "case_002": 2, "case_005": 3, "case_001": 4, "case_003": 5, "case_000": 6}
+
+
+def writeAuditTable(runDirectory: Path, ranks=None) -> Path:
+    """An ``analysis/samples.csv`` as ``hypersort analyze`` writes it (the columns the review reads):
+    ``ranks`` (default :data:`AUDIT_RANKS`), clusters 1 for the two most suspicious, 0 otherwise."""
+    import csv
+
+    ranks = dict(ranks or AUDIT_RANKS)
+    folder = Path(runDirectory) / "analysis"
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / "samples.csv", "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["case_id", "z1", "z2", "cluster", "suspicion", "rank"])
+        for caseId, rank in ranks.items():
+            writer.writerow([caseId, 0.0, 0.0, int(rank <= 2), 1.0 - rank / 10, rank])
+    return folder / "samples.csv"
+
+
+def writePackagedRun(destination: Path = PACKAGED_RUN, workFolder: Path | None = None) -> Path:
+    """Train the tiny run again and keep its shipped files in ``destination``."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(dir=workFolder) as work:
+        run = trainTinyRun(Path(work), epochs=3)
+        destination.mkdir(parents=True, exist_ok=True)
+        for name in PACKAGED_FILES:
+            shutil.copy2(run / name, destination / name)
+    return destination
 
 
 def sphereLabels(shape, seed: int = 0, centres=(0.33, 0.67), radii=None) -> np.ndarray:
@@ -102,3 +150,7 @@ def addVolumeNode(scene, array: np.ndarray, affine: np.ndarray, name: str = "CT"
     updateVolumeFromIJK(node, array, affine)
     node.CreateDefaultDisplayNodes()
     return node
+
+
+if __name__ == "__main__":
+    print(writePackagedRun())

@@ -8,43 +8,34 @@ errors to readable messages.
 
 from __future__ import annotations
 
-from typing import Protocol
-
 import ctk
 import numpy as np
-import qt
 import slicer
+import vtk
+from slicer.util import VTKObservationMixin
 
 from HyperSORTModule.CoreLogic import LatentPoint
 from HyperSORTModule.Errors import HyperSORTError, SegmentationCancelled
+from HyperSORTModule.LatentMapPlot import latentRange, layoutPlotViewNode
+from HyperSORTModule.LogicInterface import PanelLogic
 from HyperSORTModule.QtSupport import BackgroundRunner, ProgressWithCancel
 
 
-class LogicProtocol(Protocol):
-    """What the panel needs from the logic (the pytest-tested core logic provides it)."""
-
-    segmenter: object
-    plot: object
-
-    def loadRun(self, runDirectory, device: str = "auto"): ...
-    def buildLatentMap(self, colorBy: str = "cluster", dimensions=(0, 1)): ...
-    def acceptSegmentation(self, point=None, progress=None, cancel=None, segmentationNode=None): ...
-    def compare(self, pointA, pointB, progress=None, cancel=None): ...
-
-
-class HyperSORTPanel:
-    """Connects the widgets of ``Resources/UI/HyperSORT.ui`` (``ui``) to ``logic``.
+class HyperSORTPanel(VTKObservationMixin):
+    """Connects the widgets of ``Resources/UI/HyperSORT.ui`` (``ui``) to ``logic`` and keeps the
+    parameter node bound to them.
 
     Args:
         ui: the widgets by object name (``slicer.util.childWidgetVariables``).
-        logic: the module logic.
-        parameterNode: callable returning the current parameter node wrapper (or None).
+        logic: the module logic (anything providing :class:`HyperSORTModule.LogicInterface.PanelLogic`).
     """
 
-    def __init__(self, ui, logic: LogicProtocol, parameterNode) -> None:
+    def __init__(self, ui, logic: PanelLogic) -> None:
+        VTKObservationMixin.__init__(self)
         self.ui = ui
         self.logic = logic
-        self.parameterNode = parameterNode
+        self._parameterNode = None
+        self._parameterNodeGuiTag = None
         self.points: list[LatentPoint] = []
         self.latentSliders: list = []
         self._updatingSliders = False
@@ -54,12 +45,13 @@ class HyperSORTPanel:
             logic.runner = BackgroundRunner()  # segmentations run beside the event loop: no frozen window
         self.progress = ProgressWithCancel(
             ui.progressBar, ui.cancelButton, logic.runner,
-            busyWidgets=[ui.loadRunButton, ui.acceptButton, ui.compareButton, ui.goToPointButton])
+            busyWidgets=[ui.loadRunButton, ui.acceptButton, ui.compareButton, ui.goToPointButton],
+            onMessage=lambda message: self.setStatus(message[-200:]))
         ui.progressBar.visible = False
         ui.cancelButton.visible = False
-        logic.onPreviewUpdated = self.onPreviewUpdated
-        logic.onBackgroundError = self.onBackgroundError
-        logic.onProbeChanged = self.onProbeChanged
+        logic.previewUpdated.connect(self.onPreviewUpdated)
+        logic.backgroundError.connect(self.onBackgroundError)
+        logic.probeChanged.connect(self.onProbeChanged)
         ui.loadRunButton.connect("clicked(bool)", self.onLoadRun)
         ui.clearCacheButton.connect("clicked(bool)", self.onClearCache)
         ui.acceptButton.connect("clicked(bool)", self.onAccept)
@@ -67,7 +59,66 @@ class HyperSORTPanel:
         ui.goToPointButton.connect("clicked(bool)", self.onGoToPoint)
         ui.showInLayoutButton.connect("clicked(bool)", self.onShowInLayout)
         ui.plotWidget.plotView().connect("dataSelected(vtkStringArray*, vtkCollection*)", self.onDataSelected)
+        from HyperSORTModule.ReviewPanel import ReviewPanel
+
+        self.review = ReviewPanel(ui, logic, self._runLong, self.setStatus, self.updateButtonStates)
         self.updateButtonStates()
+
+    # ------------------------------------------------------------------ life cycle, parameter node
+    def parameterNode(self):
+        return self._parameterNode
+
+    def enter(self) -> None:
+        """The module is shown (or the scene was re-opened): bind the scene's parameter node."""
+        self.setParameterNode(self.logic.getParameterNode())
+        if not self._parameterNode.inputVolume:
+            firstVolume = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
+            if firstVolume and not firstVolume.IsA("vtkMRMLLabelMapVolumeNode"):
+                self._parameterNode.inputVolume = firstVolume
+        self.restoreProbe()
+
+    def exit(self) -> None:
+        """The module is hidden; a running job goes on (its result is written when it ends)."""
+        self.setParameterNode(None)
+
+    def sceneClosing(self) -> None:
+        self.setParameterNode(None)
+        self.logic.forgetNodes()  # cancels a running job: it writes nothing into the closing scene
+
+    def cleanup(self) -> None:
+        self.setParameterNode(None)
+        self.removeObservers()
+        self.logic.previewUpdated.disconnect(self.onPreviewUpdated)
+        self.logic.backgroundError.disconnect(self.onBackgroundError)
+        self.logic.probeChanged.disconnect(self.onProbeChanged)
+        self.logic.previewDebouncer.cancel()
+        self.logic.releaseDebouncer.cancel()
+
+    def setParameterNode(self, parameterNode) -> None:
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self._parameterNodeGuiTag = None
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.onParameterNodeModified)
+        self._parameterNode = parameterNode
+        if self._parameterNode:
+            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.onParameterNodeModified)
+            self.applyParameters()
+
+    def onParameterNodeModified(self, caller=None, event=None) -> None:
+        self.applyParameters()
+
+    def restoreProbe(self) -> None:
+        """Put the probe back where the scene's parameter node left it (a saved scene, re-entering)."""
+        node = self._parameterNode
+        plot = self.logic.plot
+        segmenter = self.logic.segmenter
+        if (node is None or segmenter is None or plot.probeTable is None or not node.latent
+                or len(node.latent) != plot.latentDim or node.latentRun != str(segmenter.run_dir)
+                or np.allclose(plot.probe(), node.latent)):  # already there: no new preview
+            return
+        with slicer.util.tryWithErrorDisplay("Could not restore the probe position.", waitCursor=False):
+            self.logic.setProbe([float(v) for v in node.latent])
 
     # ------------------------------------------------------------------ parameter node -> logic
     def applyParameters(self) -> None:
@@ -111,27 +162,38 @@ class HyperSORTPanel:
         self.ui.goToPointButton.enabled = loaded
         self.ui.showInLayoutButton.enabled = loaded
         self.ui.clearCacheButton.enabled = loaded
+        if hasattr(self, "review"):
+            self.review.updateButtonStates(loaded)
 
     # ------------------------------------------------------------------ run loading
     def onLoadRun(self) -> None:
         node = self.parameterNode()
-        if node is None or not str(node.runDirectory or ""):
+        # The parameter node's path starts as Path() ("."): that is "no run selected", not the current folder.
+        if node is None or str(node.runDirectory or "") in ("", "."):
             slicer.util.errorDisplay("Choose the run directory written by 'hypersort train' first.")
             return
         from HyperSORTModule import InstallLogic
 
-        with slicer.util.tryWithErrorDisplay("Could not load the run.", waitCursor=True):
-            InstallLogic.ensureDependencies(askConfirmation=True)
+        def work(progress, cancel):
+            # Dialogs stay in the GUI thread; pip and reading the weights run beside the event loop.
+            InstallLogic.ensureDependencies(askConfirmation=True, onOutput=self.progress.note,
+                                            runner=self.logic.runner)
             self.setStatus("Loading the run...")
-            segmenter = self.logic.loadRun(node.runDirectory, device=node.device)
-            self.rebuildMap()
-            self.setStatus(f"Loaded {segmenter.run_dir.name}: {len(segmenter.case_ids)} training samples, "
-                           f"{segmenter.latent_dim}-D latent space, classes {', '.join(segmenter.class_names[1:])}, "
-                           f"device {segmenter.device}.")
-            self.ui.runInfoLabel.text = self.ui.statusLabel.text
-            if getattr(self.logic, "lastWarning", None):
-                self.setStatus(f"{self.logic.lastWarning} The map shows clusters of the current latent table.",
-                               error=True)
+            return self.logic.loadRun(node.runDirectory, device=node.device)
+
+        self.progress.indeterminate = True
+        segmenter = self._runLong("Could not load the run.", work)
+        if segmenter is not None:
+            with slicer.util.tryWithErrorDisplay("Could not show the latent map.", waitCursor=True):
+                self.rebuildMap()
+                self.restoreProbe()
+                self.setStatus(f"Loaded {segmenter.run_dir.name}: {len(segmenter.case_ids)} training samples, "
+                               f"{segmenter.latent_dim}-D latent space, classes "
+                               f"{', '.join(segmenter.class_names[1:])}, device {segmenter.device}.")
+                self.ui.runInfoLabel.text = self.ui.statusLabel.text
+                if getattr(self.logic, "lastWarning", None):
+                    self.setStatus(f"{self.logic.lastWarning} The map shows clusters of the current latent table.",
+                                   error=True)
         self.updateButtonStates()
 
     def rebuildMap(self) -> None:
@@ -208,14 +270,13 @@ class HyperSORTPanel:
         self.latentSliders = []
         latents = self.logic.segmenter.latents
         probe = self.logic.plot.probe()
-        low, high = latents.min(0), latents.max(0)
-        span = np.maximum(high - low, 1e-3)
+        low, high = latentRange(latents)  # the plot's axis ranges: the probe stays on the map
         for dim in range(latents.shape[1]):
             slider = ctk.ctkSliderWidget()
             slider.decimals = 4
-            slider.minimum = float(low[dim] - 0.5 * span[dim])
-            slider.maximum = float(high[dim] + 0.5 * span[dim])
-            slider.singleStep = float(span[dim] / 200.0)
+            slider.minimum = float(min(low[dim], probe[dim]))
+            slider.maximum = float(max(high[dim], probe[dim]))
+            slider.singleStep = float((high[dim] - low[dim]) / 300.0)
             slider.value = float(probe[dim])
             slider.setToolTip(f"Latent coordinate z{dim + 1} of the probe")
             slider.connect("valueChanged(double)", self.onLatentSliderChanged)
@@ -238,8 +299,9 @@ class HyperSORTPanel:
         finally:
             self._updatingSliders = False
         node = self.parameterNode()
-        if node is not None:
+        if node is not None and self.logic.segmenter is not None:
             node.latent = [float(v) for v in z]
+            node.latentRun = str(self.logic.segmenter.run_dir)
 
     # ------------------------------------------------------------------ logic notifications
     def onPreviewUpdated(self, labelmapNode, point) -> None:
@@ -309,10 +371,14 @@ class HyperSORTPanel:
             return
         slicer.modules.plots.logic().ShowChartInLayout(plot.chartNode)
         layoutManager = slicer.app.layoutManager()
-        if layoutManager is None or layoutManager.plotViewCount == 0:
+        viewNode = layoutPlotViewNode(slicer.mrmlScene, plot.chartNode)
+        if layoutManager is None or viewNode is None:
             return
-        plotWidget = layoutManager.plotWidget(0)
-        viewNode = plotWidget.mrmlPlotViewNode()
+        widgets = [layoutManager.plotWidget(i) for i in range(layoutManager.plotViewCount)]
+        plotWidget = next((w for w in widgets if w.mrmlPlotViewNode() is viewNode), None)
+        if plotWidget is None:
+            return
+        viewNode.SetPlotChartNodeID(plot.chartNode.GetID())
         viewNode.SetEnablePointMoveAlongX(True)
         viewNode.SetEnablePointMoveAlongY(plot.latentDim > 1)
         viewNode.SetInteractionMode(plot.viewNode.GetInteractionMode())

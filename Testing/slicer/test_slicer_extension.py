@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import importlib.metadata
 import json
 import py_compile
 import re
@@ -96,7 +97,7 @@ def test_ui_binds_to_parameter_node_fields_and_widgets_exist():
                 bound[prop.find("string").text] = widget.get("class")
     fields = _parameter_fields()
     assert set(bound) <= set(fields), set(bound) - set(fields)
-    assert set(fields) - set(bound) == {"previewLabelmap", "latent"}  # kept by the code, not shown as widgets
+    assert set(fields) - set(bound) == {"previewLabelmap", "latent", "latentRun"}  # kept by the code, not widgets
     # each binding is one the parameter node wrapper can connect
     assert bound["runDirectory"] == "ctkPathLineEdit" and "pathlib.Path" in fields["runDirectory"]
     for name in ("device", "colorBy"):
@@ -106,11 +107,12 @@ def test_ui_binds_to_parameter_node_fields_and_widgets_exist():
     assert bound["inputVolume"] == "qMRMLNodeComboBox" and bound["outputSegmentation"] == "qMRMLNodeComboBox"
     custom = {c.find("class").text for c in root.iter("customwidget")}
     standard = {"QLabel", "QComboBox", "QDoubleSpinBox", "QSpinBox", "QCheckBox", "QPushButton", "QWidget",
-                "QProgressBar"}
+                "QProgressBar", "QLineEdit", "QTableWidget"}
     assert set(widgets.values()) <= custom | standard
     receivers = {c.find("receiver").text for c in root.iter("connection")}
     assert {"inputVolumeSelector", "outputSegmentationSelector", "plotWidget"} <= receivers
-    used = set(re.findall(r"\bui\.(\w+)", (MODULE / "HyperSORTModule" / "Widget.py").read_text()))
+    used = {name for panel in ("Widget.py", "ReviewPanel.py")
+            for name in re.findall(r"\bui\.(\w+)", (MODULE / "HyperSORTModule" / panel).read_text())}
     used |= set(re.findall(r"\.ui\.(\w+)", (MODULE / "HyperSORT.py").read_text()))
     assert used - set(widgets) == set(), "referenced in code but absent from the .ui"
 
@@ -152,28 +154,37 @@ def test_dependencies_install_torch_through_the_pytorch_extension_then_the_rest(
     torch_utils.PyTorchUtilsLogic = lambda: types.SimpleNamespace(
         installTorch=lambda **kw: calls.append(("installTorch", kw)) or object())
     slicer = types.ModuleType("slicer")
-    slicer.util = types.SimpleNamespace(confirmOkCancelDisplay=lambda *a, **k: True,
-                                        pip_install=lambda missing: calls.append(("pip_install", missing)))
-    packaging = types.ModuleType("slicer.packaging")
-    if has_pip_ensure:
-        packaging.pip_ensure = lambda reqs, **kw: calls.append(("pip_ensure", reqs))
-    slicer.packaging = packaging
+    slicer.util = types.SimpleNamespace(confirmOkCancelDisplay=lambda *a, **k: True)
     monkeypatch.setitem(sys.modules, "slicer", slicer)
-    monkeypatch.setitem(sys.modules, "slicer.packaging", packaging)
+    if has_pip_ensure:
+        pydeps = types.ModuleType("slicer.pydeps")
+        pydeps.load_requirements = lambda path: logic.readRequirements(Path(path))
+        pydeps.pip_ensure = lambda reqs, **kw: calls.append(
+            ("pip_ensure", reqs, Path(kw["constraints"]).read_text().splitlines()))
+        slicer.pydeps = pydeps
+        monkeypatch.setitem(sys.modules, "slicer.pydeps", pydeps)
+    else:
+        monkeypatch.setitem(sys.modules, "slicer.pydeps", None)  # Slicer < 5.11: no slicer.pydeps
     monkeypatch.setitem(sys.modules, "PyTorchUtils", torch_utils)
     monkeypatch.setattr(logic, "torchReady", lambda: False)
-    monkeypatch.setattr(logic, "readRequirements", lambda: ["monai>=1.3", "nibabel>=5"])
     monkeypatch.setattr(logic, "missingRequirements", lambda reqs: ["nibabel>=5"])
-    logic.ensureDependencies(askConfirmation=False)
+    monkeypatch.setattr(logic, "runPip", lambda command, onOutput=None, env=None: calls.append(
+        ("runPip", command, Path(command[command.index("--constraint") + 1]).read_text().splitlines())))
+    ran = []
+    logic.ensureDependencies(askConfirmation=False, runner=lambda compute: ran.append(1) or compute())
+    torch_pin = f"torch=={importlib.metadata.version('torch')}"
     assert calls[0] == ("installTorch", {"askConfirmation": False, "torchVersionRequirement": logic.TORCH_MINIMUM})
-    assert calls[1] == (("pip_ensure", ["monai>=1.3", "nibabel>=5"]) if has_pip_ensure
-                        else ("pip_install", ["nibabel>=5"]))
+    if has_pip_ensure:
+        assert calls[1][:2] == ("pip_ensure", logic.readRequirements())
+    else:
+        assert calls[1][1][-1] == "nibabel>=5" and ran == [1]  # in the runner, beside the event loop
+    assert torch_pin in calls[1][2]
 
 
 HEAVY = {"torch", "monai", "HyperSORTLib", "nibabel", "sklearn", "scipy", "matplotlib", "safetensors"}
 QT = {"qt", "ctk", "slicer.ScriptedLoadableModule", "slicer.parameterNodeWrapper", "slicer.i18n"}
 QT_FREE = {"CoreLogic", "LatentMapPlot", "VolumeNodes", "SegmentationNodes", "OutputNodes", "Debounce", "StandaloneScene", "Errors",
-           "SelfTest"}
+           "SelfTest", "Signal", "LogicInterface", "Compatibility", "ReviewLogic", "Jobs"}
 
 
 def _top_level_imports(path: Path) -> set[str]:
@@ -194,3 +205,19 @@ def test_module_files_compile_and_import_nothing_heavy_at_load(path):
     if path.stem in QT_FREE:
         assert not {name for name in imports if name in QT or name.split(".")[0] in {"qt", "ctk"}}
         assert not any(name.endswith(("Widget", "QtSupport", "Parameter", "InstallLogic")) for name in imports)
+
+
+def test_packaged_self_test_run_is_current_and_small():
+    import sys
+
+    if str(MODULE) not in sys.path:
+        sys.path.insert(0, str(MODULE))
+    from HyperSORTLib import RUN_FORMAT_VERSION
+    from HyperSORTModule import SelfTest
+
+    folder = SelfTest.PACKAGED_RUN
+    assert sorted(p.name for p in folder.iterdir()) == sorted(SelfTest.PACKAGED_FILES)
+    doc = json.loads((folder / "config.json").read_text())
+    assert doc["format_version"] == RUN_FORMAT_VERSION, (
+        "the packaged run is of an older run format: run 'python -m HyperSORTModule.SelfTest' from HyperSORT/")
+    assert sum(p.stat().st_size for p in folder.iterdir()) < 512 * 1024

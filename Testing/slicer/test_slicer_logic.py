@@ -18,7 +18,7 @@ from conftest import SHARED_DATA  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "HyperSORT"))
 
-from HyperSORTModule import SegmentationNodes, SelfTest, StandaloneScene, VolumeNodes  # noqa: E402
+from HyperSORTModule import SegmentationNodes, SelfTest, VolumeNodes  # noqa: E402
 from HyperSORTModule.CoreLogic import (ROLE_ATTRIBUTE, HyperSORTCoreLogic, LatentPoint,  # noqa: E402
                                        diceScores)
 from HyperSORTModule.Debounce import Debouncer, ManualScheduler  # noqa: E402
@@ -29,11 +29,6 @@ CT_EXAMPLES = SHARED_DATA / "ct-examples"
 
 
 # ---------------------------------------------------------------------------- fixtures
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory) -> Path:
-    return SelfTest.trainTinyRun(tmp_path_factory.mktemp("slicer_run"), epochs=3)
-
-
 @pytest.fixture(scope="module")
 def analysed_run(tmp_path_factory) -> Path:
     """A 3-D latent run with analysis tables (samples.csv, clusters.csv) as `hypersort analyze` writes them."""
@@ -63,18 +58,6 @@ def analysed_run(tmp_path_factory) -> Path:
     # The tables describe these weights (as hypersort analyze records); without it they are stale.
     atomic_write_json(run / rundir.ANALYSIS_DIR / rundir.PROVENANCE_FILE, rundir.analysis_provenance(run))
     return run
-
-
-@pytest.fixture
-def scene():
-    return StandaloneScene.newScene()
-
-
-@pytest.fixture
-def logic(scene, tiny_run):
-    logic = HyperSORTCoreLogic(scene)
-    logic.loadRun(tiny_run, device="cpu")
-    return logic
 
 
 def _synthetic_volume(scene, oblique=False, name="CT"):
@@ -359,7 +342,7 @@ def test_probe_edits_within_the_window_give_exactly_one_preview(scene, logic):
     logic.setInputVolume(_synthetic_volume(scene))
     plot = logic.buildLatentMap()
     seen = []
-    logic.onPreviewUpdated = lambda node, point: seen.append(point.z.copy())
+    logic.previewUpdated.connect(lambda node, point: seen.append(point.z.copy()))
     clock = logic.scheduler
     for step, value in enumerate(np.linspace(-0.02, 0.03, 6)):
         _drag_probe(plot, "z1", value)
@@ -521,7 +504,7 @@ def test_errors_are_readable_and_leave_nodes_intact(scene, logic, tmp_path):
 
     # a failed debounced preview is reported, not raised into the event loop
     messages = []
-    logic.onBackgroundError = messages.append
+    logic.backgroundError.connect(messages.append)
     logic.setProbe([0.0, 0.0])
     logic.processPendingUpdates()
     assert messages and "No input volume" in messages[0]
