@@ -53,7 +53,9 @@ class MaskNet(nn.Module):
 
 def voxel_ce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Cross-entropy per voxel [B, X, Y, Z] of logits [B, K, ...] against labels [B, 1, ...]."""
-    return F.cross_entropy(logits.float(), labels[:, 0].long(), reduction="none")
+    if logits.dtype in (torch.float16, torch.bfloat16):
+        logits = logits.float()
+    return F.cross_entropy(logits, labels[:, 0].long(), reduction="none")
 
 
 def weighted_ce(logits: torch.Tensor, labels: torch.Tensor, mask_net: MaskNet) -> torch.Tensor:
