@@ -135,3 +135,25 @@ def test_hypersort_baseline_then_segment(sphere_dataset, tmp_path, capsys):
     assert main(args[:6] + [str(hyper)] + args[7:] + ["1", "--overwrite"]) == 2
     assert "holds a HyperSORT run" in capsys.readouterr().err
     assert (hyper / rundir.MODEL_FILE).is_file()
+
+
+def test_a_ce_threshold_run_labels_by_each_images_t_star(cases, tmp_path):
+    from HyperSORTLib.inference.decode import marginal_threshold_logits
+    from HyperSORTLib.perturbation.marginal import marginal_threshold
+
+    config = tiny_config(epochs=2)
+    dataset = PreprocessedCases(cases, config.data)
+    BaselineTrainer(config, dataset, cases.case_ids, tmp_path / "ce", BaselineConfig("ce-threshold"),
+                    progress=False).fit()
+    run = TrainedRun.load(tmp_path / "ce", device="cpu")
+    image = torch.as_tensor(dataset.volume(0).image)[None, None]
+    unet = run.decode([0.0, 0.0])
+    with torch.no_grad():
+        probs = torch.softmax(unet(image), 1)[0]
+    labels = run.segment(dataset.volume(0).image, [0.0, 0.0])
+    for k in (1, 2):
+        t = marginal_threshold(probs[k].double().numpy())
+        chosen = probs[k].numpy() >= t
+        assert chosen.any()
+        assert ((labels == k) <= chosen).all()  # a voxel takes class k only where p_k reaches its t*
+    torch.testing.assert_close(run.predict_logits(image, unet), marginal_threshold_logits(unet(image).detach()))
