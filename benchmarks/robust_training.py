@@ -36,6 +36,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import nibabel as nib
 import numpy as np
 import torch
 
@@ -205,8 +206,7 @@ def main(argv: list[str] | None = None) -> int:
         ids = list(cases.case_ids)
         test_ids, meta_ids, train_ids = ids[-args.test:], ids[-args.test - args.meta:-args.test], \
             ids[:-args.test - args.meta]
-        shape = tuple(int(s) for s in np.asarray(__import__("nibabel").load(
-            root / "imagesTr" / f"{ids[0]}_0000.nii.gz").shape))
+        shape = tuple(int(s) for s in nib.load(root / "imagesTr" / f"{ids[0]}_0000.nii.gz").shape)
         shape = tuple(s - s % 4 for s in shape)
         config = run_config(shape, spacing, args.epochs, args.device, args.seed).for_dataset(cases)
         subset = lambda keep: PreprocessedCases(cases.without([c for c in ids if c not in keep]), config.data)  # noqa: E731
