@@ -4,7 +4,8 @@ Layout::
 
     RUN_DIR/
       config.json         run configuration, class names, case ids, data source and fingerprint,
-                          library and format version
+                          library and format version, and the training method (``hypersort`` or a
+                          robust-training baseline, see :func:`run_method`)
       model.safetensors   learned weights (generator + latent table); loads without running code
       latents.csv         case id, latent coordinates, last training loss per sample
       train_log.csv       one row per epoch
@@ -54,6 +55,8 @@ LOG_FILE = "train_log.csv"
 #: Cases ``hypersort train --skip-bad-cases`` left out, with the reason (written before training starts).
 SKIPPED_FILE = "skipped_cases.csv"
 RUN_FORMAT = "hypersort-run"
+#: The ``method`` of a run trained by ``hypersort train`` (a hyper-network with a latent table).
+METHOD_HYPERSORT = "hypersort"
 
 #: Where ``hypersort analyze`` writes inside a run directory, and the files it writes.
 ANALYSIS_DIR = "analysis"
@@ -170,10 +173,11 @@ def write_run_config(run_dir: Path, config: RunConfig, case_ids: Sequence[str],
                      data_source: dict[str, Any] | None = None,
                      data_fingerprint: dict[str, Any] | None = None,
                      data_changes: Sequence[dict[str, Any]] = (),
-                     created: str | None = None) -> None:
+                     created: str | None = None, method: dict[str, Any] | None = None) -> None:
     """Write ``config.json``; ``data_source`` records where the training cases came from
     (e.g. ``{"path": ..., "format": ...}``) so analysis can find them again, ``data_fingerprint``
-    what they were (see :func:`data_fingerprint`), ``data_changes`` accepted changes of either."""
+    what they were (see :func:`data_fingerprint`), ``data_changes`` accepted changes of either,
+    ``method`` how the weights were trained (``{"name": ..., ...}``; default HyperSORT)."""
     with _saving(Path(run_dir) / CONFIG_FILE) as tmp:
         tmp.write_text(json.dumps({
             "format": RUN_FORMAT,
@@ -185,7 +189,16 @@ def write_run_config(run_dir: Path, config: RunConfig, case_ids: Sequence[str],
             "data_source": dict(data_source or {}),
             "data_fingerprint": dict(data_fingerprint or {}),
             "data_changes": list(data_changes),
+            "method": dict(method) if method else {"name": METHOD_HYPERSORT},
         }, indent=2) + "\n", encoding="utf-8")
+
+
+def run_method(doc: dict[str, Any]) -> dict[str, Any]:
+    """The training method a ``config.json`` document records: ``{"name": "hypersort"}`` for a
+    hyper-network run (also for runs written before methods were recorded), otherwise the
+    baseline's name (``unet``, ``mcpm``, ``pint``, ``ce-threshold``) and its settings."""
+    method = doc.get("method")
+    return dict(method) if isinstance(method, dict) and method.get("name") else {"name": METHOD_HYPERSORT}
 
 
 def utc_now() -> str:

@@ -21,7 +21,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("HyperSORTLib", "utils", "config", "rundir", "device", "metrics"),
     ("data", "model", "latentmap"),
     ("perturbation", "training"),
-    ("inference",),
+    ("inference", "baselines"),
     ("analysis",),
     ("demo",),
     ("commands",),

@@ -19,6 +19,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Train HyperSORT on a dataset (nnU-Net raw / MSD, AMOS, TotalSegmentator or a CSV list). "
                     "Every case is checked first (as check-data does); training refuses a dataset with broken "
                     "cases unless --skip-bad-cases leaves them out. Re-running the same command resumes the run.")
+    add_train_command_options(parser)
+
+
+def add_train_command_options(parser: argparse.ArgumentParser) -> None:
+    """The options of the commands that train into a run directory (``train``, ``baseline``)."""
     add_data_option(parser)
     parser.add_argument("--out", type=Path, required=True, help="run directory (resumed if it holds a checkpoint)")
     parser.add_argument("--config", type=Path, default=None, help="YAML run configuration")
@@ -33,12 +38,32 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from HyperSORTLib.training import Trainer
+
+    prepared = prepare_training(args, "hypersort train")
+    if prepared is None:
+        return 1
+    config, dataset = prepared
+    cases = dataset.case_list
+    trainer = Trainer(config, dataset, cases.case_ids, args.out, progress=not args.no_progress,
+                      data_source=cases.source, accept_data_change=args.accept_data_change)
+    result = trainer.fit()
+    last = result.history[-1] if result.history else {}
+    print(f"Trained {result.epochs} epochs on {len(cases.cases)} cases; final loss "
+          f"{last.get('loss', float('nan')):.4f}. Run directory: {args.out}")
+    return 0
+
+
+def prepare_training(args: argparse.Namespace, command: str):
+    """Check ``args.out`` and the dataset, preprocess it and write the skipped cases: the
+    ``(config, dataset)`` to train on, or ``None`` after printing why training is refused.
+
+    Shared by ``train`` and ``baseline`` (which take the same data options)."""
     from HyperSORTLib.commands.check_data import write_report_csv
     from HyperSORTLib.config import RunConfig
     from HyperSORTLib.data.dataset import PreprocessedCases
     from HyperSORTLib.data.validation import Problem, check_cases
     from HyperSORTLib.rundir import SKIPPED_FILE, check_run_output, ensure_writable
-    from HyperSORTLib.training import Trainer
 
     check_run_output(args.out)  # before anything is written there
     ensure_writable(args.out, create=False)  # an unwritable folder fails before the checks and preprocessing
@@ -50,12 +75,12 @@ def run(args: argparse.Namespace) -> int:
     if not report.ok:
         print_report(report, sys.stderr)
         if report.dataset_problems:  # e.g. a selected class in no label: leaving cases out cannot fix it
-            print(f"hypersort train: refusing to train: {report.dataset_problems[0].detail}.", file=sys.stderr)
-            return 1
+            print(f"{command}: refusing to train: {report.dataset_problems[0].detail}.", file=sys.stderr)
+            return None
         if not args.skip_bad_cases:
-            print(f"hypersort train: refusing to train on {len(report.bad_case_ids)} bad case(s); fix them, or "
+            print(f"{command}: refusing to train on {len(report.bad_case_ids)} bad case(s); fix them, or "
                   f"pass --skip-bad-cases to leave them out.", file=sys.stderr)
-            return 1
+            return None
         print(f"Leaving out {len(report.bad_case_ids)} bad case(s).", file=sys.stderr)
         cases = cases.without(report.bad_case_ids)
     if not cases.cases:
@@ -74,14 +99,7 @@ def run(args: argparse.Namespace) -> int:
               f"{', '.join(c for c, _ in dataset.failures)}.", file=sys.stderr)
     if not len(dataset):
         raise ValueError(f"No usable case left in {args.data}.")
-    cases = dataset.case_list
     ensure_writable(args.out)
     if skipped:
         write_report_csv(args.out / SKIPPED_FILE, skipped)
-    trainer = Trainer(config, dataset, cases.case_ids, args.out, progress=progress, data_source=cases.source,
-                      accept_data_change=args.accept_data_change)
-    result = trainer.fit()
-    last = result.history[-1] if result.history else {}
-    print(f"Trained {result.epochs} epochs on {len(cases.cases)} cases; final loss "
-          f"{last.get('loss', float('nan')):.4f}. Run directory: {args.out}")
-    return 0
+    return config, dataset

@@ -8,6 +8,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -18,6 +19,7 @@ import torch
 from HyperSORTLib.config import RunConfig
 from HyperSORTLib.data.labels import argmax_labels
 from HyperSORTLib.model.hypersort import HyperSORTModel
+from HyperSORTLib.model.plain import PlainUNetModel
 from HyperSORTLib.model.unet import UNet3D
 from HyperSORTLib import rundir
 from HyperSORTLib.device import resolve_device
@@ -25,11 +27,16 @@ from HyperSORTLib.device import resolve_device
 
 @dataclass
 class TrainedRun:
-    """A trained model with its configuration, case ids and class names."""
+    """A trained model with its configuration, case ids and class names.
+
+    The model is a :class:`HyperSORTModel`, or for a robust-training baseline run a
+    :class:`PlainUNetModel` (every latent point decodes to its one UNet; a ``ce-threshold`` run
+    turns its probabilities into labels with the per-image threshold t*, see
+    :func:`marginal_threshold_logits`)."""
 
     run_dir: Path
     config: RunConfig
-    model: HyperSORTModel
+    model: HyperSORTModel | PlainUNetModel
     device: torch.device
     #: sha256 of the ``model.safetensors`` bytes the weights were loaded from.
     weights_sha256: str = ""
@@ -38,9 +45,14 @@ class TrainedRun:
     def load(cls, run_dir: str | Path, device: str = "auto") -> "TrainedRun":
         """Load ``run_dir`` (config.json + model.safetensors); errors name the file at fault."""
         run_dir = Path(run_dir)
-        config, case_ids, _ = rundir.read_run_config(run_dir)
+        config, case_ids, doc = rundir.read_run_config(run_dir)
         dev = resolve_device(device)
-        model = HyperSORTModel(config.model, case_ids, seed=config.train.seed)
+        method = rundir.run_method(doc)
+        if method["name"] == rundir.METHOD_HYPERSORT:
+            model: HyperSORTModel | PlainUNetModel = HyperSORTModel(config.model, case_ids, seed=config.train.seed)
+        else:  # a robust-training baseline: one UNet, whatever the latent point
+            model = PlainUNetModel(config.model, case_ids, seed=config.train.seed,
+                                   decision=method.get("decision", "argmax"))
         state, digest = rundir.read_model_weights(run_dir)
         model.load_learned_state(state, source=str(run_dir / rundir.MODEL_FILE))
         return cls(run_dir, config, model.to(dev).eval(), dev, digest)
@@ -84,7 +96,8 @@ class TrainedRun:
 
         A volume that fits in the training patch is padded to the UNet's divisor and run in one
         pass; a larger one goes through MONAI's sliding-window inference with the training patch
-        size (Gaussian-weighted overlap).
+        size (Gaussian-weighted overlap). A run whose decision is the marginal threshold returns
+        :func:`marginal_threshold_logits` of the whole image's logits.
 
         Args:
             z: a latent point, or a UNet already decoded from one.
@@ -104,7 +117,7 @@ class TrainedRun:
             logits = unet(torch.nn.functional.pad(image, pad))[..., :spatial[0], :spatial[1], :spatial[2]]
             if progress is not None:
                 progress(1.0)
-            return logits
+            return self._decide(logits)
         from monai.inferers import sliding_window_inference
 
         total = _window_count(spatial, patch, overlap) * image.shape[0]
@@ -120,8 +133,13 @@ class TrainedRun:
                 progress(min(1.0, done / total))
             return out
 
-        return sliding_window_inference(image, roi_size=patch, sw_batch_size=1, predictor=predictor,
-                                        overlap=overlap, mode="gaussian")
+        return self._decide(sliding_window_inference(image, roi_size=patch, sw_batch_size=1, predictor=predictor,
+                                                     overlap=overlap, mode="gaussian"))
+
+    def _decide(self, logits: torch.Tensor) -> torch.Tensor:
+        if getattr(self.model, "decision", "argmax") == "marginal-threshold":
+            return marginal_threshold_logits(logits)
+        return logits
 
     def segment(self, volume: np.ndarray | torch.Tensor, z: Sequence[float] | np.ndarray | torch.Tensor) -> np.ndarray:
         """Label map (same shape, :func:`~HyperSORTLib.data.labels.label_dtype`) of a preprocessed 3-D
@@ -142,3 +160,26 @@ def _window_count(spatial: Sequence[int], roi: Sequence[int], overlap: float) ->
         interval = max(int(r * (1 - overlap)), 1)
         count *= int(np.ceil((size - r) / interval)) + 1
     return count
+
+
+def marginal_threshold_logits(logits: torch.Tensor) -> torch.Tensor:
+    """Scores [B, K, ...] whose arg-max thresholds each image's class probabilities at its t*.
+
+    For every image ``b`` and foreground class ``k`` the softmax probabilities ``p_k`` get the
+    soft-Dice threshold ``t*_bk`` of :func:`~HyperSORTLib.perturbation.marginal.marginal_threshold`
+    (one class against the rest); the scores are ``log(p_k / t*_bk)`` for the foreground classes and
+    0 for the background, so a voxel takes the foreground class that exceeds its threshold by the
+    largest factor, and the background where none reaches its threshold. With two classes the
+    arg-max is exactly ``p_1 >= t*``.
+    """
+    from HyperSORTLib.perturbation.marginal import marginal_threshold
+
+    probs = torch.softmax(logits.float(), dim=1)
+    scores = torch.zeros_like(probs)
+    tiny = torch.finfo(probs.dtype).tiny
+    for b in range(probs.shape[0]):
+        for k in range(1, probs.shape[1]):
+            t = marginal_threshold(probs[b, k].detach().cpu().double().numpy())
+            # ">= t" wins over the background's 0 even where p == t
+            scores[b, k] = torch.log(probs[b, k].clamp_min(tiny)) - math.log(t) + 1e-6
+    return scores

@@ -65,7 +65,7 @@ def read_clusters(run_dir: str | Path, latents: np.ndarray, weights_sha256: str 
         else:
             warnings.warn(f"{stale} Using clusters of the current latent table instead.", StaleAnalysisWarning,
                           stacklevel=2)
-    if len(latents) < 3:
+    if len(latents) < 3 or not np.ptp(latents, axis=0).any():  # too few, or one point (a baseline's table)
         return [ClusterInfo(0, len(latents), latents.mean(0).astype(np.float32), True)]
     from HyperSORTLib.latentmap.clusters import cluster_latents
 

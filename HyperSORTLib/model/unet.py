@@ -104,6 +104,10 @@ class UNet3D(nn.Module):
                              f"multiples of {divisor}, found {spatial}.")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The finest decoder level's features, which ``head`` maps to one logit per class."""
         skips = []
         for encoder in self.encoders:
             x = encoder(x)
@@ -111,4 +115,4 @@ class UNet3D(nn.Module):
         skips.pop()  # the coarsest level feeds the decoder directly
         for upsample, decoder in zip(self.upsamplers, self.decoders):
             x = decoder(torch.cat([upsample(x), skips.pop()], dim=1))
-        return self.head(x)
+        return x

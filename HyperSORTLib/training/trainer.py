@@ -140,17 +140,29 @@ class Trainer:
         self.data_fingerprint = rundir.data_fingerprint(case_list) if case_list is not None else {}
         train = config.train
         self.device = resolve_device(train.device)
-        self.model = HyperSORTModel(config.model, self.case_ids, train.latent_init_std, train.seed).to(self.device)
-        self.hyper_optimizer = torch.optim.Adam(self.model.generator.parameters(), lr=train.lr, betas=train.betas)
-        self.latent_optimizer = RowwiseAdam(self.model.latents.weight, lr=train.effective_latent_lr,
-                                             betas=train.latent_betas)
-        self.loss_fn = DiceCELoss.from_config(train)
+        self._build_model()
         self.sampler = EpochBatchSampler(len(dataset), train.batch_size, train.seed)
         self.epoch = 0
         self.global_step = 0
         self.history: list[dict[str, Any]] = []
         self.sample_loss = torch.full((len(dataset),), float("nan"))
         self.amp_dtype = self._amp_dtype()
+
+    # Hooks for trainers of other models on the same data, checkpoints and resume checks
+    # (the robust-training baselines): the model, its optimisers and loss, and the method
+    # recorded in config.json.
+    def _build_model(self) -> None:
+        train = self.config.train
+        self.model = HyperSORTModel(self.config.model, self.case_ids, train.latent_init_std,
+                                    train.seed).to(self.device)
+        self.hyper_optimizer = torch.optim.Adam(self.model.generator.parameters(), lr=train.lr, betas=train.betas)
+        self.latent_optimizer = RowwiseAdam(self.model.latents.weight, lr=train.effective_latent_lr,
+                                            betas=train.latent_betas)
+        self.loss_fn = DiceCELoss.from_config(train)
+
+    def method_record(self) -> dict[str, Any] | None:
+        """What ``config.json`` records as the training method (``None``: HyperSORT)."""
+        return None
 
     def _amp_dtype(self) -> torch.dtype | None:
         if not (self.config.train.amp and self.device.type == "cuda"):
@@ -197,6 +209,12 @@ class Trainer:
             raise rundir.RunDirectoryError(
                 f"{self.run_dir} holds a run on a different case list ({len(saved_ids)} cases); "
                 f"choose a new output folder or delete that run.")
+        saved_method = rundir.run_method(doc)
+        method = self.method_record() or {"name": rundir.METHOD_HYPERSORT}
+        if saved_method != method:
+            raise rundir.RunDirectoryError(
+                f"{self.run_dir} holds a run of another training method ({saved_method}, not {method}); "
+                f"choose a new output folder or delete that run.")
         old, new = config_hash_fields(saved_config), config_hash_fields(self.config)
         if old != new:
             diffs = _dict_diff(old, new)
@@ -230,7 +248,8 @@ class Trainer:
                   "examples": changes[:10]}
         rundir.write_run_config(self.run_dir, self.config, self.case_ids, self.data_source or doc.get("data_source"),
                                 self.data_fingerprint or doc.get("data_fingerprint"),
-                                [*doc.get("data_changes", []), record], created=doc.get("created"))
+                                [*doc.get("data_changes", []), record], created=doc.get("created"),
+                                method=self.method_record())
 
     # ----------------------------------------------------------------------------- training
     def train_step(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
@@ -269,7 +288,7 @@ class Trainer:
         resumed_from = self._resume()
         if resumed_from is None:
             rundir.write_run_config(self.run_dir, self.config, self.case_ids, self.data_source,
-                                    self.data_fingerprint)
+                                    self.data_fingerprint, method=self.method_record())
         total_epochs = self.config.train.epochs
         self.model.train()
         for callback in self.callbacks:
