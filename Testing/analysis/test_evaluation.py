@@ -229,6 +229,7 @@ def test_evaluation_json_holds_the_audit_scores_and_the_checks(evaluated):
 
 
 @pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # MONAI's own deprecation notice inside get_mask_edges
 def test_main_mode_is_scored_against_the_source_labels(evaluated):
     """Dice and HD95 recomputed from the source's label files and the decoded main-mode UNet."""
     from HyperSORTLib.analysis.inputs import training_patches
