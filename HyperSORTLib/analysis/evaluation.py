@@ -51,7 +51,7 @@ from HyperSORTLib.data.manifest import Manifest
 from HyperSORTLib.utils.io import atomic_write_json, check_output_folder
 
 __all__ = ["EVALUATION_FILE", "EVALUATION_FORMAT", "PERTURBED_DIR", "RUN_DIR", "STATE_FILE", "TOLERANCE",
-           "EvaluationResult", "StyleCheck", "check_evaluation_output", "check_styles", "evaluate_dataset",
+           "EvaluationResult", "StyleCheck", "check_evaluation_output", "check_styles", "clear_evaluation_output", "evaluate_dataset",
            "hd95_per_class", "main_mode_scores", "style_checks", "with_clean_labels"]
 
 #: What :func:`evaluate_dataset` writes in its output folder.
@@ -445,36 +445,49 @@ def _read_state(out: Path) -> dict | None:
     return state if isinstance(state, dict) and state.get("format") == EVALUATION_FORMAT else None
 
 
-def check_evaluation_output(out: str | Path, inputs: Mapping[str, Any], overwrite: bool = False) -> bool:
-    """Check that ``out`` may receive an evaluation of ``inputs``; returns whether it resumes one.
+_NAMES = (PERTURBED_DIR, RUN_DIR, EVALUATION_FILE, STATE_FILE)
 
-    A new or empty folder, or a folder without files of the evaluation's names, starts afresh. A
-    folder holding an evaluation of the same inputs resumes it. Files of the evaluation's names
-    that another command wrote, or an evaluation of other inputs, are refused unless
-    ``overwrite``, which removes them (and only them) first.
+
+def check_evaluation_output(out: str | Path, inputs: Mapping[str, Any], overwrite: bool = False) -> bool:
+    """Check that ``out`` may receive an evaluation of ``inputs``; returns whether it holds one to resume.
+
+    A new or empty folder, or a folder without entries of the evaluation's names, starts afresh.
+    A folder holding an evaluation of the same inputs is resumed (with or without ``overwrite``).
+    Entries of the evaluation's names that another command wrote, or an evaluation of other
+    inputs, are refused unless ``overwrite`` (then :func:`clear_evaluation_output` removes them).
+    Nothing is written or removed here.
 
     Raises:
         ValueError: one line naming the folder, what is there and ``--overwrite``.
     """
     out = Path(out)
-    names = (PERTURBED_DIR, RUN_DIR, EVALUATION_FILE, STATE_FILE)
     state = _read_state(out) if out.is_dir() else None
-    if state is not None and state.get("inputs") == json.loads(json.dumps(inputs)):
+    wanted = json.loads(json.dumps(inputs))
+    if state is not None and state.get("inputs") == wanted:
         return True
     if state is not None and not overwrite:
-        differ = sorted(k for k in set(state.get("inputs") or {}) | set(inputs)
-                        if (state.get("inputs") or {}).get(k) != json.loads(json.dumps(inputs.get(k))))
+        recorded = state.get("inputs") or {}
+        differ = sorted(k for k in set(recorded) | set(wanted) if recorded.get(k) != wanted.get(k))
         raise ValueError(f"--out {out} holds an evaluation of other inputs ({', '.join(differ)} differ); choose "
                          f"another folder or pass --overwrite to start it afresh.")
-    check_output_folder(out, names, "hypersort evaluate", overwrite)
-    if overwrite and out.is_dir():
-        for name in names:
-            path = out / name
-            if path.is_dir() and not path.is_symlink():
-                shutil.rmtree(path)
-            elif path.exists() or path.is_symlink():
-                path.unlink()
+    check_output_folder(out, _NAMES, "hypersort evaluate", overwrite)
     return False
+
+
+def clear_evaluation_output(out: str | Path) -> list[str]:
+    """Remove the entries of the evaluation's names from ``out`` (other files stay); returns their names."""
+    out = Path(out)
+    removed = []
+    for name in _NAMES:
+        path = out / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        elif path.exists() or path.is_symlink():
+            path.unlink()
+        else:
+            continue
+        removed.append(name)
+    return removed
 
 
 # --------------------------------------------------------------------------- the protocol
@@ -596,7 +609,7 @@ def evaluate_dataset(case_list: Any, plan: Any, out_dir: str | Path, config: Any
     inputs = {"source": {**dict(case_list.source or {}), "root": str(Path(case_list.root).resolve()),
                          "cases": list(case_list.case_ids)},
               "plan": plan.to_dict(), "config": config_hash_fields(config)}
-    resumed = check_evaluation_output(out, inputs, overwrite)
+    resumed = check_evaluation_output(out, inputs, overwrite)  # before any work: nothing is written yet
     report = check_cases(case_list, cache=cache, progress=progress, allow_empty=allow_empty_labels)
     if not report.ok:
         bad = list(report.bad_case_ids)
@@ -604,6 +617,8 @@ def evaluate_dataset(case_list: Any, plan: Any, out_dir: str | Path, config: Any
         raise ValueError(f"The dataset {case_list.root} has {len(bad) or 'a'} broken case(s)"
                          f"{': ' + ', '.join(bad[:5]) if bad else ''} (first: {first.case_id}: {first.detail}); "
                          f"run 'hypersort check-data --data {case_list.root}' and fix them first.")
+    if overwrite and not resumed:
+        clear_evaluation_output(out)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / STATE_FILE, {"format": EVALUATION_FORMAT, "inputs": json.loads(json.dumps(inputs))})
 

@@ -21,8 +21,8 @@ from conftest import tiny_config, write_sphere_dataset
 from data_helpers import Killed, kill_after
 from HyperSORTLib.analysis.behaviour import compare_to_reference
 from HyperSORTLib.analysis.evaluation import (EVALUATION_FILE, PERTURBED_DIR, RUN_DIR, STATE_FILE,
-                                              check_evaluation_output, check_styles, evaluate_dataset,
-                                              hd95_per_class)
+                                              check_evaluation_output, check_styles, clear_evaluation_output,
+                                              evaluate_dataset, hd95_per_class)
 from HyperSORTLib.data import read_dataset
 from HyperSORTLib.data.manifest import ManifestRow, read_manifest, write_manifest
 
@@ -281,9 +281,12 @@ def test_a_folder_with_foreign_files_of_its_names_is_refused(tmp_path):
         evaluate_dataset(read_dataset(source), plan, out, tiny_config(epochs=1))
     assert sorted(p.name for p in out.iterdir()) == ["keep.txt", "run"]
     assert (out / "run" / "notes.txt").read_text() == "my notes"
-    # with overwrite, only the evaluation's names are cleared
+    # with overwrite the folder is accepted (nothing removed by the check); then only the
+    # evaluation's names are cleared
     inputs = {"plan": {"seed": 0}}
     assert check_evaluation_output(out, inputs, overwrite=True) is False
+    assert sorted(p.name for p in out.iterdir()) == ["keep.txt", "run"]
+    assert clear_evaluation_output(out) == ["run"]
     assert sorted(p.name for p in out.iterdir()) == ["keep.txt"]
 
 
