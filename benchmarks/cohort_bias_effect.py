@@ -23,10 +23,16 @@ import torch
 from HyperSORTLib.config import DataConfig
 from HyperSORTLib.data import SegmentationCases, read_nnunet_folder, training_transforms
 from HyperSORTLib.demo.cohort import CohortSpec, generate_cohort
-from HyperSORTLib.demo.run import DEMO_CONFIG, with_clean_labels
+from HyperSORTLib.analysis.evaluation import with_clean_labels
+from HyperSORTLib.demo.run import CLEAN_LABELS_DIR, DEMO_CONFIG
 from HyperSORTLib.metrics import dice_per_class
 from HyperSORTLib.model import UNet3D
 from HyperSORTLib.training.losses import DiceCELoss
+
+
+def clean_labels(cases):
+    """The cohort's cases with their clean labels (``labelsClean/``)."""
+    return with_clean_labels(cases, cases.root / CLEAN_LABELS_DIR)
 
 
 def train_plain(dataset: SegmentationCases, epochs: int, seed: int) -> UNet3D:
@@ -74,9 +80,9 @@ def main() -> None:
         biased = read_nnunet_folder(root / "train")
         data_cfg = DataConfig(**{**DEMO_CONFIG.data.__dict__, "class_names": biased.class_names})
         transform = training_transforms(data_cfg)
-        test = SegmentationCases(with_clean_labels(read_nnunet_folder(root / "test")), transform)
+        test = SegmentationCases(clean_labels(read_nnunet_folder(root / "test")), transform)
         results = {}
-        for name, cases in (("biased labels", biased), ("clean labels", with_clean_labels(biased))):
+        for name, cases in (("biased labels", biased), ("clean labels", clean_labels(biased))):
             start = time.perf_counter()
             net = train_plain(SegmentationCases(cases, transform), args.epochs, args.seed)
             results[name] = dice_vs_clean(net, test, biased.class_names)

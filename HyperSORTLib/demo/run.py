@@ -7,8 +7,8 @@ trains HyperSORT on it, and scores the learned latent map against the truth:
 * ``ari`` / ``nmi``: the annotation styles of ``hypersort analyze`` vs the true groups;
 * ``auroc`` / ``average_precision``: ranking of the erroneous cases by the combined suspicion
   score of ``hypersort analyze`` (and by each of its signals);
-* ``main_mode_dice``: Dice against the clean labels of the UNet decoded from the main mode (the
-  largest style).
+* ``main_mode_dice`` / ``main_mode_hd95``: Dice and HD95 (mm) against the clean labels of the UNet
+  decoded from the main mode, the largest style (:func:`HyperSORTLib.analysis.evaluation.main_mode_scores`).
 
 Outputs in ``OUT``: ``cohort/`` (the dataset), ``run/`` (the training run, with the audit of
 ``hypersort analyze`` in ``run/analysis/``: ``report.html``, ``samples.csv``, ``clusters.csv``),
@@ -22,9 +22,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import numpy as np
-import torch
 
 from HyperSORTLib.config import RunConfig, from_dict
 from HyperSORTLib.utils.io import atomic_write_json, check_output_folder
@@ -48,6 +45,9 @@ class DemoOptions:
     cohort_seed: int = 0
     overwrite: bool = False
 
+
+#: Folder of the cohort holding the clean labels (before the biases were injected).
+CLEAN_LABELS_DIR = "labelsClean"
 
 #: What the demo writes in its output folder.
 COHORT_DIR, RUN_DIR, MAP_FILE, METRICS_FILE = "cohort", "run", "latent_map.png", "metrics.json"
@@ -81,7 +81,7 @@ class DemoResult:
             f"  main mode: {m['main_mode_text']}",
             f"  erroneous cases: AUROC {_fmt(m['auroc'])}   average precision {_fmt(m['average_precision'])}   "
             f"top-{m['n_erroneous']} caught {m['erroneous_in_top_k']}/{m['n_erroneous']}",
-            f"  main-mode UNet Dice vs clean labels: {m['main_mode_dice']:.3f}",
+            f"  main-mode UNet vs clean labels: Dice {m['main_mode_dice']:.3f}   HD95 {_fmt(m['main_mode_hd95'])} mm",
             f"  latent map: {self.out_dir / 'latent_map.png'}   metrics: {self.out_dir / 'metrics.json'}",
             f"  audit report: {m['report']}",
         ]
@@ -114,6 +114,7 @@ def _deep_merge(base: dict, update: dict) -> dict:
 def run_demo(options: DemoOptions) -> DemoResult:
     """Generate the cohort, train, analyse and write the demo outputs."""
     from HyperSORTLib.analysis import analyze_run
+    from HyperSORTLib.analysis.evaluation import main_mode_scores, with_clean_labels
     from HyperSORTLib.analysis.plots import plot_latent_maps
     from HyperSORTLib.analysis.styles import describe_main_mode
     from HyperSORTLib.data import PreprocessedCases, read_nnunet_folder
@@ -141,8 +142,8 @@ def run_demo(options: DemoOptions) -> DemoResult:
     run = TrainedRun.load(out / RUN_DIR, device=str(trainer.device))
     groups = [str(g) for g in audit.manifest.groups]
     main = audit.clusters.main_cluster
-    clean = PreprocessedCases(with_clean_labels(cases), config.data)
-    dice = _main_mode_dice(run, clean, np.asarray(audit.clusters.centers[main], dtype=np.float32))
+    clean = with_clean_labels(cases, cases.root / CLEAN_LABELS_DIR)
+    scores = main_mode_scores(run, clean, audit.clusters.centers[main])
     n_errors = int(audit.manifest.erroneous.sum())
     top = [audit.case_ids[i] for i in audit.ranking[: max(n_errors, 1)]]
     plot_latent_maps(audit.latents, out / MAP_FILE, colour_by=groups, score=audit.suspicion,
@@ -159,7 +160,9 @@ def run_demo(options: DemoOptions) -> DemoResult:
         "n_clusters": m["n_clusters"], "n_styles": m["n_styles"], "cluster_sizes": m["cluster_sizes"],
         "main_mode": m["main_mode"], "main_mode_text": describe_main_mode(audit.clusters),
         "cluster_descriptions": {str(c["cluster"]): c.get("description", "") for c in m["clusters"]},
-        "main_mode_dice": dice["mean"], "main_mode_dice_per_class": dice["per_class"],
+        "main_mode_dice": scores["dice"], "main_mode_dice_per_class": scores["dice_per_class"],
+        "main_mode_hd95": scores["hd95_mm"], "main_mode_hd95_per_class": scores["hd95_per_class"],
+        "main_mode_hd95_undefined": scores["hd95_undefined"],
         "n_cases": len(groups), "group_sizes": {g: groups.count(g) for g in sorted(set(groups))},
         "epochs": result.epochs, "device": str(trainer.device), "final_loss": result.history[-1]["loss"],
         "report": str(audit.report_path), "wall_time_s": round(time.perf_counter() - start, 1),
@@ -175,32 +178,3 @@ def _scaled_spec(spec: Any, n_cases: int) -> Any:
     sizes = {name: max(1, round(getattr(spec, name) * fraction))
              for name in ("n_liver_dilated", "n_spleen_missing", "n_erroneous")}
     return dataclasses.replace(spec, n_cases=n_cases, **sizes)
-
-
-def with_clean_labels(cases: Any) -> Any:
-    """The same cases with the cohort's clean ground-truth labels (``labelsClean/``)."""
-    from HyperSORTLib.data import CaseList, CaseRecord
-
-    return CaseList(tuple(CaseRecord(c.case_id, c.image, cases.root / "labelsClean" / c.label.name)
-                          for c in cases.cases), cases.class_names, cases.root)
-
-
-@torch.no_grad()
-def _main_mode_dice(run: Any, clean: Any, centre: np.ndarray) -> dict[str, Any]:
-    """Foreground Dice of the main cluster's UNet against the clean labels, over all cases.
-
-    ``clean`` holds the cases with their clean labels, preprocessed like the training data so
-    prediction and truth share one grid whatever the configuration resamples to.
-    """
-    from HyperSORTLib.metrics import dice_per_class
-
-    unet = run.decode(centre)
-    names = run.class_names
-    per_class: dict[str, list[float]] = {name: [] for name in names[1:]}
-    for index in range(len(clean)):
-        item = clean[index]
-        pred = unet(item["image"][None].to(run.device)).argmax(1)[0].cpu().numpy()
-        for k, dice in dice_per_class(item["label"][0].numpy(), pred, range(1, len(names))).items():
-            per_class[names[k]].append(dice)
-    means = {name: float(np.mean(v)) for name, v in per_class.items()}
-    return {"mean": float(np.mean(list(means.values()))), "per_class": means}

@@ -29,8 +29,11 @@ def test_demo_command_writes_map_and_metrics(tmp_path):
     assert done.returncode == 0, done.stderr
     assert "ARI" in done.stdout and "AUROC" in done.stdout
     metrics = json.loads((out / "metrics.json").read_text())
-    for key in ("ari", "nmi", "auroc", "average_precision", "wall_time_s", "main_mode_dice"):
+    for key in ("ari", "nmi", "auroc", "average_precision", "wall_time_s", "main_mode_dice", "main_mode_hd95"):
         assert key in metrics, key
+    assert "HD95" in done.stdout and set(metrics["main_mode_hd95_per_class"]) == set(metrics["main_mode_dice_per_class"])
+    assert 0.0 <= metrics["main_mode_dice"] <= 1.0
+    assert metrics["main_mode_hd95"] is None or metrics["main_mode_hd95"] >= 0.0
     assert metrics["n_cases"] == 10 and metrics["epochs"] == 2
     # The demo's groups scaled to 10 cases, as the manifest says.
     assert metrics["group_sizes"] == {"clean": 5, "erroneous": 1, "liver_dilated": 2, "spleen_missing": 2}
