@@ -360,6 +360,7 @@ def plot_cluster_map(
     labels: Sequence[Any] | np.ndarray | None = None,
     annotate: Sequence[Any] | None = None,
     names: Sequence[str] | None = None,
+    muted: Sequence[bool] | None = None,
 ) -> Path:
     """Latent map coloured by cluster, with each cluster centre drawn as a numbered star.
 
@@ -374,6 +375,8 @@ def plot_cluster_map(
         labels: Optional sample ids, used to find the ``annotate`` entries.
         annotate: Optional ids (or row indices without ``labels``) to circle and label.
         names: Optional legend name of every cluster (default ``cluster K``, the main mode named).
+        muted: Optional flag per cluster: drawn in grey, without a star (e.g. isolated cases that
+            are not an annotation style).
 
     Returns:
         ``Path(path)``.
@@ -401,15 +404,23 @@ def plot_cluster_map(
     fig = Figure(figsize=(6.4, 5.2), layout="constrained")
     ax = fig.add_subplot(1, 1, 1)
     handles = []
+    if muted is not None and len(muted) != centres.shape[0]:
+        raise ValueError(f"muted must give one flag per cluster ({centres.shape[0]}); found {len(muted)}")
     for c in range(centres.shape[0]):
         colour, marker = _PALETTE[c % len(_PALETTE)], _MARKERS[(c // len(_PALETTE) + c) % len(_MARKERS)]
+        grey = muted is not None and bool(muted[c])
+        if grey:
+            colour = "#9a9a9a"
         member = groups == c
         ax.scatter(xy[member, 0], xy[member, 1], s=22, c=colour, marker=marker, edgecolors="white",
                    linewidths=0.4, alpha=0.9, zorder=2)
-        ax.scatter(centre_xy[c, 0], centre_xy[c, 1], s=260, c=colour, marker="*", edgecolors="black",
-                   linewidths=0.9, zorder=4)
-        ax.annotate(str(c), xy=(centre_xy[c, 0], centre_xy[c, 1]), xytext=(7, -12), textcoords="offset points",
-                    fontsize=9, fontweight="bold", zorder=5)
+        if not grey:
+            ax.scatter(centre_xy[c, 0], centre_xy[c, 1], s=260, c=colour, marker="*", edgecolors="black",
+                       linewidths=0.9, zorder=4)
+        ax.annotate(str(c), xy=(centre_xy[c, 0], centre_xy[c, 1]) if not grey else (xy[member, 0].mean(),
+                    xy[member, 1].mean()) if member.any() else (centre_xy[c, 0], centre_xy[c, 1]),
+                    xytext=(7, -12), textcoords="offset points", fontsize=9,
+                    fontweight="normal" if grey else "bold", zorder=5)
         name = names[c] if names is not None else f"cluster {c}" + (" (main mode)" if c == main_cluster else "")
         handles.append(Line2D([], [], linestyle="", marker=marker, color=colour, markeredgecolor="white",
                               markersize=7, label=f"{name} (n={int(member.sum())})"))

@@ -77,6 +77,7 @@ def render_figures(result: Any, folder: Path) -> dict[str, Path]:
     figures["clusters"] = plot_cluster_map(result.latents, folder / "latent_map_clusters.png", clusters.labels,
                                            clusters.centers, clusters.main_cluster,
                                            names=[row_name(clusters, k) for k in range(clusters.n_clusters)],
+                                           muted=[not s for s in clusters.is_style],
                                            title="Latent map: annotation styles and their centres")
     figures["suspicion"] = plot_latent_map(result.latents, folder / "latent_map_suspicion.png",
                                            score=result.suspicion, labels=ids, annotate=top,
@@ -243,7 +244,8 @@ def render_report(result: Any, figures: dict[str, Path], run_dir: Path) -> str:
                   "principal axes (axis labels give the share of variance).</p>")
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     name = "/".join(Path(run_dir).resolve().parts[-2:])
-    clusters_fig = _figure(figures, "clusters", "Latent map coloured by annotation style; stars are the style centres.")
+    clusters_fig = _figure(figures, "clusters", "Latent map coloured by annotation style; stars are the style centres, "
+                                                "isolated cases (not a style) are grey.")
     suspicion_fig = _figure(figures, "suspicion", "Latent map coloured by the combined suspicion; the most "
                                                   "suspicious samples are labelled.")
     groups_fig = _figure(figures, "groups", "Latent map coloured by the manifest group; erroneous cases circled.")

@@ -18,25 +18,7 @@ from HyperSORTLib.latentmap import (
     summarize_latent_space,
 )
 from HyperSORTLib.analysis.plots import plot_latent_map, plot_latent_maps, project_2d
-
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-CENTRES = np.array([[0.0, 0.0], [6.0, 0.0], [3.0, 5.0]])
-SIZES = (60, 45, 30)
-# Errors far from the clusters *and* from each other: each is alone in its region.
-SCATTERED_ERRORS = np.array([[15.0, 15.0], [-12.0, 10.0], [10.0, -12.0], [-10.0, -10.0]])
-
-
-def make_layout(seed: int = 0, spread: float = 0.4, errors: np.ndarray = SCATTERED_ERRORS,
-                extra_dims: int = 0):
-    """3 separated clusters (unequal sizes) + scattered errors appended at the end."""
-    rng = np.random.default_rng(seed)
-    clean = np.concatenate([rng.normal(c, spread, (n, 2)) for c, n in zip(CENTRES, SIZES)])
-    latents = np.concatenate([clean, errors])
-    if extra_dims:
-        latents = np.column_stack([latents, rng.normal(0.0, spread, (len(latents), extra_dims))])
-    groups = np.concatenate([np.repeat([0, 1, 2], SIZES), np.arange(len(errors)) % 3])
-    is_error = np.concatenate([np.zeros(len(clean), bool), np.ones(len(errors), bool)])
-    return latents, groups, is_error
+from data_helpers import CENTRES, PNG_SIGNATURE, SIZES, make_layout
 
 
 # --------------------------------------------------------------------------- clustering

@@ -19,7 +19,7 @@ from HyperSORTLib.latentmap.scores import (
     normalised_ranks,
     select_kde_bandwidth,
 )
-from test_analysis import PNG_SIGNATURE, make_layout
+from data_helpers import PNG_SIGNATURE, make_layout
 
 
 # --------------------------------------------------------------------------- combination and metrics
@@ -220,6 +220,14 @@ def test_cluster_map_and_probe_overlays_write_pngs(tmp_path):
     assert path.read_bytes()[:8] == PNG_SIGNATURE
     with pytest.raises(ValueError, match="cluster labels"):
         plot_cluster_map(latents, tmp_path / "x.png", clusters.labels + 10, clusters.centers)
+    k = clusters.n_clusters
+    named = plot_cluster_map(latents, tmp_path / "styles.png", clusters.labels, clusters.centers, 0,
+                             names=[f"style {c}" for c in range(k)], muted=[c > 0 for c in range(k)])
+    assert named.read_bytes()[:8] == PNG_SIGNATURE
+    with pytest.raises(ValueError, match="one flag per cluster"):
+        plot_cluster_map(latents, tmp_path / "x.png", clusters.labels, clusters.centers, muted=[True])
+    with pytest.raises(ValueError, match="one name per cluster"):
+        plot_cluster_map(latents, tmp_path / "x.png", clusters.labels, clusters.centers, names=["a"])
     ref = _reference()
     image = np.random.default_rng(0).random(ref.shape)
     out = plot_probe_overlays([image, image], [[ref, ref], [ref, np.roll(ref, 2, 0)]], tmp_path / "probes.png",
