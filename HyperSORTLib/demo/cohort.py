@@ -75,6 +75,21 @@ def check_counts(spec: Any, names: Sequence[str]) -> None:
             raise ValueError(f"{type(spec).__name__}.{name} must be an integer >= 0, found {value!r}.")
 
 
+def check_plan_parameters(spec: Any) -> None:
+    """A spec's voxel spacing and the error parameters its built-in plan is sized with: 3 positive
+    spacings (normalised to floats), positive millimetre values and a removed fraction in (0, 1]."""
+    kind = type(spec).__name__
+    if len(spec.spacing) != 3 or not all(_finite(s) and s > 0 for s in spec.spacing):
+        raise ValueError(f"{kind}.spacing must be 3 positive numbers (mm), found {spec.spacing!r}.")
+    for name in ("liver_dilation_mm", "translation_mm", "elastic_displacement_mm", "elastic_control_spacing_mm"):
+        value = getattr(spec, name)
+        if not _finite(value) or value <= 0:
+            raise ValueError(f"{kind}.{name} must be a positive number, found {value!r}.")
+    if not _finite(spec.removed_fraction) or not 0 < spec.removed_fraction <= 1:
+        raise ValueError(f"{kind}.removed_fraction must lie in (0, 1], found {spec.removed_fraction!r}.")
+    object.__setattr__(spec, "spacing", tuple(float(s) for s in spec.spacing))
+
+
 @dataclass(frozen=True)
 class CohortSpec:
     """What the demo cohort contains.
@@ -125,17 +140,9 @@ class CohortSpec:
         if (len(self.shape) != 3 or any(isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s < 1
                                         for s in self.shape)):
             raise ValueError(f"CohortSpec.shape must be 3 positive integers, found {self.shape!r}.")
-        if len(self.spacing) != 3 or not all(_finite(s) and s > 0 for s in self.spacing):
-            raise ValueError(f"CohortSpec.spacing must be 3 positive numbers (mm), found {self.spacing!r}.")
-        for name in ("liver_dilation_mm", "translation_mm", "elastic_displacement_mm", "elastic_control_spacing_mm"):
-            value = getattr(self, name)
-            if not _finite(value) or value <= 0:
-                raise ValueError(f"CohortSpec.{name} must be a positive number, found {value!r}.")
-        if not _finite(self.removed_fraction) or not 0 < self.removed_fraction <= 1:
-            raise ValueError(f"CohortSpec.removed_fraction must lie in (0, 1], found {self.removed_fraction!r}.")
+        check_plan_parameters(self)
         # Normalise so equal specs compare and serialise equally whatever sequence type was given.
         object.__setattr__(self, "shape", tuple(int(s) for s in self.shape))
-        object.__setattr__(self, "spacing", tuple(float(s) for s in self.spacing))
 
     @property
     def n_clean(self) -> int:

@@ -36,7 +36,8 @@ import numpy as np
 from HyperSORTLib.data.cases import read_nnunet_folder
 from HyperSORTLib.data.labels import label_dtype
 from HyperSORTLib.data.manifest import MANIFEST_FILE, read_manifest_rows
-from HyperSORTLib.demo.cohort import Cohort, _case_id, _remove_stale_cases, _save_nifti, check_counts, sized_plan
+from HyperSORTLib.demo.cohort import (Cohort, _case_id, _finite, _remove_stale_cases, _save_nifti, check_counts,
+                                      check_plan_parameters, sized_plan)
 from HyperSORTLib.perturbation.plan import PerturbationPlan
 from HyperSORTLib.perturbation.runner import perturb_dataset
 from HyperSORTLib.utils.io import atomic_path, atomic_write_json
@@ -135,8 +136,7 @@ class SemirealSpec:
         check_counts(self, ("views_per_source", "n_liver_dilated", "n_liver_missing", "n_erroneous"))
         if self.views_per_source < 1:
             raise ValueError(f"SemirealSpec.views_per_source must be >= 1, found {self.views_per_source}.")
-        if len(self.spacing) != 3 or not all(_finite(s) and s > 0 for s in self.spacing):
-            raise ValueError(f"SemirealSpec.spacing must be 3 positive numbers (mm), found {self.spacing!r}.")
+        check_plan_parameters(self)
         if len(self.crop_size) != 3 or any(isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s < 8
                                            for s in self.crop_size):
             raise ValueError(f"SemirealSpec.crop_size must be 3 integers >= 8, found {self.crop_size!r}.")
@@ -149,12 +149,6 @@ class SemirealSpec:
         if "liver" not in {n for n, _ in classes}:
             raise ValueError(f"SemirealSpec.classes must keep a 'liver' class (the plan perturbs it), found "
                              f"{[n for n, _ in classes]}.")
-        for name in ("liver_dilation_mm", "translation_mm", "elastic_displacement_mm", "elastic_control_spacing_mm"):
-            value = getattr(self, name)
-            if not _finite(value) or value <= 0:
-                raise ValueError(f"SemirealSpec.{name} must be a positive number, found {value!r}.")
-        if not _finite(self.removed_fraction) or not 0 < self.removed_fraction <= 1:
-            raise ValueError(f"SemirealSpec.removed_fraction must lie in (0, 1], found {self.removed_fraction!r}.")
         if len(self.rotation_deg) != 3 or not all(_finite(r) and 0 <= r <= 45 for r in self.rotation_deg):
             raise ValueError(f"SemirealSpec.rotation_deg must be 3 numbers in [0, 45], found {self.rotation_deg!r}.")
         for name, high in (("scale", 0.5), ("translation_view_mm", 100.0), ("noise_std_hu", 500.0),
@@ -162,7 +156,6 @@ class SemirealSpec:
             value = getattr(self, name)
             if not _finite(value) or not 0 <= value <= high:
                 raise ValueError(f"SemirealSpec.{name} must be a number in [0, {high:g}], found {value!r}.")
-        object.__setattr__(self, "spacing", tuple(float(s) for s in self.spacing))
         object.__setattr__(self, "crop_size", tuple(int(s) for s in self.crop_size))
         object.__setattr__(self, "classes", tuple((n, int(v)) for n, v in classes))
         object.__setattr__(self, "rotation_deg", tuple(float(r) for r in self.rotation_deg))
@@ -186,11 +179,6 @@ class SemirealSpec:
                              f"({self.views_per_source} per source x {n_sources} sources).")
         return {"clean": n_views - biased, "liver_dilated": self.n_liver_dilated,
                 "liver_missing": self.n_liver_missing, "erroneous": self.n_erroneous}
-
-
-def _finite(value: object) -> bool:
-    return (not isinstance(value, bool) and isinstance(value, (int, float, np.integer, np.floating))
-            and math.isfinite(float(value)))
 
 
 def semireal_plan(spec: SemirealSpec, n_sources: int, seed: int = 0) -> PerturbationPlan:
