@@ -381,10 +381,11 @@ def _stability(run: Any, latents: np.ndarray, styles: StyleResult, probes: list[
     voxel_ml = [p.voxel_ml for p in probes]
     quick = dataclasses.replace(styles.thresholds, max_members=0)
 
+    decode = _probe_decoder(run, probes)
+
     def refit(other: int) -> StyleResult:
-        return find_styles(latents, fine_partition(latents, other), lambda z: [run.segment(p.image, np.asarray(z, np.float32))
-                                                         for p in probes],
-                           voxel_ml, class_names, styles.min_style_size, quick, other)[0]
+        return find_styles(latents, fine_partition(latents, other), decode, voxel_ml, class_names,
+                           styles.min_style_size, quick, other)[0]
 
     seeds = [seed + 1 + k for k in range(n_seeds)]
     if progress and seeds:
@@ -392,6 +393,18 @@ def _stability(run: Any, latents: np.ndarray, styles: StyleResult, probes: list[
 
         seeds = list(tqdm(seeds, desc="style stability", unit="refit"))
     return style_stability(latents, styles, refit, seeds)
+
+
+def _probe_decoder(run: Any, probes: list[ProbeCase], bar: Any = None) -> Any:
+    """Latent point -> the probe cases' label maps under its UNet (one tick of ``bar`` per point)."""
+    def decode(z: np.ndarray) -> list[np.ndarray]:
+        point = np.asarray(z, dtype=np.float32)
+        maps = [run.segment(p.image, point) for p in probes]
+        if bar is not None:
+            bar.update(1)
+        return maps
+
+    return decode
 
 
 @torch.no_grad()
@@ -404,16 +417,9 @@ def _find_styles(run: Any, latents: np.ndarray, mixture: ClusterResult, probes: 
         from tqdm.auto import tqdm
 
         bar = tqdm(desc="decoding the latent map", unit="UNet")
-
-    def decode(z: np.ndarray) -> list[np.ndarray]:
-        point = np.asarray(z, dtype=np.float32)
-        maps = [run.segment(p.image, point) for p in probes]
-        if bar is not None:
-            bar.update(1)
-        return maps
-
     try:
-        styles, row_maps = find_styles(latents, mixture, decode, [p.voxel_ml for p in probes], class_names,
+        styles, row_maps = find_styles(latents, mixture, _probe_decoder(run, probes, bar),
+                                       [p.voxel_ml for p in probes], class_names,
                                        min_style_size, StyleThresholds(), seed)
     finally:
         if bar is not None:
