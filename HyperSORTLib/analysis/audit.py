@@ -45,9 +45,7 @@ isolated samples tight components of their own (see :mod:`HyperSORTLib.latentmap
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -89,7 +87,7 @@ from HyperSORTLib.latentmap.scores import (
 )
 from HyperSORTLib import rundir
 from HyperSORTLib.rundir import read_latents_table
-from HyperSORTLib.utils.io import atomic_write_json, atomic_write_text
+from HyperSORTLib.utils.io import atomic_write_json, atomic_write_text, csv_text
 
 __all__ = ["AnalysisResult", "ProbeCase", "SIGNALS", "HIGHER_IS_SUSPICIOUS", "analyze_run"]
 
@@ -538,14 +536,6 @@ def clusters_table(result: AnalysisResult) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
-def _csv_text(header: list[str], rows: list[list[str]]) -> str:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows(rows)
-    return buffer.getvalue()
-
-
 def _json_safe(value: Any) -> Any:
     """``value`` with NaN/inf replaced by ``None`` (strict JSON has no NaN)."""
     if isinstance(value, dict):
@@ -564,8 +554,8 @@ def _write_outputs(result: AnalysisResult, run_dir: Path, start: float) -> None:
     out.mkdir(parents=True, exist_ok=True)
     figures = render_figures(result, out / rundir.FIGURES_DIR)
     result.metrics["wall_time_s"] = round(time.perf_counter() - start, 2)
-    atomic_write_text(result.samples_path, _csv_text(*samples_table(result)))
-    atomic_write_text(result.clusters_path, _csv_text(*clusters_table(result)))
+    atomic_write_text(result.samples_path, csv_text(*samples_table(result)))
+    atomic_write_text(result.clusters_path, csv_text(*clusters_table(result)))
     atomic_write_json(result.metrics_path, _json_safe(result.metrics))
     atomic_write_text(result.report_path, render_report(result, figures, run_dir))
     # Written last: it marks the analysis complete and says which weights it describes.

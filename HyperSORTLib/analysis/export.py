@@ -20,16 +20,13 @@ Existing outputs are replaced only with ``overwrite``.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 from HyperSORTLib import rundir
 from HyperSORTLib.analysis.review import ReviewError, read_review
-from HyperSORTLib.utils.io import atomic_write_text, check_output_folder
+from HyperSORTLib.utils.io import atomic_write_text, check_output_folder, csv_text
 
 CASES_FILE = "cases.csv"
 REANNOTATE_FILE = "reannotate.csv"
@@ -42,14 +39,6 @@ class ExportResult:
     kept: tuple[str, ...]
     reannotate: tuple[str, ...]
     files: tuple[Path, ...]
-
-
-def _csv(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows(rows)
-    return buffer.getvalue()
 
 
 def _inside(path: Path, folder: Path) -> bool:
@@ -128,8 +117,8 @@ def export_reviewed(run_dir: str | Path, out: str | Path, review: str | Path | N
     header = ["id", "image", "label", *(["masks"] if masks else [])]
     rows = [[c.case_id, Path(c.image).resolve(), Path(c.label).resolve() if c.label is not None else "",
              *([";".join(str(Path(m).resolve()) for m in c.masks)] if masks else [])] for c in kept]
-    atomic_write_text(out / CASES_FILE, _csv(header, rows))
-    atomic_write_text(out / REANNOTATE_FILE, _csv(
+    atomic_write_text(out / CASES_FILE, csv_text(header, rows))
+    atomic_write_text(out / REANNOTATE_FILE, csv_text(
         ["case_id", "note", "reviewer", "time", "image", "label"],
         [[i, verdicts[i].note, verdicts[i].reviewer, verdicts[i].time, Path(by_id[i].image).resolve(),
           Path(by_id[i].label).resolve() if by_id[i].label is not None else ""] for i in wrong]))

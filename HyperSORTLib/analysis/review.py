@@ -22,14 +22,13 @@ Example:
 from __future__ import annotations
 
 import csv
-import io
 import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Mapping
 
 from HyperSORTLib import rundir
-from HyperSORTLib.utils.io import atomic_write_text
+from HyperSORTLib.utils.io import atomic_write_text, csv_text
 
 VERDICTS = ("correct", "wrong", "style")
 #: What each verdict means, for buttons and help texts.
@@ -99,11 +98,7 @@ def read_review(path: str | Path) -> dict[str, Verdict]:
 
 def write_review(path: str | Path, verdicts: Iterable[Verdict]) -> None:
     """Replace ``path`` atomically with ``verdicts`` (one row per case)."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(REVIEW_HEADER)
-    writer.writerows(v.row() for v in verdicts)
-    atomic_write_text(path, buffer.getvalue())
+    atomic_write_text(path, csv_text(REVIEW_HEADER, (v.row() for v in verdicts)))
 
 
 def review_path(run_dir: str | Path) -> Path:
