@@ -71,9 +71,12 @@ class DiceCELoss:
     def _absent_classes(self, dice: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """The Dice loss with every class absent from a sample's label costing ``P / (P + a N)``."""
         first = 0 if self.include_background else 1
-        classes = torch.arange(first, logits.shape[1], device=labels.device)
+        batch, n_classes = logits.shape[:2]
         flat = labels.flatten(1)
-        present = (flat[:, :, None] == classes[None, None, :]).any(1)  # [B, classes scored]
+        # Voxels per (sample, class) in one bincount, without a [B, voxels, classes] mask.
+        keys = flat + n_classes * torch.arange(batch, device=flat.device)[:, None]
+        counts = torch.bincount(keys.flatten(), minlength=batch * n_classes).view(batch, n_classes)
+        present = counts[:, first:] > 0  # [B, classes scored]
         if bool(present.all()):
             return dice
         predicted = torch.softmax(logits, 1)[:, first:].flatten(2).sum(2)  # [B, classes scored]
