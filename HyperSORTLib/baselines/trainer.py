@@ -156,7 +156,8 @@ class BaselineTrainer(Trainer):
         objective.mean().backward()
         self.optimizer.step()
         if self.teacher is not None:
-            pint.ema_update(self.teacher, self.model.unet, self.baseline.pint.ema_decay)
+            pint.ema_update(self.teacher, self.model.unet, pint.ema_decay_at(self.global_step,
+                                                                             self.baseline.pint.ema_decay))
         self.global_step += 1
         return {"rows": rows, "total": objective.detach().cpu(), "dice": terms.dice.detach().cpu(),
                 "ce": terms.ce.detach().cpu(), "l1": torch.zeros(len(rows))}

@@ -72,6 +72,24 @@ def test_baseline_starts_from_the_template_the_hyper_network_starts_from(cases, 
         assert torch.equal(trainer.model.unet.state_dict()[key], value), key
 
 
+def test_pint_teacher_starts_as_the_running_mean_of_the_student(cases, tmp_path):
+    # The teacher must not keep its random initial weights through a short run: after the first
+    # step it is the student, after the second the mean of the student's two states.
+    config = tiny_config(epochs=2)
+    trainer = BaselineTrainer(config, PreprocessedCases(cases, config.data), cases.case_ids, tmp_path / "r",
+                              BASELINES["pint"], progress=False)
+    batches = iter(trainer._loader())
+    trainer.train_step(next(batches))
+    first = {k: v.detach().clone() for k, v in trainer.model.unet.state_dict().items()}
+    for key, value in trainer.teacher.state_dict().items():
+        torch.testing.assert_close(value, first[key])
+    trainer.train_step(next(batches))
+    second = trainer.model.unet.state_dict()
+    for key, value in trainer.teacher.state_dict().items():
+        if value.dtype.is_floating_point:
+            torch.testing.assert_close(value, (first[key] + second[key]) / 2)
+
+
 @pytest.mark.parametrize("method", ["mcpm", "pint"])
 def test_resume_after_kill_matches_uninterrupted(cases, tmp_path, method):
     config = tiny_config(epochs=3)
