@@ -162,28 +162,23 @@ def behaviour_distance(maps_a: Sequence[np.ndarray], maps_b: Sequence[np.ndarray
     return float(worst)
 
 
-def component_adjacency(mixture: ClusterResult, n_points: int = 21,
-                        distance: np.ndarray | None = None) -> np.ndarray:
-    """Which mixture components are neighbours: ``[K, K]`` booleans (the diagonal is true).
+def component_adjacency(mixture: ClusterResult, n_points: int = 21) -> np.ndarray:
+    """Which mixture components touch: ``[K, K]`` booleans (the diagonal is true).
 
-    Two components are neighbours when every point on the segment between their centres is
-    assigned to one of the two or, given the behaviour ``distance`` between components, to a
-    component that segments like both (``distance <= 1`` to each): no behavioural boundary lies
-    between them. Without ``distance``, only components that touch directly are neighbours.
+    Two components touch when every point on the segment between their centres is assigned to
+    one of the two.
     """
     k = mixture.n_clusters
     relabel = np.empty(k, dtype=np.int64)
     relabel[np.asarray(mixture.component_order)] = np.arange(k)
     centres = np.asarray(mixture.centers, dtype=np.float64)
-    alike = np.eye(k, dtype=bool) if distance is None else np.asarray(distance) <= 1.0
     t = np.linspace(0.0, 1.0, n_points)[:, None]
     touch = np.eye(k, dtype=bool)
     for i in range(k):
         for j in range(i + 1, k):
             points = centres[i] + t * (centres[j] - centres[i])
             assigned = relabel[mixture.mixture.predict(points)]
-            between = np.flatnonzero(alike[i] & alike[j])
-            touch[i, j] = touch[j, i] = bool(np.isin(assigned, (i, j, *between)).all())
+            touch[i, j] = touch[j, i] = bool(np.isin(assigned, (i, j)).all())
     return touch
 
 
@@ -258,7 +253,7 @@ def find_styles(latents: np.ndarray, mixture: ClusterResult, decode: Callable[[n
     for i in range(k):
         for j in range(i + 1, k):
             distance[i, j] = distance[j, i] = behaviour_distance(maps[i], maps[j], voxel_ml, class_names, thresholds)
-    adjacency = component_adjacency(mixture, distance=distance)
+    adjacency = component_adjacency(mixture)
     groups = merge_components(distance, adjacency)
 
     sizes = [int(sum(mixture.sizes[c] for c in g)) for g in groups]

@@ -10,7 +10,6 @@ import pytest
 from HyperSORTLib.analysis.styles import (
     StyleThresholds,
     behaviour_distance,
-    component_adjacency,
     describe_main_mode,
     find_styles,
     merge_components,
@@ -47,24 +46,6 @@ def test_behaviour_distance_in_units_of_the_thresholds():
     assert behaviour_distance(base, _maps(6, spleen=False), [0.001], NAMES, loose) == float("inf")
     assert behaviour_distance(_maps(6, spleen=False), base, [0.001], NAMES, loose) == float("inf")
     assert behaviour_distance(base, _maps(6, swap=True), [0.001], NAMES, loose) == float("inf")
-
-
-def test_components_are_neighbours_through_a_component_alike_to_both():
-    # Three blobs on a line: the ends touch only through the middle one.
-    rng = np.random.default_rng(0)
-    latents = np.concatenate([rng.normal((x, 0.0), 0.02, (8, 2)) for x in (-1.0, 0.0, 1.0)])
-    mixture = cluster_latents(latents, max_components=3, min_components=3, seed=0)
-    order = np.argsort(mixture.centers[:, 0])
-    left, middle, right = (int(c) for c in order)
-    assert not component_adjacency(mixture)[left, right]
-    # The middle segments like both ends: no behavioural boundary between them.
-    alike = np.zeros((3, 3))
-    assert component_adjacency(mixture, distance=alike)[left, right]
-    # The middle differs from one end: the ends are not neighbours through it.
-    differs = alike.copy()
-    differs[middle, right] = differs[right, middle] = 2.0
-    assert not component_adjacency(mixture, distance=differs)[left, right]
-    assert component_adjacency(mixture, distance=differs)[left, middle]
 
 
 def test_merge_components_is_complete_linkage_over_touching_components():
