@@ -58,9 +58,13 @@ class HyperSORTModel(nn.Module):
         """Segment ``x[b]`` with the UNet of latent row ``rows[b]``; returns logits."""
         return self.forward_latents(x, self.latents(rows))
 
-    def forward_latents(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        """Segment ``x[b]`` with the UNet generated from latent ``z[b]``; returns logits."""
-        return batched_forward(self.unet, self.generator(z), x)
+    def forward_latents(self, x: torch.Tensor, z: torch.Tensor, generator: nn.Module | None = None) -> torch.Tensor:
+        """Segment ``x[b]`` with the UNet generated from latent ``z[b]``; returns logits.
+
+        ``generator`` replaces ``self.generator`` for this call (a distributed run passes its
+        ``DistributedDataParallel`` wrapper of it).
+        """
+        return batched_forward(self.unet, (self.generator if generator is None else generator)(z), x)
 
     def learned_state(self) -> dict[str, torch.Tensor]:
         """Every learned tensor (generator and latents), keyed for saving."""
