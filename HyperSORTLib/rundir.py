@@ -137,7 +137,7 @@ def ensure_writable(run_dir: str | Path, create: bool = True) -> None:
             raise NotADirectoryError(errno.ENOTDIR, "not a folder", str(target))
         with atomic_path(target / ".hypersort-write-probe") as tmp:
             tmp.write_bytes(b"")
-        (target / ".hypersort-write-probe").unlink()
+        (target / ".hypersort-write-probe").unlink(missing_ok=True)  # another process may probe the same folder
     except OSError as exc:
         raise RunDirectoryError(f"The run directory {run_dir} is not writable: {exc.strerror or exc}"
                                 f"{'' if target == run_dir else f' (in {target})'}.") from exc

@@ -6,12 +6,14 @@ import csv
 import json
 import os
 import socket
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
 import torch.multiprocessing as mp
+import yaml
 from safetensors.torch import load_file
 
 from conftest import tiny_config
@@ -161,3 +163,37 @@ def test_context_from_torchrun_environment():
     with pytest.raises(ValueError, match="names one GPU, but 2 processes"):
         DistributedContext(0, 2, 0).device("cuda:1")
     assert DistributedContext(1, 2, 1).device("cpu") == torch.device("cpu")
+
+
+@pytest.mark.slow  # two fresh Python processes import torch and MONAI (about 20 s on 2 cores)
+def test_hypersort_train_under_torchrun_equals_one_process(sphere_dataset, tmp_path, monkeypatch):
+    """The real launcher: ``torchrun --nproc-per-node 2 -m HyperSORTLib.cli train`` on two CPU processes."""
+    from HyperSORTLib.cli import main
+
+    config_file = tmp_path / "config.yaml"
+    config_file.write_text(yaml.safe_dump(single_config(epochs=2).to_dict()))
+    monkeypatch.setenv("HYPERSORT_CACHE_DIR", str(tmp_path / "cache"))
+
+    def arguments(out: Path) -> list[str]:
+        return ["train", "--data", str(sphere_dataset), "--out", str(out), "--config", str(config_file)]
+
+    assert main(arguments(tmp_path / "single") + ["--no-progress"]) == 0
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HYPERSORT_CACHE_DIR": str(tmp_path / "cache2")}
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                           "--log-dir", str(tmp_path / "logs"), "--redirects", "3", "-m", "HyperSORTLib.cli",
+                           *arguments(tmp_path / "ddp")], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    outputs = {path.parent.name + "/" + path.name: path.read_text() for path in (tmp_path / "logs").rglob("std*.log")}
+    rank0 = "".join(text for name, text in outputs.items() if name.startswith("0/"))
+    rank1 = "".join(text for name, text in outputs.items() if name.startswith("1/"))
+    assert len(outputs) == 4, sorted(outputs)
+    assert "in 2 processes" in rank0 and "training" in rank0  # its summary and its progress bar
+    assert rank1 == "", rank1
+    assert json.loads((tmp_path / "ddp" / rundir.CONFIG_FILE).read_text())["world_size"] == 2
+    one = load_file(str(tmp_path / "single" / rundir.MODEL_FILE))
+    two = load_file(str(tmp_path / "ddp" / rundir.MODEL_FILE))
+    for key in one:
+        _adam_close(two[key], one[key], 4, key)
+    ids = [f"case_{i:03d}" for i in range(6)]
+    latents = [torch.from_numpy(rundir.read_latents_table(tmp_path / run, ids)[0]) for run in ("single", "ddp")]
+    _close_to_scale(latents[1], latents[0], 1e-5, "latents")
