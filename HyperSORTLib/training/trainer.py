@@ -28,6 +28,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from HyperSORTLib import rundir
 from HyperSORTLib.config import RunConfig, config_hash_fields
+from HyperSORTLib.model.functional import choose_forward
 from HyperSORTLib.model.hypersort import HyperSORTModel
 from HyperSORTLib.model.latent import RowwiseAdam
 from HyperSORTLib.training.distributed import (DistributedContext, all_reduce_sum, barrier, init_process_group,
@@ -152,6 +153,8 @@ class Trainer:
         train = config.train
         self.device = self.dist.device(train.device)
         self._build_model()
+        if isinstance(self.model, HyperSORTModel):
+            self.model.forward_strategy = choose_forward(train.forward, self.device, config.model.unet.channels)
         self._generator: torch.nn.Module | None = None  # what the step generates weights with
         if self.dist.is_distributed:
             self._setup_distributed()
@@ -250,7 +253,7 @@ class Trainer:
             diffs = _dict_diff(old, new)
             raise rundir.RunDirectoryError(
                 f"{self.run_dir} holds a run with a different configuration ({'; '.join(diffs[:5])}); "
-                f"only epochs, checkpoint_every, num_workers, device and amp may change on resume. "
+                f"only epochs, checkpoint_every, num_workers, device, amp and forward may change on resume. "
                 f"Choose a new output folder or delete that run.")
         self._check_data(doc)
         if int(doc.get("world_size", 1)) != self.dist.world_size and self.dist.is_main:
