@@ -27,7 +27,7 @@ from HyperSORTLib.data.labels import argmax_labels, label_dtype
 from HyperSORTLib.utils.nifti import SPACING_RANGE_MM, affine_problem, open_nifti, voxel_sizes
 
 __all__ = ["SPACING_RANGE_MM", "MAX_GRID_VOXELS", "AIR_HU", "BODY_MARGIN_MM", "ScanError", "PreparedVolume",
-           "check_scan", "load_scan", "prepare_volume", "body_box", "check_spacing", "check_grid", "resampled_shape",
+           "check_scan", "load_scan", "prepare_volume", "body_box", "box_on_grid", "shifted_affine", "check_spacing", "check_grid", "resampled_shape",
            "coarser_spacing", "logits_to_labels"]
 
 #: Intensities at or below this (HU) are air: outside the patient for :func:`body_box`. Lung
@@ -243,6 +243,33 @@ def _sampling_grid(src_affine: np.ndarray, src_shape: Sequence[int], dst_affine:
     # grid_sample reads (x, y, z) = (last, middle, first) spatial axis of the source
     grid = torch.stack([coords[2], coords[1], coords[0]], dim=-1).to(torch.float32)
     return grid.unsqueeze(0).to(device)
+
+
+def box_on_grid(box: Sequence[slice], src_affine: np.ndarray, dst_affine: np.ndarray,
+                dst_shape: Sequence[int]) -> tuple[slice, slice, slice] | None:
+    """The voxels of a target grid whose centres lie in ``box`` of the source grid (within half a
+    source voxel), as a box of the target grid; ``None`` when the grids are oblique to each other
+    (no box of one grid is a box of the other) or nothing falls in the box."""
+    transform = np.linalg.solve(np.asarray(src_affine, np.float64), np.asarray(dst_affine, np.float64))
+    sources = _axis_permutation(transform)
+    if sources is None:
+        return None
+    out = []
+    for d, s in enumerate(sources):
+        scale, shift = transform[s, d], transform[s, 3]
+        ends = sorted(((box[s].start - 0.5 - shift) / scale, (box[s].stop - 0.5 - shift) / scale))
+        start, stop = max(0, int(np.ceil(ends[0] - 1e-9))), min(int(dst_shape[d]), int(np.floor(ends[1] + 1e-9)) + 1)
+        if stop <= start:
+            return None
+        out.append(slice(start, stop))
+    return tuple(out)
+
+
+def shifted_affine(affine: np.ndarray, box: Sequence[slice]) -> np.ndarray:
+    """The voxel -> RAS affine of ``box`` of the grid with ``affine``."""
+    out = np.array(affine, dtype=np.float64)
+    out[:3, 3] += out[:3, :3] @ np.array([b.start for b in box], np.float64)
+    return out
 
 
 def _axis_permutation(transform: np.ndarray, tol: float = 1e-6) -> list[int] | None:

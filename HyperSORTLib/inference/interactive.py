@@ -32,8 +32,8 @@ import torch
 from HyperSORTLib import rundir
 from HyperSORTLib.data.labels import argmax_labels
 from HyperSORTLib.inference.decode import TrainedRun
-from HyperSORTLib.inference.geometry import (PreparedVolume, check_grid, check_spacing, coarser_spacing,
-                                             logits_to_labels, prepare_volume)
+from HyperSORTLib.inference.geometry import (PreparedVolume, box_on_grid, check_grid, check_spacing, coarser_spacing,
+                                             logits_to_labels, prepare_volume, shifted_affine)
 from HyperSORTLib.rundir import ClusterInfo
 
 
@@ -315,9 +315,17 @@ class InteractiveSegmenter:
                 labels = _paste(labels, box, grid)
             result = LabelVolume(labels, volume.affine.copy())
         else:
-            if cropped:
-                logits = _background_around(logits, box, grid)
-            labels = logits_to_labels(logits, volume.affine, volume.input_affine, volume.input_shape, cancel=cancel)
+            target = box_on_grid(box, volume.affine, volume.input_affine, volume.input_shape) if cropped else None
+            if target is not None:  # axis-aligned grids: resample the box alone, background around it
+                inside = logits_to_labels(logits, shifted_affine(volume.affine, box),
+                                          shifted_affine(volume.input_affine, target),
+                                          [t.stop - t.start for t in target], cancel=cancel)
+                labels = _paste(inside, target, volume.input_shape)
+            else:
+                if cropped:  # oblique grids: the box's scores in a background grid
+                    logits = _background_around(logits, box, grid)
+                labels = logits_to_labels(logits, volume.affine, volume.input_affine, volume.input_shape,
+                                          cancel=cancel)
             result = LabelVolume(labels, volume.input_affine.copy())
         t4 = time.perf_counter()
         self._results[key] = LabelVolume(result.array.copy(), result.affine.copy())
@@ -349,9 +357,9 @@ class InteractiveSegmenter:
 _OUTSIDE_SCORE = -1e4
 
 
-def _paste(labels: np.ndarray, box: tuple[slice, ...], grid: tuple[int, ...]) -> np.ndarray:
+def _paste(labels: np.ndarray, box: tuple[slice, ...], grid: Sequence[int]) -> np.ndarray:
     """Labels of the box placed in a background grid of shape ``grid``."""
-    out = np.zeros(grid, dtype=labels.dtype)
+    out = np.zeros(tuple(grid), dtype=labels.dtype)
     out[box] = labels
     return out
 
