@@ -208,6 +208,11 @@ class TrainConfig:
         seed: seeds initialisation and the sample order of every epoch.
         device: "auto" (CUDA when present, else CPU), "cpu", "cuda" or "cuda:N".
         amp: mixed precision (bfloat16) on CUDA; ignored on CPU.
+        forward: how a batch's generated UNets run: "batched" (one ``vmap`` pass, grouped
+            convolutions), "loop" (one sample at a time) or "auto" (batched for UNets of at most
+            64 channels, the loop for wider ones, where it is the faster; see
+            :func:`HyperSORTLib.model.functional.choose_forward`). Both compute the same
+            function, so it may change when a run resumes.
         checkpoint_every: write a resumable checkpoint every this many epochs (and at the end).
         num_workers: data-loading worker processes.
     """
@@ -227,6 +232,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     amp: bool = True
+    forward: str = "auto"
     checkpoint_every: int = 1
     num_workers: int = 0
 
@@ -249,6 +255,8 @@ class TrainConfig:
         _require(self.checkpoint_every >= 1, "train.checkpoint_every", "an integer >= 1",
                  self.checkpoint_every)
         _require(self.num_workers >= 0, "train.num_workers", "an integer >= 0", self.num_workers)
+        _require(self.forward in FORWARD_STRATEGIES, "train.forward", " or ".join(map(repr, FORWARD_STRATEGIES)),
+                 self.forward)
         device = self.device
         _require(device in ("auto", "cpu", "cuda") or (device.startswith("cuda:") and device[5:].isdigit()),
                  "train.device", "'auto', 'cpu', 'cuda' or 'cuda:N'", device)
@@ -263,6 +271,8 @@ class TrainConfig:
         return min(MAX_LATENT_LR, LATENT_TRAVEL / self.epochs)
 
 
+#: Values of ``train.forward`` (see :func:`HyperSORTLib.model.functional.choose_forward`).
+FORWARD_STRATEGIES = ("auto", "batched", "loop")
 #: Latent units a latent can travel over a run under the default latent learning rate.
 LATENT_TRAVEL = 1.2
 #: The largest default latent learning rate (runs of fewer than 60 epochs).
@@ -405,11 +415,11 @@ def from_dict(cls: type[T], data: Mapping[str, Any], where: str = "") -> T:
 def config_hash_fields(config: RunConfig) -> dict[str, Any]:
     """The parts of a run's configuration that must not change when a run resumes.
 
-    The number of epochs, the checkpoint interval, the worker count and the device may change
-    between a run and its resumption; everything that shapes the model or the optimisation
-    trajectory may not.
+    The number of epochs, the checkpoint interval, the worker count, the device and the forward
+    strategy may change between a run and its resumption; everything that shapes the model or
+    the optimisation trajectory may not.
     """
     data = config.to_dict()
-    for key in ("epochs", "checkpoint_every", "num_workers", "device", "amp"):
+    for key in ("epochs", "checkpoint_every", "num_workers", "device", "amp", "forward"):
         data["train"].pop(key)
     return json.loads(json.dumps(data))

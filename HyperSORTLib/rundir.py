@@ -4,11 +4,12 @@ Layout::
 
     RUN_DIR/
       config.json         run configuration, class names, case ids, data source and fingerprint,
-                          library and format version, and the training method (``hypersort`` or a
-                          robust-training baseline, see :func:`run_method`)
+                          library and format version, the training method (``hypersort`` or a
+                          robust-training baseline, see :func:`run_method`) and the number of
+                          processes that train it (``world_size``)
       model.safetensors   learned weights (generator + latent table); loads without running code
       latents.csv         case id, latent coordinates, last training loss per sample
-      train_log.csv       one row per epoch
+      train_log.csv       one row per epoch (with the number of processes that trained it)
       skipped_cases.csv   cases left out by ``train --skip-bad-cases``, with the reason
       checkpoint.pt       full training state for resuming (tensors and plain values only,
                           loaded with ``torch.load(weights_only=True)``)
@@ -136,7 +137,7 @@ def ensure_writable(run_dir: str | Path, create: bool = True) -> None:
             raise NotADirectoryError(errno.ENOTDIR, "not a folder", str(target))
         with atomic_path(target / ".hypersort-write-probe") as tmp:
             tmp.write_bytes(b"")
-        (target / ".hypersort-write-probe").unlink()
+        (target / ".hypersort-write-probe").unlink(missing_ok=True)  # another process may probe the same folder
     except OSError as exc:
         raise RunDirectoryError(f"The run directory {run_dir} is not writable: {exc.strerror or exc}"
                                 f"{'' if target == run_dir else f' (in {target})'}.") from exc
@@ -173,11 +174,14 @@ def write_run_config(run_dir: Path, config: RunConfig, case_ids: Sequence[str],
                      data_source: dict[str, Any] | None = None,
                      data_fingerprint: dict[str, Any] | None = None,
                      data_changes: Sequence[dict[str, Any]] = (),
-                     created: str | None = None, method: dict[str, Any] | None = None) -> None:
+                     created: str | None = None, method: dict[str, Any] | None = None,
+                     world_size: int = 1) -> None:
     """Write ``config.json``; ``data_source`` records where the training cases came from
     (e.g. ``{"path": ..., "format": ...}``) so analysis can find them again, ``data_fingerprint``
     what they were (see :func:`data_fingerprint`), ``data_changes`` accepted changes of either,
-    ``method`` how the weights were trained (``{"name": ..., ...}``; default HyperSORT)."""
+    ``method`` how the weights were trained (``{"name": ..., ...}``; default HyperSORT),
+    ``world_size`` how many processes train it (``torchrun``; 1 for one process; a resume under
+    another count rewrites it, and ``train_log.csv`` records the count of every epoch)."""
     with _saving(Path(run_dir) / CONFIG_FILE) as tmp:
         tmp.write_text(json.dumps({
             "format": RUN_FORMAT,
@@ -190,6 +194,7 @@ def write_run_config(run_dir: Path, config: RunConfig, case_ids: Sequence[str],
             "data_fingerprint": dict(data_fingerprint or {}),
             "data_changes": list(data_changes),
             "method": dict(method) if method else {"name": METHOD_HYPERSORT},
+            "world_size": int(world_size),
         }, indent=2) + "\n", encoding="utf-8")
 
 
@@ -427,8 +432,10 @@ def _first_difference(a: Sequence[str], b: Sequence[str]) -> str:
 def write_train_log(run_dir: Path, history: Sequence[dict[str, Any]]) -> None:
     if not history:
         return
+    # Columns in order of first appearance: a run resumed by a newer version adds columns.
+    fields = list(dict.fromkeys(key for row in history for key in row))
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(history[0]), lineterminator="\n")
+    writer = csv.DictWriter(buffer, fieldnames=fields, restval="", lineterminator="\n")
     writer.writeheader()
     writer.writerows(history)
     with _saving(Path(run_dir) / LOG_FILE) as tmp:

@@ -85,6 +85,10 @@ class BaselineTrainer(Trainer):
         elif self.baseline.method == "pint":
             self.teacher = copy.deepcopy(self.model.unet).requires_grad_(False)
 
+    def _setup_distributed(self) -> None:
+        raise ValueError(f"The {self.baseline.method} baseline trains in one process, but {self.dist.world_size} "
+                         f"were started (torchrun); run hypersort baseline without torchrun.")
+
     def method_record(self) -> dict[str, Any]:
         record = self.baseline.record()
         if self.meta_dataset is not None:

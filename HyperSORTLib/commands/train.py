@@ -1,4 +1,9 @@
-"""``hypersort train``: check a dataset, then train on it; re-running the same command resumes."""
+"""``hypersort train``: check a dataset, then train on it; re-running the same command resumes.
+
+Started by ``torchrun`` (see ``training/README.md``) it trains data-parallel: rank 0 checks and
+preprocesses the dataset first (into the shared cache), the other processes then read it from
+the cache, and only rank 0 writes the run directory and prints.
+"""
 
 from __future__ import annotations
 
@@ -38,27 +43,39 @@ def add_train_command_options(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from HyperSORTLib.training import Trainer
+    from HyperSORTLib.training import DistributedContext, Trainer
+    from HyperSORTLib.training.distributed import broadcast_from_main, init_process_group, quiet_unless_main
 
-    prepared = prepare_training(args, "hypersort train")
-    if prepared is None:
-        return 1
-    config, dataset = prepared
-    cases = dataset.case_list
-    trainer = Trainer(config, dataset, cases.case_ids, args.out, progress=not args.no_progress,
-                      data_source=cases.source, accept_data_change=args.accept_data_change)
-    result = trainer.fit()
+    context = DistributedContext.from_environment()  # one process unless torchrun started this one
+    init_process_group(context)
+    with quiet_unless_main(context):
+        prepared = prepare_training(args, "hypersort train") if context.is_main else None
+        # The other processes wait until rank 0 has checked and cached the data, then read the cache.
+        if broadcast_from_main(context, prepared is not None) and not context.is_main:
+            prepared = prepare_training(args, "hypersort train", main_process=False)
+        if prepared is None:
+            return 1
+        config, dataset = prepared
+        cases = dataset.case_list
+        trainer = Trainer(config, dataset, cases.case_ids, args.out, progress=not args.no_progress,
+                          data_source=cases.source, accept_data_change=args.accept_data_change, distributed=context)
+        result = trainer.fit()
+    if not context.is_main:
+        return 0
     last = result.history[-1] if result.history else {}
-    print(f"Trained {result.epochs} epochs on {len(cases.cases)} cases; final loss "
+    processes = f" in {context.world_size} processes" if context.is_distributed else ""
+    print(f"Trained {result.epochs} epochs on {len(cases.cases)} cases{processes}; final loss "
           f"{last.get('loss', float('nan')):.4f}. Run directory: {args.out}")
     return 0
 
 
-def prepare_training(args: argparse.Namespace, command: str):
+def prepare_training(args: argparse.Namespace, command: str, main_process: bool = True):
     """Check ``args.out`` and the dataset, preprocess it and write the skipped cases: the
     ``(config, dataset)`` to train on, or ``None`` after printing why training is refused.
 
-    Shared by ``train`` and ``baseline`` (which take the same data options)."""
+    Shared by ``train`` and ``baseline`` (which take the same data options). ``main_process``
+    false: another process of a distributed run, after rank 0 prepared the same data; it shows
+    no progress and writes nothing."""
     from HyperSORTLib.commands.check_data import write_report_csv
     from HyperSORTLib.config import RunConfig
     from HyperSORTLib.data.dataset import PreprocessedCases
@@ -66,11 +83,12 @@ def prepare_training(args: argparse.Namespace, command: str):
     from HyperSORTLib.rundir import SKIPPED_FILE, check_run_output, ensure_writable
 
     check_run_output(args.out)  # before anything is written there
-    ensure_writable(args.out, create=False)  # an unwritable folder fails before the checks and preprocessing
+    if main_process:
+        ensure_writable(args.out, create=False)  # an unwritable folder fails before the checks and preprocessing
     config = RunConfig.from_file(args.config) if args.config else RunConfig()
     cases = read_from_args(args.data, args)
     cache = cache_from_args(args)
-    progress = not args.no_progress
+    progress = main_process and not args.no_progress
     report = check_cases(cases, cache=cache, progress=progress, allow_empty=args.allow_empty_labels)
     if not report.ok:
         print_report(report, sys.stderr)
@@ -99,7 +117,8 @@ def prepare_training(args: argparse.Namespace, command: str):
               f"{', '.join(c for c, _ in dataset.failures)}.", file=sys.stderr)
     if not len(dataset):
         raise ValueError(f"No usable case left in {args.data}.")
-    ensure_writable(args.out)
-    if skipped:
-        write_report_csv(args.out / SKIPPED_FILE, skipped)
+    if main_process:
+        ensure_writable(args.out)
+        if skipped:
+            write_report_csv(args.out / SKIPPED_FILE, skipped)
     return config, dataset

@@ -88,10 +88,11 @@ class TrainedRun:
     def latent_dim(self) -> int:
         return self.config.model.hyper.latent_dim
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def predict_logits(self, image: torch.Tensor, z: Sequence[float] | np.ndarray | torch.Tensor | UNet3D,
                        overlap: float = 0.25, progress: Callable[[float], None] | None = None,
-                       cancel: Callable[[], bool] | None = None) -> torch.Tensor:
+                       cancel: Callable[[], bool] | None = None, sw_batch_size: int = 1,
+                       channels_last: bool = False, mixed_precision: bool = False) -> torch.Tensor:
         """Logits [B, K, X, Y, Z] on a preprocessed batch [B, C, X, Y, Z], segmented as ``z`` annotates.
 
         A volume that fits in the training patch is padded to the UNet's divisor and run in one
@@ -102,9 +103,20 @@ class TrainedRun:
         Args:
             z: a latent point, or a UNet already decoded from one.
             progress: called with the finished fraction in [0, 1] after every window.
-            cancel: polled before every window; returning True raises :class:`InterruptedError`.
+            cancel: polled before every window batch; returning True raises :class:`InterruptedError`.
+            sw_batch_size: sliding windows run through the UNet together (the same logits; fewer,
+                larger calls, which a GPU runs faster).
+            channels_last: run the UNet in the ``channels_last_3d`` memory layout (the same labels up
+                to float rounding; about twice as fast on CPU with oneDNN).
+            mixed_precision: on CUDA, run the UNet under autocast (bfloat16 where supported, else
+                float16); the logits are float32. Ignored on CPU.
         """
+        if sw_batch_size < 1:
+            raise ValueError(f"sw_batch_size must be >= 1, found {sw_batch_size}.")
         unet = z if isinstance(z, UNet3D) else self.decode(z)
+        if channels_last:
+            unet = unet.to(memory_format=torch.channels_last_3d)
+        run_unet = _unet_caller(unet, channels_last, mixed_precision and self.device.type == "cuda")
         image = image.to(self.device, torch.float32)
         patch = tuple(self.config.data.patch_size)
         divisor = self.config.model.unet.divisor
@@ -114,7 +126,7 @@ class TrainedRun:
                 raise InterruptedError("Segmentation cancelled.")
             padded = [-(-s // divisor) * divisor for s in spatial]
             pad = [p for s, t in zip(reversed(spatial), reversed(padded)) for p in (0, t - s)]
-            logits = unet(torch.nn.functional.pad(image, pad))[..., :spatial[0], :spatial[1], :spatial[2]]
+            logits = run_unet(torch.nn.functional.pad(image, pad))[..., :spatial[0], :spatial[1], :spatial[2]]
             if progress is not None:
                 progress(1.0)
             return self._decide(logits)
@@ -127,14 +139,14 @@ class TrainedRun:
             nonlocal done
             if cancel is not None and cancel():
                 raise InterruptedError("Segmentation cancelled.")
-            out = unet(window)
+            out = run_unet(window)
             done += window.shape[0]
             if progress is not None:
                 progress(min(1.0, done / total))
             return out
 
-        return self._decide(sliding_window_inference(image, roi_size=patch, sw_batch_size=1, predictor=predictor,
-                                                     overlap=overlap, mode="gaussian"))
+        return self._decide(sliding_window_inference(image, roi_size=patch, sw_batch_size=sw_batch_size,
+                                                     predictor=predictor, overlap=overlap, mode="gaussian"))
 
     def _decide(self, logits: torch.Tensor) -> torch.Tensor:
         if getattr(self.model, "decision", "argmax") == "marginal-threshold":
@@ -149,6 +161,26 @@ class TrainedRun:
             raise ValueError(f"segment expects a preprocessed 3-D volume [X, Y, Z], found shape {tuple(array.shape)}.")
         logits = self.predict_logits(array[None, None], z)
         return argmax_labels(logits[0])
+
+
+def _unet_caller(unet: torch.nn.Module, channels_last: bool, autocast: bool) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``unet`` as a function of an input batch, in the memory layout and precision asked for;
+    returns contiguous float32 logits."""
+    if not (channels_last or autocast):
+        return unet
+    dtype = torch.bfloat16 if autocast and torch.cuda.is_bf16_supported() else torch.float16
+
+    def call(x: torch.Tensor) -> torch.Tensor:
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last_3d)
+        if autocast:
+            with torch.autocast("cuda", dtype=dtype):
+                out = unet(x)
+        else:
+            out = unet(x)
+        return out.float().contiguous()
+
+    return call
 
 
 def _window_count(spatial: Sequence[int], roi: Sequence[int], overlap: float) -> int:

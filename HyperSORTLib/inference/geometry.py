@@ -5,9 +5,11 @@ A scan is an array ``[I, J, K]`` plus a 4x4 affine from voxel indices ``(i, j, k
 millimetres (the NIfTI/nibabel convention; Slicer's IJK-to-RAS matrix is the same thing).
 :func:`prepare_volume` applies the training preprocessing (RAS orientation, the training
 spacing, the training intensity scaling) with MONAI and keeps the affine of the grid it
-produced; :func:`logits_to_labels` interpolates class scores from that grid back onto any
-target grid, slab by slab, so a full-resolution result never needs all class channels at
-full resolution in memory at once.
+produced, and the box of that grid that holds the patient (:func:`body_box`: everything
+denser than air, with a margin), so the network need not run over the air around the body;
+:func:`logits_to_labels` interpolates class scores from that grid back onto any target grid,
+slab by slab, so a full-resolution result never needs all class channels at full resolution in
+memory at once.
 """
 
 from __future__ import annotations
@@ -24,8 +26,15 @@ from HyperSORTLib.config import DataConfig
 from HyperSORTLib.data.labels import argmax_labels, label_dtype
 from HyperSORTLib.utils.nifti import SPACING_RANGE_MM, affine_problem, open_nifti, voxel_sizes
 
-__all__ = ["SPACING_RANGE_MM", "MAX_GRID_VOXELS", "ScanError", "PreparedVolume", "check_scan", "load_scan",
-           "prepare_volume", "check_spacing", "check_grid", "resampled_shape", "coarser_spacing", "logits_to_labels"]
+__all__ = ["SPACING_RANGE_MM", "MAX_GRID_VOXELS", "AIR_HU", "BODY_MARGIN_MM", "ScanError", "PreparedVolume",
+           "check_scan", "load_scan", "prepare_volume", "body_box", "box_on_grid", "shifted_affine", "check_spacing", "check_grid", "resampled_shape",
+           "coarser_spacing", "logits_to_labels"]
+
+#: Intensities at or below this (HU) are air: outside the patient for :func:`body_box`. Lung
+#: parenchyma (about -850 HU) lies inside the box because the chest wall around it does not.
+AIR_HU = -500.0
+#: Millimetres of air kept around the body, so the network sees the skin with its surroundings.
+BODY_MARGIN_MM = 16.0
 
 
 class ScanError(ValueError):
@@ -41,12 +50,15 @@ class PreparedVolume:
         affine: voxel -> RAS affine of the preprocessed grid.
         input_shape: shape of the scan as given.
         input_affine: voxel -> RAS affine of the scan as given.
+        body: the box of the preprocessed grid that holds the patient (see :func:`body_box`);
+            ``None``: not computed (the whole grid).
     """
 
     image: torch.Tensor
     affine: np.ndarray
     input_shape: tuple[int, int, int]
     input_affine: np.ndarray
+    body: tuple[slice, slice, slice] | None = None
 
     @property
     def spacing(self) -> tuple[float, ...]:
@@ -138,7 +150,8 @@ def check_grid(shape: Sequence[int], affine: np.ndarray, spacing: Sequence[float
 
 
 def prepare_volume(array: np.ndarray, affine: np.ndarray, data: DataConfig,
-                   spacing: Sequence[float] | None = None, name: str = "scan") -> PreparedVolume:
+                   spacing: Sequence[float] | None = None, name: str = "scan",
+                   air: float | None = AIR_HU) -> PreparedVolume:
     """Preprocess a scan exactly as training preprocessed its cases (without the patch crop).
 
     Args:
@@ -148,6 +161,8 @@ def prepare_volume(array: np.ndarray, affine: np.ndarray, data: DataConfig,
         spacing: resample to this spacing instead of ``data.spacing`` (a coarser preview grid);
             ``None`` keeps the training spacing, or the scan's own when training did not resample.
         name: how errors refer to the scan.
+        air: intensity of air for :attr:`PreparedVolume.body` (see :func:`body_box`); ``None``
+            leaves ``body`` unset.
     """
     from monai import transforms as mt
     from monai.data import MetaTensor
@@ -165,7 +180,40 @@ def prepare_volume(array: np.ndarray, affine: np.ndarray, data: DataConfig,
     out = intensity_transform(data)({"image": image})["image"]
     grid_affine = np.asarray(out.affine, dtype=np.float64)
     tensor = torch.as_tensor(out.as_tensor() if hasattr(out, "as_tensor") else out, dtype=torch.float32)
-    return PreparedVolume(tensor.contiguous(), grid_affine, tuple(int(s) for s in array.shape), affine)
+    body = None if air is None else body_box(array, affine, grid_affine, tensor.shape[1:], air)
+    return PreparedVolume(tensor.contiguous(), grid_affine, tuple(int(s) for s in array.shape), affine, body)
+
+
+def body_box(array: np.ndarray, affine: np.ndarray, grid_affine: np.ndarray, grid_shape: Sequence[int],
+             air: float = AIR_HU, margin_mm: float = BODY_MARGIN_MM) -> tuple[slice, slice, slice]:
+    """The box of a grid (``grid_affine``, ``grid_shape``) that covers every voxel of the scan
+    (``array``, ``affine``) denser than ``air``, grown by ``margin_mm`` and clipped to the grid.
+
+    The whole grid when no voxel is denser than air (nothing to crop to: a scan that is not CT,
+    or one without a patient).
+
+    Example:
+        >>> scan = np.full((10, 10, 10), -1000.0); scan[2:5, 3:6, 4:8] = 40.0
+        >>> body_box(scan, np.eye(4), np.eye(4), (10, 10, 10), margin_mm=1.0)
+        (slice(1, 6, None), slice(2, 7, None), slice(3, 9, None))
+    """
+    from HyperSORTLib.data.preprocessing import bounding_box
+
+    whole = tuple(slice(0, int(n)) for n in grid_shape)
+    box = bounding_box(np.asarray(array) > air)
+    if box is None:
+        return whole
+    low, high = np.asarray(box[0], np.float64) - 0.5, np.asarray(box[1], np.float64) + 0.5
+    corners = np.array([[(high if bit else low)[axis] for axis, bit in enumerate(bits)] + [1.0]
+                        for bits in np.ndindex(2, 2, 2)])
+    to_grid = np.linalg.solve(np.asarray(grid_affine, np.float64), np.asarray(affine, np.float64))
+    points = (to_grid @ corners.T)[:3].T
+    margin = margin_mm / voxel_sizes(grid_affine)
+    # grid voxel j spans [j - 0.5, j + 0.5]: keep every one that overlaps the grown box
+    start = np.floor(points.min(0) - margin - 0.5).astype(int) + 1
+    stop = np.ceil(points.max(0) + margin + 0.5).astype(int)
+    return tuple(slice(int(max(0, a)), int(min(n, b))) if min(n, b) > max(0, a) else slice(0, int(n))
+                 for a, b, n in zip(start, stop, grid_shape))
 
 
 def coarser_spacing(data: DataConfig, input_affine: np.ndarray, factor: float = 2.0) -> tuple[float, float, float]:
@@ -195,6 +243,33 @@ def _sampling_grid(src_affine: np.ndarray, src_shape: Sequence[int], dst_affine:
     # grid_sample reads (x, y, z) = (last, middle, first) spatial axis of the source
     grid = torch.stack([coords[2], coords[1], coords[0]], dim=-1).to(torch.float32)
     return grid.unsqueeze(0).to(device)
+
+
+def box_on_grid(box: Sequence[slice], src_affine: np.ndarray, dst_affine: np.ndarray,
+                dst_shape: Sequence[int]) -> tuple[slice, slice, slice] | None:
+    """The voxels of a target grid whose centres lie in ``box`` of the source grid (within half a
+    source voxel), as a box of the target grid; ``None`` when the grids are oblique to each other
+    (no box of one grid is a box of the other) or nothing falls in the box."""
+    transform = np.linalg.solve(np.asarray(src_affine, np.float64), np.asarray(dst_affine, np.float64))
+    sources = _axis_permutation(transform)
+    if sources is None:
+        return None
+    out = []
+    for d, s in enumerate(sources):
+        scale, shift = transform[s, d], transform[s, 3]
+        ends = sorted(((box[s].start - 0.5 - shift) / scale, (box[s].stop - 0.5 - shift) / scale))
+        start, stop = max(0, int(np.ceil(ends[0] - 1e-9))), min(int(dst_shape[d]), int(np.floor(ends[1] + 1e-9)) + 1)
+        if stop <= start:
+            return None
+        out.append(slice(start, stop))
+    return tuple(out)
+
+
+def shifted_affine(affine: np.ndarray, box: Sequence[slice]) -> np.ndarray:
+    """The voxel -> RAS affine of ``box`` of the grid with ``affine``."""
+    out = np.array(affine, dtype=np.float64)
+    out[:3, 3] += out[:3, :3] @ np.array([b.start for b in box], np.float64)
+    return out
 
 
 def _axis_permutation(transform: np.ndarray, tol: float = 1e-6) -> list[int] | None:

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from HyperSORTLib.config import ModelConfig
-from HyperSORTLib.model.functional import batched_forward
+from HyperSORTLib.model.functional import forward_function
 from HyperSORTLib.model.hypernetwork import WeightGenerator
 from HyperSORTLib.model.latent import LatentTable
 from HyperSORTLib.model.unet import UNet3D
@@ -19,6 +19,9 @@ class HyperSORTModel(nn.Module):
 
     Only ``generator`` and ``latents`` are learned. ``unet`` is the architecture the generated
     weights are plugged into; its own parameters are frozen and never used in a forward pass.
+    ``forward_strategy`` says how the batch's UNets run: ``"batched"`` (one ``vmap``/grouped
+    convolution pass, the default) or ``"loop"`` (one sample at a time); the trainer sets it from
+    ``train.forward`` (see :func:`~HyperSORTLib.model.functional.choose_forward`).
 
     Args:
         config: architecture of the UNet and the weight generator.
@@ -49,6 +52,7 @@ class HyperSORTModel(nn.Module):
                                              hyper.head_init_gain)
         latent_rng = torch.Generator().manual_seed(seed + 1)
         self.latents = LatentTable(case_ids, hyper.latent_dim, latent_init_std, generator=latent_rng)
+        self.forward_strategy = "batched"
 
     @property
     def case_ids(self) -> tuple[str, ...]:
@@ -58,9 +62,14 @@ class HyperSORTModel(nn.Module):
         """Segment ``x[b]`` with the UNet of latent row ``rows[b]``; returns logits."""
         return self.forward_latents(x, self.latents(rows))
 
-    def forward_latents(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        """Segment ``x[b]`` with the UNet generated from latent ``z[b]``; returns logits."""
-        return batched_forward(self.unet, self.generator(z), x)
+    def forward_latents(self, x: torch.Tensor, z: torch.Tensor, generator: nn.Module | None = None) -> torch.Tensor:
+        """Segment ``x[b]`` with the UNet generated from latent ``z[b]``; returns logits.
+
+        ``generator`` replaces ``self.generator`` for this call (a distributed run passes its
+        ``DistributedDataParallel`` wrapper of it).
+        """
+        weights = (self.generator if generator is None else generator)(z)
+        return forward_function(self.forward_strategy)(self.unet, weights, x)
 
     def learned_state(self) -> dict[str, torch.Tensor]:
         """Every learned tensor (generator and latents), keyed for saving."""

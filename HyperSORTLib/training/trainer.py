@@ -8,6 +8,10 @@ latent moves only when its sample is in the batch.
 The sample order of epoch ``e`` depends only on ``(seed, e)``, and a checkpoint holds the
 complete optimisation state, so a run resumed from its last checkpoint ends exactly where an
 uninterrupted run would (bit for bit on CPU).
+
+Under ``torchrun`` the same global batches are split across the processes
+(:mod:`HyperSORTLib.training.distributed`): the result equals a single-process run with the same
+``batch_size`` to float tolerance, and only rank 0 writes the run directory and shows progress.
 """
 
 from __future__ import annotations
@@ -24,9 +28,11 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from HyperSORTLib import rundir
 from HyperSORTLib.config import RunConfig, config_hash_fields
-from HyperSORTLib.device import resolve_device
+from HyperSORTLib.model.functional import choose_forward
 from HyperSORTLib.model.hypersort import HyperSORTModel
 from HyperSORTLib.model.latent import RowwiseAdam
+from HyperSORTLib.training.distributed import (DistributedContext, all_reduce_sum, barrier, init_process_group,
+                                                shard_bounds, sum_allreduce_hook)
 from HyperSORTLib.training.losses import DiceCELoss
 
 
@@ -117,6 +123,10 @@ class Trainer:
         accept_data_change: on resume, accept a dataset whose files under the run's case ids
             differ from the recorded fingerprint, or that lives elsewhere; the change is recorded
             in ``config.json`` (``data_changes``). Without it such a resume is an error.
+        distributed: this process's place in a data-parallel run; ``None`` reads it from the
+            ``torchrun`` environment (one process without it). With several processes each
+            loads and trains its share of every global batch, callbacks run on every process,
+            and only rank 0 writes files and shows a progress bar.
 
     Example:
         >>> trainer = Trainer(cfg, dataset, dataset.case_list.case_ids, "runs/demo")  # doctest: +SKIP
@@ -125,7 +135,8 @@ class Trainer:
 
     def __init__(self, config: RunConfig, dataset: Dataset, case_ids: Sequence[str], run_dir: str | Path,
                  callbacks: Sequence[Callback] = (), progress: bool = True,
-                 data_source: dict[str, Any] | None = None, accept_data_change: bool = False) -> None:
+                 data_source: dict[str, Any] | None = None, accept_data_change: bool = False,
+                 distributed: DistributedContext | None = None) -> None:
         if len(case_ids) != len(dataset):
             raise ValueError(f"{len(case_ids)} case ids for a dataset of {len(dataset)} items.")
         self.config = config
@@ -133,14 +144,20 @@ class Trainer:
         self.case_ids = tuple(case_ids)
         self.run_dir = Path(run_dir)
         self.callbacks: list[Callback] = [CheckpointCallback(), *callbacks]
-        self.progress = progress
+        self.dist = DistributedContext.from_environment() if distributed is None else distributed
+        self.progress = progress and self.dist.is_main
         self.data_source = dict(data_source or {})
         self.accept_data_change = accept_data_change
         case_list = getattr(dataset, "case_list", None)
         self.data_fingerprint = rundir.data_fingerprint(case_list) if case_list is not None else {}
         train = config.train
-        self.device = resolve_device(train.device)
+        self.device = self.dist.device(train.device)
         self._build_model()
+        if isinstance(self.model, HyperSORTModel):
+            self.model.forward_strategy = choose_forward(train.forward, self.device, config.model.unet.channels)
+        self._generator: torch.nn.Module | None = None  # what the step generates weights with
+        if self.dist.is_distributed:
+            self._setup_distributed()
         self.sampler = EpochBatchSampler(len(dataset), train.batch_size, train.seed)
         self.epoch = 0
         self.global_step = 0
@@ -159,6 +176,16 @@ class Trainer:
         self.latent_optimizer = RowwiseAdam(self.model.latents.weight, lr=train.effective_latent_lr,
                                             betas=train.latent_betas)
         self.loss_fn = DiceCELoss.from_config(train)
+
+    def _setup_distributed(self) -> None:
+        """Wrap the generator for a data-parallel run (gradients summed over processes)."""
+        from torch.nn.parallel import DistributedDataParallel
+
+        init_process_group(self.dist)
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        ddp = DistributedDataParallel(self.model.generator, device_ids=ids, broadcast_buffers=False)
+        ddp.register_comm_hook(None, sum_allreduce_hook)
+        self._generator = ddp
 
     def method_record(self) -> dict[str, Any] | None:
         """What ``config.json`` records as the training method (``None``: HyperSORT)."""
@@ -193,7 +220,13 @@ class Trainer:
         self.global_step = int(state["global_step"])
 
     def save(self) -> None:
-        """Write the checkpoint and the files derived from it (each atomically)."""
+        """Write the checkpoint and the files derived from it (each atomically); in a distributed
+        run rank 0 writes and every process waits until it has."""
+        if self.dist.is_main:
+            self._write_files()
+        barrier(self.dist)
+
+    def _write_files(self) -> None:
         rundir.save_model_weights(self.run_dir, self.model.learned_state(), self.epoch)
         rundir.write_latents_csv(self.run_dir, self.case_ids, self.model.latents.weight.detach().cpu(),
                                self.sample_loss)
@@ -220,11 +253,25 @@ class Trainer:
             diffs = _dict_diff(old, new)
             raise rundir.RunDirectoryError(
                 f"{self.run_dir} holds a run with a different configuration ({'; '.join(diffs[:5])}); "
-                f"only epochs, checkpoint_every, num_workers, device and amp may change on resume. "
+                f"only epochs, checkpoint_every, num_workers, device, amp and forward may change on resume. "
                 f"Choose a new output folder or delete that run.")
         self._check_data(doc)
+        if int(doc.get("world_size", 1)) != self.dist.world_size and self.dist.is_main:
+            self._write_config(rundir.read_run_config(self.run_dir)[2])  # _check_data may have rewritten it
         self.load_state_dict(state)
         return self.epoch
+
+    def _write_config(self, doc: dict[str, Any] | None = None, data_changes: Sequence[dict[str, Any]] | None = None,
+                      ) -> None:
+        """Write ``config.json`` (rank 0 only), keeping the creation time and data record of ``doc``."""
+        if not self.dist.is_main:
+            return
+        doc = doc or {}
+        rundir.write_run_config(self.run_dir, self.config, self.case_ids, self.data_source or doc.get("data_source"),
+                                self.data_fingerprint or doc.get("data_fingerprint"),
+                                doc.get("data_changes", []) if data_changes is None else data_changes,
+                                created=doc.get("created"), method=self.method_record(),
+                                world_size=self.dist.world_size)
 
     def _check_data(self, doc: dict[str, Any]) -> None:
         """Refuse (or, when accepted, record) a resume on other files or another dataset folder."""
@@ -246,14 +293,17 @@ class Trainer:
                 f"continue on this data (recorded in {rundir.CONFIG_FILE}), or choose a new output folder.")
         record = {"time": rundir.utc_now(), "from": old_path, "to": new_path, "changed_cases": len(changes),
                   "examples": changes[:10]}
-        rundir.write_run_config(self.run_dir, self.config, self.case_ids, self.data_source or doc.get("data_source"),
-                                self.data_fingerprint or doc.get("data_fingerprint"),
-                                [*doc.get("data_changes", []), record], created=doc.get("created"),
-                                method=self.method_record())
+        self._write_config(doc, [*doc.get("data_changes", []), record])
 
     # ----------------------------------------------------------------------------- training
     def train_step(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
-        """One optimisation step on a batch; returns its per-sample loss terms (detached)."""
+        """One optimisation step on a batch; returns its per-sample loss terms (detached).
+
+        In a distributed run ``batch`` is this process's share of a global batch (see
+        :meth:`_epoch_batches`) and the terms returned are the global batch's.
+        """
+        if self.dist.is_distributed:
+            return self._distributed_step(batch)
         rows = torch.as_tensor(batch["index"], dtype=torch.long)
         image = batch["image"].to(self.device, non_blocking=True)
         label = batch["label"].to(self.device, non_blocking=True).long()
@@ -274,21 +324,76 @@ class Trainer:
         return {"rows": rows, "total": terms.total.detach().cpu(), "dice": terms.dice.detach().cpu(),
                 "ce": terms.ce.detach().cpu(), "l1": l1.detach().cpu()}
 
+    def _distributed_step(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """This process's share of a global step; the latent rows and loss terms of the whole
+        global batch are summed over processes so that every process applies the same update."""
+        global_rows = torch.as_tensor(batch["global_index"], dtype=torch.long)
+        size = len(global_rows)
+        start, stop = shard_bounds(size, self.dist.rank, self.dist.world_size)
+        rows = torch.as_tensor(batch["index"], dtype=torch.long)
+        image = batch["image"].to(self.device, non_blocking=True)
+        label = batch["label"].to(self.device, non_blocking=True).long()
+        autocast = (torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype
+                    else contextlib.nullcontext())
+        with autocast:
+            z = self.model.latents(rows)
+            logits = self.model.forward_latents(image, z, generator=self._generator)
+        terms = self.loss_fn(logits, label)
+        l1 = z.float().abs().sum(dim=1)
+        # This share of the global mean; an empty share runs one stand-in sample at weight 0 so
+        # that every process takes part in the gradient reduction.
+        weight = 0.0 if start == stop else 1.0 / size
+        loss = ((terms.total + self.config.train.l1_weight * l1) * weight).sum()
+        self.hyper_optimizer.zero_grad(set_to_none=True)
+        self.latent_optimizer.zero_grad()
+        loss.backward()  # DDP sums the generator's gradients over processes
+        table = self.model.latents.weight
+        dim = table.shape[1]
+        shared = torch.zeros(size, dim + 4, device=table.device, dtype=torch.float32)
+        if stop > start:
+            shared[start:stop, :dim] = table.grad[rows.to(table.device)].float()
+            shared[start:stop, dim:] = torch.stack([terms.total, terms.dice, terms.ce, l1], 1).detach().float()
+        all_reduce_sum(shared)
+        grad = torch.zeros_like(table)
+        grad[global_rows.to(table.device)] = shared[:, :dim].to(table.dtype)
+        table.grad = grad
+        self.hyper_optimizer.step()
+        self.latent_optimizer.step(global_rows)
+        self.global_step += 1
+        terms_out = shared[:, dim:].cpu()
+        return {"rows": global_rows, "total": terms_out[:, 0], "dice": terms_out[:, 1], "ce": terms_out[:, 2],
+                "l1": terms_out[:, 3]}
+
+    def _epoch_batches(self, loader: DataLoader) -> Iterator[dict[str, Any]]:
+        """The loader's batches; in a distributed run each with its global batch's rows (``global_index``)."""
+        if not self.dist.is_distributed:
+            yield from loader
+            return
+        for global_rows, batch in zip(self.sampler, loader):
+            batch["global_index"] = global_rows
+            yield batch
+
     def _loader(self) -> DataLoader:
         workers = self.config.train.num_workers
         keyed = getattr(self.dataset, "accepts_epoch_keys", False)
-        batches = _EpochKeyedBatches(self.sampler, self.config.train.seed) if keyed else self.sampler
+        batches: Sampler = self.sampler
+        if self.dist.is_distributed:
+            batches = _ShareOfBatches(self.sampler, self.dist)
+        if keyed:
+            batches = _EpochKeyedBatches(batches, self.sampler, self.config.train.seed)
         return DataLoader(self.dataset, batch_sampler=batches,
                           num_workers=workers, collate_fn=_collate, pin_memory=self.device.type == "cuda",
                           persistent_workers=workers > 0)
 
     def fit(self) -> TrainResult:
         """Train until ``config.train.epochs``, resuming from the run directory's checkpoint."""
-        rundir.ensure_writable(self.run_dir)  # a read-only folder fails now, not after the first epoch
+        if self.dist.is_main:
+            rundir.ensure_writable(self.run_dir)  # a read-only folder fails now, not after the first epoch
+        barrier(self.dist)
         resumed_from = self._resume()
         if resumed_from is None:
-            rundir.write_run_config(self.run_dir, self.config, self.case_ids, self.data_source,
-                                    self.data_fingerprint, method=self.method_record())
+            self._write_config()
+        barrier(self.dist)  # config.json is written before any process trains
         total_epochs = self.config.train.epochs
         self.model.train()
         for callback in self.callbacks:
@@ -320,7 +425,7 @@ class Trainer:
         start = time.perf_counter()
         sums = {"total": 0.0, "dice": 0.0, "ce": 0.0, "l1": 0.0}
         seen = 0
-        for batch in loader:
+        for batch in self._epoch_batches(loader):
             out = self.train_step(batch)
             self.sample_loss[out["rows"]] = out["total"]
             count = len(out["rows"])
@@ -336,11 +441,31 @@ class Trainer:
         seconds = time.perf_counter() - start
         return {"epoch": self.epoch, "loss": sums["total"] / seen, "dice_loss": sums["dice"] / seen,
                 "ce_loss": sums["ce"] / seen, "latent_l1": sums["l1"] / seen, "seconds": round(seconds, 3),
-                "samples_per_s": round(seen / max(seconds, 1e-9), 3)}
+                "samples_per_s": round(seen / max(seconds, 1e-9), 3), "world_size": self.dist.world_size}
+
+
+class _ShareOfBatches(Sampler[list[int]]):
+    """This process's contiguous share of every batch of an :class:`EpochBatchSampler`.
+
+    An empty share (a global batch smaller than the number of processes) is the batch's first
+    sample, which the step weighs 0 (see :meth:`Trainer._distributed_step`).
+    """
+
+    def __init__(self, sampler: EpochBatchSampler, context: DistributedContext) -> None:
+        self.sampler, self.context = sampler, context
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for batch in self.sampler:
+            start, stop = shard_bounds(len(batch), self.context.rank, self.context.world_size)
+            yield batch[start:stop] if stop > start else batch[:1]
+
+    def __len__(self) -> int:
+        return len(self.sampler)
 
 
 class _EpochKeyedBatches(Sampler[list[tuple[int, int, int]]]):
-    """The batches of an :class:`EpochBatchSampler` as item keys ``(index, epoch, seed)``.
+    """The batches of an :class:`EpochBatchSampler` (or of a process's share of them) as item keys
+    ``(index, epoch, seed)``.
 
     Datasets that place patches at random (``PreprocessedCases``) draw from these three only,
     so the patches of epoch ``e`` are the same whether or not the run was interrupted before it,
@@ -348,16 +473,16 @@ class _EpochKeyedBatches(Sampler[list[tuple[int, int, int]]]):
     attribute is true; others receive plain indices.
     """
 
-    def __init__(self, sampler: EpochBatchSampler, seed: int) -> None:
-        self.sampler, self.seed = sampler, seed
+    def __init__(self, batches: Sampler[list[int]], sampler: EpochBatchSampler, seed: int) -> None:
+        self.batches, self.sampler, self.seed = batches, sampler, seed
 
     def __iter__(self) -> Iterator[list[tuple[int, int, int]]]:
         epoch = self.sampler.epoch
-        for batch in self.sampler:
+        for batch in self.batches:
             yield [(i, epoch, self.seed) for i in batch]
 
     def __len__(self) -> int:
-        return len(self.sampler)
+        return len(self.batches)
 
 
 def _collate(items: list[dict[str, Any]]) -> dict[str, Any]:

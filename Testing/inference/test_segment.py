@@ -227,6 +227,111 @@ def test_real_scans_come_back_on_their_exact_grid(tiny_run, name):
     assert np.array_equal(result.affine, image.affine)
 
 
+# ----------------------------------------------------------------------------- the fast path
+def _patient(shape=(60, 50, 30), spacing=(3.0, 3.0, 3.0), seed: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    """A CT of an elliptic body (soft tissue and two denser organs) in air, stored LPS."""
+    rng = np.random.default_rng(seed)
+    i, j, k = np.meshgrid(*[np.linspace(-1, 1, n) for n in shape], indexing="ij")
+    body = ((i + 0.1) / 0.55) ** 2 + (j / 0.45) ** 2 < 1
+    ct = np.where(body, 40.0, -1000.0) + rng.normal(0, 20, shape)
+    ct[body & (((i - 0.1) / 0.2) ** 2 + (j / 0.2) ** 2 + (k / 0.5) ** 2 < 1)] += 120
+    ct[body & (((i + 0.3) / 0.12) ** 2 + ((j + 0.15) / 0.12) ** 2 + ((k + 0.2) / 0.4) ** 2 < 1)] += 200
+    return ct.astype(np.float32), np.diag([-spacing[0], -spacing[1], spacing[2], 1.0])
+
+
+def _reference_labels(run: TrainedRun, volume, z, to_input_grid: bool) -> np.ndarray:
+    """The path without the fast options: predict_logits' defaults over the whole grid."""
+    logits = run.predict_logits(volume.image[None], run.decode(z))[0]
+    if not to_input_grid:
+        return logits.argmax(0).numpy().astype(np.uint8)
+    return logits_to_labels(logits, volume.affine, volume.input_affine, volume.input_shape)
+
+
+@pytest.mark.parametrize("preview", [False, True], ids=["full", "preview"])
+def test_fast_path_labels_equal_the_reference_path(tiny_run, preview):
+    """Batched windows, the channels-last layout, inference mode and the caches change no label;
+    the body crop changes none inside the body box: it is the reference path run on the box."""
+    run = TrainedRun.load(tiny_run, device="cpu")
+    ct, affine = _patient()
+    z = run.latent_of("case_002")
+    exact = InteractiveSegmenter(run, crop_to_body=False, sw_batch_size=3, channels_last=True)
+    exact.set_volume(ct, affine)
+    volume = exact._prepared_volume(preview)
+    if not preview:
+        assert all(n > p for n, p in zip(volume.image.shape[1:3], run.config.data.patch_size))  # sliding windows
+    np.testing.assert_array_equal(exact.segment(z, preview=preview).array,
+                                  _reference_labels(run, volume, z, not preview))
+
+    fast = InteractiveSegmenter(run, sw_batch_size=3)
+    fast.set_volume(ct, affine)
+    box = fast._prepared_volume(preview).body
+    grid = volume.image.shape[1:]
+    assert all(b.stop - b.start < n for b, n in zip(box[:2], grid[:2]))  # the air is cropped in-plane
+    cropped = dataclasses.replace(volume, image=volume.image[(slice(None), *box)])
+    crop_logits = run.predict_logits(cropped.image[None], run.decode(z))[0]
+    result = fast.segment(z, preview=preview)
+    if preview:  # labels stay on the preprocessed grid: the box's labels in a background grid
+        expected = np.zeros(grid, np.uint8)
+        expected[box] = crop_logits.argmax(0).numpy()
+        np.testing.assert_array_equal(result.array, expected)
+        return
+    crop_affine = volume.affine.copy()
+    crop_affine[:3, 3] += volume.affine[:3, :3] @ [b.start for b in box]
+    inside, outside = _box_regions(ct.shape, affine, crop_affine, crop_logits.shape[1:])
+    assert result.array.shape == ct.shape and inside.any() and outside.any()
+    expected = logits_to_labels(crop_logits, crop_affine, affine, ct.shape)
+    np.testing.assert_array_equal(result.array[inside], expected[inside])
+    assert not result.array[outside].any()  # background around the body box
+
+
+def _box_regions(shape, affine, box_affine, box_shape) -> tuple[np.ndarray, np.ndarray]:
+    """Voxels of the input grid whose centre lies in the box more than one box voxel from its edge,
+    and those more than one box voxel outside it (between them scores blend across the edge)."""
+    ijk = np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing="ij"), -1).reshape(-1, 3)
+    to_box = np.linalg.solve(box_affine, affine)
+    u = ijk @ to_box[:3, :3].T + to_box[:3, 3]
+    inside = ((u >= 1) & (u <= np.array(box_shape) - 2)).all(1)
+    outside = ((u < -1) | (u > np.array(box_shape))).any(1)
+    return inside.reshape(shape), outside.reshape(shape)
+
+
+def test_a_latent_segmented_again_reuses_its_labels(tiny_run):
+    run = TrainedRun.load(tiny_run, device="cpu")
+    seg = InteractiveSegmenter(run)
+    ct, affine = _patient()
+    seg.set_volume(ct, affine, key="a")
+    first = seg.segment(run.latent_of("case_000"))
+    assert not seg.reused
+    first.array[:] = 7  # the caller's copy: changing it changes nothing kept
+    again = seg.segment(run.latent_of("case_000"))
+    assert seg.reused and seg.timings["unet"] == 0.0 and again.array.max() < 3
+    np.testing.assert_array_equal(again.array, seg.segment(run.latent_of("case_000")).array)
+    seg.segment(run.latent_of("case_001"))
+    assert not seg.reused
+    seg.set_volume(ct + 1, affine, key="b")  # another scan: nothing is reused
+    seg.segment(run.latent_of("case_000"))
+    assert not seg.reused
+
+
+def test_body_box_covers_every_dense_voxel_on_an_oblique_grid():
+    from HyperSORTLib.inference.geometry import body_box
+
+    ct, _ = _patient(shape=(40, 36, 30))
+    affine = _oblique_affine(spacing=(2.0, 2.5, 3.0))
+    prepared = prepare_volume(ct, affine, dataclasses.replace(_config().data, spacing=(4.0, 4.0, 4.0)))
+    box = prepared.body
+    grid = prepared.image.shape[1:]
+    dense = np.argwhere(ct > -500)
+    to_grid = np.linalg.solve(prepared.affine, affine)
+    u = np.rint(dense @ to_grid[:3, :3].T + to_grid[:3, 3]).astype(int)
+    for axis, b in enumerate(box):
+        assert b.start <= u[:, axis].min() and u[:, axis].max() < b.stop
+    assert np.prod([b.stop - b.start for b in box]) < 0.9 * np.prod(grid)
+    whole = tuple(slice(0, n) for n in grid)
+    assert body_box(np.full(ct.shape, -1000.0), affine, prepared.affine, grid) == whole  # no patient: no crop
+    assert body_box(np.full(ct.shape, 500.0), affine, prepared.affine, grid) == whole
+
+
 # ----------------------------------------------------------------------------- command line
 def _save_scan(path: Path, shape=(36, 30, 28), affine=None, seed: int = 1) -> Path:
     affine = _oblique_affine() if affine is None else affine

@@ -7,7 +7,7 @@ import torch
 from torch.func import functional_call
 
 from HyperSORTLib.config import ConfigError, HyperNetConfig, ModelConfig, UNetConfig
-from HyperSORTLib.model import (HyperSORTModel, UNet3D, WeightGenerator, batched_forward,
+from HyperSORTLib.model import (HyperSORTModel, UNet3D, WeightGenerator, batched_forward, choose_forward,
                                 init_heads_from_target, looped_forward)
 
 
@@ -115,6 +115,32 @@ def test_batched_forward_equals_per_sample_loop(batch):
     (grad_l, head_l) = torch.autograd.grad(looped_forward(net, gen(z), x).square().mean(), (z, gen.heads.weight))
     torch.testing.assert_close(grad_b, grad_l, rtol=1e-8, atol=1e-10)
     torch.testing.assert_close(head_b, head_l, rtol=1e-8, atol=1e-10)
+
+
+@pytest.mark.parametrize("strategy, device, channels, expected", [
+    ("auto", "cpu", (8, 16, 32, 64), "batched"), ("auto", "cpu", (16, 32, 64, 128), "loop"),
+    ("auto", "cuda", (4, 8), "batched"), ("loop", "cpu", (4, 8), "loop"), ("batched", "cuda", (32, 256), "batched"),
+])
+def test_forward_strategy_by_device_and_widths(strategy, device, channels, expected):
+    assert choose_forward(strategy, device, channels) == expected
+
+
+def test_forward_strategy_is_checked():
+    from HyperSORTLib.config import TrainConfig
+
+    with pytest.raises(ValueError, match="expected one of auto, batched, loop"):
+        choose_forward("vmap", "cpu", (4, 8))
+    with pytest.raises(ConfigError, match="train.forward: expected 'auto' or 'batched' or 'loop', found 'vmap'"):
+        TrainConfig(forward="vmap")
+
+
+def test_model_forward_follows_its_strategy():
+    model = HyperSORTModel(ModelConfig(UNetConfig(num_classes=3, channels=(4, 8), convs_per_level=1),
+                                       HyperNetConfig(hidden=(8,))), ["a", "b"]).double()
+    x, rows = torch.randn(2, 1, 8, 8, 8, dtype=torch.float64), torch.tensor([0, 1])
+    batched = model(x, rows)
+    model.forward_strategy = "loop"
+    torch.testing.assert_close(model(x, rows), batched, rtol=1e-10, atol=1e-10)
 
 
 def test_batched_forward_float32_close_to_loop():

@@ -179,3 +179,26 @@ def test_amp_is_off_on_cpu_whatever_the_configuration(sphere_dataset, tmp_path):
     trainer = Trainer(config, SegmentationCases(cases, training_transforms(config.data)), cases.case_ids,
                       tmp_path / "run", progress=False)
     assert trainer.device.type == "cpu" and trainer.amp_dtype is None
+
+
+def test_forward_strategies_train_alike_and_may_change_on_resume(sphere_dataset, tmp_path):
+    """One step with the batched pass and with the per-sample loop: the same gradients (to float
+    tolerance); a run may resume under the other strategy."""
+    from HyperSORTLib.config import config_hash_fields
+
+    cases = read_nnunet_folder(sphere_dataset)
+    grads = {}
+    for strategy in ("batched", "loop"):
+        config = tiny_config(epochs=1, batch_size=3, forward=strategy)
+        trainer = Trainer(config, SegmentationCases(cases, training_transforms(config.data)), cases.case_ids,
+                          tmp_path / strategy, progress=False)
+        assert trainer.model.forward_strategy == strategy
+        trainer.train_step(next(iter(trainer._loader())))
+        grads[strategy] = [p.grad.clone() for p in trainer.model.parameters() if p.grad is not None]
+    assert len(grads["batched"]) == len(grads["loop"]) > 2
+    for batched, looped in zip(grads["batched"], grads["loop"]):
+        torch.testing.assert_close(batched, looped, rtol=1e-4, atol=1e-5 * float(looped.abs().max()))
+    assert config_hash_fields(tiny_config(forward="loop")) == config_hash_fields(tiny_config(forward="batched"))
+    auto = Trainer(tiny_config(), SegmentationCases(cases, training_transforms(tiny_config().data)), cases.case_ids,
+                   tmp_path / "auto", progress=False)
+    assert auto.model.forward_strategy == "batched"  # 4/8 channels: the batched pass

@@ -1,0 +1,126 @@
+"""Latent point -> labels on a 512x512x200 CT: the reference inference path against the fast path, side by side.
+
+Both paths are :class:`HyperSORTLib.inference.InteractiveSegmenter` on the same scan, model and
+latent points, in one process:
+
+* reference: the UNet over the whole preprocessed grid, one sliding window per call, the default
+  memory layout, no label maps kept (the path before the fast options);
+* fast: the UNet only over the box that holds the patient (background around it), batched
+  windows (``--sw-batch-size``), ``channels_last_3d`` on CPU / autocast on CUDA, inference mode.
+
+Every timed call is a latent point never segmented before (a moving probe); the "again" row is
+a point segmented a second time (the probe returning), which the fast path answers from its kept
+label maps. The scan is the synthetic CT of ``segment_latency.py`` (a body-shaped ellipse in air,
+0.78x0.78x2.0 mm); weights are freshly initialised, the architectures are the demo's UNet
+(8/16/32/64 channels, one convolution per level) and the reference HyperSORT UNet
+(16/32/64/128, three per level), at the reference data settings (2 mm, 168^3 windows, preview 4 mm).
+
+Run:
+    python benchmarks/inference_fast_path.py                          # demo UNet, preview + full; reference UNet, preview
+    python benchmarks/inference_fast_path.py --full-reference         # also the reference UNet at full resolution (minutes)
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import numpy as np
+import torch
+
+from HyperSORTLib.config import RunConfig
+from HyperSORTLib.demo.run import DEMO_CONFIG
+from HyperSORTLib.device import resolve_device
+from HyperSORTLib.inference import InteractiveSegmenter
+from machine import describe
+from segment_latency import _segmenter, _synthetic_ct
+
+
+def _paths(config: RunConfig, device: torch.device, sw_batch_size: int | None) -> dict[str, InteractiveSegmenter]:
+    reference = _segmenter(config, device)
+    fast = InteractiveSegmenter(reference.run, sw_batch_size=sw_batch_size)
+    reference = InteractiveSegmenter(reference.run, max_cached_results=0, crop_to_body=False, sw_batch_size=1,
+                                     channels_last=False, mixed_precision=False)
+    return {"reference": reference, "fast": fast}
+
+
+def _time(seg: InteractiveSegmenter, z: np.ndarray, preview: bool, device: torch.device) -> tuple[dict, np.ndarray]:
+    result = seg.segment(z, preview=preview)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return dict(seg.timings), result.array
+
+
+def measure(name: str, config: RunConfig, device: torch.device, ct: np.ndarray, affine: np.ndarray,
+            modes: list[str], repeats: int, sw_batch_size: int | None) -> list[dict]:
+    paths = _paths(config, device, sw_batch_size)
+    body = ct > -500
+    rows = []
+    for mode in modes:
+        preview = mode == "preview"
+        times: dict[str, list[dict]] = {"reference": [], "fast": []}
+        labels: dict[str, np.ndarray] = {}
+        for seg in paths.values():
+            seg.set_volume(ct, affine, key=None)
+            seg._prepared_volume(preview)  # preprocessing is paid once per scan, not per point
+        for r in range(repeats):
+            z = np.random.default_rng(1000 * preview + r).normal(0, 0.1, config.model.hyper.latent_dim)
+            for which, seg in paths.items():  # alternate, so a change of machine load hits both
+                timing, labels[which] = _time(seg, z, preview, device)
+                times[which].append(timing)
+        again, _ = _time(paths["fast"], z, preview, device)
+        med = {which: statistics.median(t["total"] for t in samples) for which, samples in times.items()}
+        unet = {which: statistics.median(t["unet"] for t in samples) for which, samples in times.items()}
+        box = paths["fast"]._prepared_volume(preview).body
+        grid = paths["fast"]._prepared_volume(preview).image.shape[1:]
+        same = labels["reference"] == labels["fast"]
+        in_body = body if not preview else None
+        rows.append({"model": name, "mode": mode, "grid": "x".join(map(str, grid)),
+                     "box": "x".join(str(b.stop - b.start) for b in box), "reference": med["reference"],
+                     "fast": med["fast"], "unet_reference": unet["reference"], "unet_fast": unet["fast"],
+                     "again": again["total"], "same": float(same.mean()),
+                     "same_body": float(same[in_body].mean()) if in_body is not None else float("nan")})
+        print(f"  {name:9s} {mode:7s} reference {med['reference']:.3f} s, fast {med['fast']:.3f} s, "
+              f"again {again['total'] * 1000:.1f} ms", flush=True)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--repeats", type=int, default=3, help="latent points per path and mode (median)")
+    parser.add_argument("--full-repeats", type=int, default=1, help="latent points at full resolution")
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--sw-batch-size", type=int, default=None, help="windows per UNet call of the fast path")
+    parser.add_argument("--full-reference", action="store_true", help="also the reference UNet at full resolution")
+    parser.add_argument("--demo-only", action="store_true", help="only the demo UNet")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    ct, affine = _synthetic_ct()
+    reference = RunConfig.from_dict({"model": {"unet": {"num_classes": 5}}})  # 2 mm, 168^3 windows
+    demo = RunConfig(model=DEMO_CONFIG.model, data=reference.data, train=reference.train)
+    rows = measure("demo", demo, device, ct, affine, ["preview"], args.repeats, args.sw_batch_size)
+    rows += measure("demo", demo, device, ct, affine, ["full"], args.full_repeats, args.sw_batch_size)
+    if not args.demo_only:
+        rows += measure("reference", reference, device, ct, affine, ["preview"], args.repeats, args.sw_batch_size)
+    if args.full_reference:
+        rows += measure("reference", reference, device, ct, affine, ["full"], args.full_repeats, args.sw_batch_size)
+    print(f"\nScan 512x512x200 at 0.78x0.78x2.0 mm, 5 classes; {describe(device)}; median of {args.repeats} "
+          f"latent points (preview) and {args.full_repeats} (full).\n")
+    print("| UNet | mode | preprocessed grid | body box | reference (s) | fast (s) | speed-up | UNet: reference / "
+          "fast (s) | point again, fast (ms) | labels identical (all / in body) |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        body = "" if np.isnan(r["same_body"]) else f" / {100 * r['same_body']:.2f} %"
+        print(f"| {r['model']} | {r['mode']} | {r['grid']} | {r['box']} | {r['reference']:.3f} | {r['fast']:.3f} | "
+              f"{r['reference'] / r['fast']:.1f}x | {r['unet_reference']:.3f} / {r['unet_fast']:.3f} | "
+              f"{r['again'] * 1000:.1f} | {100 * r['same']:.2f} %{body} |")
+
+
+if __name__ == "__main__":
+    t0 = time.perf_counter()
+    main()
+    print(f"\n({time.perf_counter() - t0:.0f} s in all)")
