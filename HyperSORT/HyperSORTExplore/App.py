@@ -273,7 +273,9 @@ class ExploreApp:
                     self._acceptUi(v3, html)
                     self._reviewUi(v3, html)
             with layout.content:
-                with html.Div(style="position: absolute; inset: 0; display: flex;", id="views"):
+                # below the app bar (64 px) and above trame's footer (24 px); v-main's padding keeps it
+                # beside the drawer
+                with html.Div(style="width: 100%; height: calc(100vh - 88px); display: flex;", id="views"):
                     self.layoutManager.initialize_layout_grid(layout)
 
     def _scanUi(self, v3, html) -> None:
