@@ -131,6 +131,9 @@ class HyperSORTCoreLogic(JobControl):
         #: Name of the point the probe was last moved to by :meth:`pickPoint` (None after a drag).
         self.probeLabel: str | None = None
         self.lastTimings: dict[str, float] = {}
+        #: The label map (LabelVolume, exactly the input grid) of the last :meth:`acceptSegmentation`,
+        #: for front ends that also write it to disk.
+        self.lastAcceptedLabels = None
         self.lastError: str | None = None
         #: Why the run's ``analysis/`` was not used (it describes other weights), for the status line.
         self.lastWarning: str | None = None
@@ -429,6 +432,7 @@ class HyperSORTCoreLogic(JobControl):
         self.previewDebouncer.cancel()  # the accepted result replaces the preview on screen
         self.releaseDebouncer.cancel()
         node = self._segmentationFromLabels(labels, point, volumeNode, segmentationNode)
+        self.lastAcceptedLabels = labels
         self.nodes.hideLabelLayer(self.previewLabelmapNode)
         self.lastTimings["mrml"] = time.perf_counter() - start
         return node

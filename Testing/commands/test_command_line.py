@@ -26,6 +26,7 @@ def _options(command: str) -> set[str]:
     ("demo", {"--out", "--device", "--no-progress"}),
     ("export", {"--run", "--data", "--out", "--overwrite"}),
     ("evaluate", {"--data", "--out", "--workers", "--device", "--overwrite", "--no-progress"}),
+    ("explore", {"--run", "--data", "--device"}),
 ])
 def test_every_command_spells_shared_options_the_same_way(command, expected):
     options = _options(command)
