@@ -593,6 +593,7 @@ def test_segmentation_runs_in_a_worker_thread_and_is_never_reentered(scene, logi
     logic.setInputVolume(volume)
     plot = logic.buildLatentMap()
     direct = _export_labels(logic.acceptSegmentation(logic.mainMode()), volume, logic.classNames)
+    logic.segmenter.clear_cache()  # the comparison must compute in the worker, not return cached labels
     events = []
 
     def event_loop_runner(compute):
