@@ -304,16 +304,7 @@ class Trainer:
         """
         if self.dist.is_distributed:
             return self._distributed_step(batch)
-        rows = torch.as_tensor(batch["index"], dtype=torch.long)
-        image = batch["image"].to(self.device, non_blocking=True)
-        label = batch["label"].to(self.device, non_blocking=True).long()
-        autocast = (torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype
-                    else contextlib.nullcontext())
-        with autocast:
-            z = self.model.latents(rows)
-            logits = self.model.forward_latents(image, z)
-        terms = self.loss_fn(logits, label)
-        l1 = z.float().abs().sum(dim=1)
+        rows, terms, l1 = self._forward_terms(batch)
         loss = (terms.total + self.config.train.l1_weight * l1).mean()
         self.hyper_optimizer.zero_grad(set_to_none=True)
         self.latent_optimizer.zero_grad()
@@ -324,12 +315,10 @@ class Trainer:
         return {"rows": rows, "total": terms.total.detach().cpu(), "dice": terms.dice.detach().cpu(),
                 "ce": terms.ce.detach().cpu(), "l1": l1.detach().cpu()}
 
-    def _distributed_step(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
-        """This process's share of a global step; the latent rows and loss terms of the whole
-        global batch are summed over processes so that every process applies the same update."""
-        global_rows = torch.as_tensor(batch["global_index"], dtype=torch.long)
-        size = len(global_rows)
-        start, stop = shard_bounds(size, self.dist.rank, self.dist.world_size)
+    def _forward_terms(self, batch: dict[str, Any],
+                       generator: torch.nn.Module | None = None) -> tuple[torch.Tensor, Any, torch.Tensor]:
+        """The batch's rows, its per-sample loss terms under the generated UNets, and the L1 norm of
+        its latents (``generator``: the DDP-wrapped generator of a distributed run)."""
         rows = torch.as_tensor(batch["index"], dtype=torch.long)
         image = batch["image"].to(self.device, non_blocking=True)
         label = batch["label"].to(self.device, non_blocking=True).long()
@@ -337,9 +326,16 @@ class Trainer:
                     else contextlib.nullcontext())
         with autocast:
             z = self.model.latents(rows)
-            logits = self.model.forward_latents(image, z, generator=self._generator)
-        terms = self.loss_fn(logits, label)
-        l1 = z.float().abs().sum(dim=1)
+            logits = self.model.forward_latents(image, z, generator=generator)
+        return rows, self.loss_fn(logits, label), z.float().abs().sum(dim=1)
+
+    def _distributed_step(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """This process's share of a global step; the latent rows and loss terms of the whole
+        global batch are summed over processes so that every process applies the same update."""
+        global_rows = torch.as_tensor(batch["global_index"], dtype=torch.long)
+        size = len(global_rows)
+        start, stop = shard_bounds(size, self.dist.rank, self.dist.world_size)
+        rows, terms, l1 = self._forward_terms(batch, self._generator)
         # This share of the global mean; an empty share runs one stand-in sample at weight 0 so
         # that every process takes part in the gradient reduction.
         weight = 0.0 if start == stop else 1.0 / size
