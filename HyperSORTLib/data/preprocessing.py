@@ -14,7 +14,10 @@ chains the two for the centre patch as one MONAI ``Compose`` over ``{"image", "l
 
 from __future__ import annotations
 
+import functools
+import logging
 import os
+import warnings
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -44,6 +47,25 @@ def intensity_transform(config: DataConfig, keys: tuple[str, ...] = ("image",)) 
     return mt.ScaleIntensityRangePercentilesd(keys, lower=lo, upper=hi, b_min=0.0, b_max=1.0, clip=True)
 
 
+@functools.lru_cache(maxsize=1)
+def nifti_loader() -> mt.LoadImage:
+    """MONAI's ``LoadImage`` with nibabel's reader, built once per process.
+
+    ``LoadImage`` always builds MONAI's whole reader list as well, and its GPU DICOM reader logs
+    a warning when nvImageCodec is absent; the files read here are NIfTI (checked by
+    :func:`~HyperSORTLib.utils.nifti.open_nifti`), so that warning is noise and is held back.
+    """
+    quiet = logging.getLogger("monai.data.nvimgcodec_pydicom_plugin")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*nvImageCodec.*")
+            return mt.LoadImage(reader="NibabelReader", image_only=True)
+    finally:
+        quiet.setLevel(level)
+
+
 class LoadFilesd(mt.MapTransform):
     """Load the keys that hold file paths with MONAI's ``LoadImage`` (after the header check of
     :func:`~HyperSORTLib.utils.nifti.open_nifti`); pass loaded arrays through.
@@ -55,7 +77,7 @@ class LoadFilesd(mt.MapTransform):
 
     def __init__(self, keys: Sequence[str]) -> None:
         super().__init__(keys)
-        self.loader = mt.LoadImage(image_only=True)
+        self.loader = nifti_loader()
 
     def __call__(self, data: dict) -> dict:
         out = dict(data)

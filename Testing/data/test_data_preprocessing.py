@@ -221,3 +221,11 @@ def test_worker_processes_give_the_same_run(tmp_path):
     a, b = (rundir.load_model_weights(tmp_path / d) for d in ("w0", "w2"))
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
+
+
+def test_loading_a_case_logs_no_reader_warnings(nnunet, caplog):
+    """Reading NIfTI builds no DICOM reader, whose GPU-decoder warning would repeat in every worker."""
+    cl = read_dataset(nnunet)
+    with caplog.at_level("WARNING"):
+        preprocess_case(cl.cases[0], cl, CT_CONFIG)
+    assert not [r for r in caplog.records if r.name.startswith("monai")], caplog.text
