@@ -4,6 +4,13 @@ A trunk MLP maps the latent to a feature vector; one linear head per UNet tensor
 features to that tensor's values, squashed by ``output_scale * tanh``. The heads are stored
 as one fused linear layer whose output is split tensor by tensor: mathematically the same as
 separate heads, but one matrix product instead of one per tensor (114 in the reference UNet).
+
+The heads hold nearly all parameters: ``hidden[-1] + 1`` per generated value (170 M for the
+reference UNet's 3.3 M values). Low-rank heads (``heads: low_rank``) first project the trunk's
+features onto ``head_rank`` features shared by every head, which leaves ``head_rank + 1``
+parameters per value (17 M with rank 4). The generated weights (before the ``tanh``) then lie
+in a ``head_rank``-dimensional affine subspace around the UNet's initialisation, ample for a
+latent of a few dimensions.
 """
 
 from __future__ import annotations
@@ -30,6 +37,8 @@ class WeightGenerator(nn.Module):
         hidden: widths of the trunk layers (ReLU after every layer).
         output_scale: outputs are ``output_scale * tanh(.)``, which bounds every weight.
         head_init_gain: see :func:`init_heads_from_target`.
+        heads: ``"full"`` or ``"low_rank"`` (see the module docstring).
+        head_rank: bottleneck width of low-rank heads.
 
     Example:
         >>> from HyperSORTLib.model.unet import UNet3D
@@ -47,10 +56,13 @@ class WeightGenerator(nn.Module):
         hidden: Sequence[int] = (50, 50, 50),
         output_scale: float = 5.0,
         head_init_gain: float = 1.0,
+        heads: str = "full",
+        head_rank: int = 4,
     ) -> None:
         super().__init__()
         self.config = HyperNetConfig(latent_dim=latent_dim, hidden=tuple(int(h) for h in hidden),
-                                     output_scale=output_scale, head_init_gain=head_init_gain)
+                                     output_scale=output_scale, head_init_gain=head_init_gain,
+                                     heads=heads, head_rank=head_rank)
         params = list(target.named_parameters())
         if not params:
             raise ValueError("WeightGenerator: the target network has no parameters to generate.")
@@ -63,9 +75,20 @@ class WeightGenerator(nn.Module):
         for h in self.config.hidden:
             layers += [nn.Linear(width, h), nn.ReLU()]
             width = h
+        if self.config.heads == "low_rank":
+            # Linear, no bias, no activation: the heads stay a linear map of the trunk's features,
+            # of rank head_rank.
+            layers.append(nn.Linear(width, self.config.head_rank, bias=False))
+            width = self.config.head_rank
         self.trunk = nn.Sequential(*layers)
         self.heads = nn.Linear(width, sum(self.sizes))
         init_heads_from_target(self, [p.detach() for _, p in params])
+
+    @classmethod
+    def from_config(cls, target: nn.Module, config: HyperNetConfig) -> "WeightGenerator":
+        """The generator ``config`` describes, for ``target``."""
+        return cls(target, config.latent_dim, config.hidden, config.output_scale, config.head_init_gain,
+                   config.heads, config.head_rank)
 
     @property
     def latent_dim(self) -> int:
@@ -98,9 +121,19 @@ def init_heads_from_target(generator: WeightGenerator, initial: Sequence[torch.T
     smaller head weights (gain << 1) the latents collapse onto the origin before the generator
     learns to use them. Instance normalisation after every convolution keeps the resulting
     larger weights harmless.
+
+    Low-rank heads get the same variance per generated value: the bottleneck is drawn like a
+    default ``nn.Linear`` and the heads uniform in ``+-gain * sqrt(3 / head_rank)``, so that
+    the product of the two has the full heads' variance ``gain**2 / (3 * hidden[-1])``.
     """
     scale = generator.config.output_scale
-    bound = generator.config.head_init_gain / math.sqrt(generator.heads.in_features)
+    if generator.config.heads == "low_rank":
+        bottleneck = generator.trunk[-1]
+        fan_in = bottleneck.in_features
+        bottleneck.weight.uniform_(-1 / math.sqrt(fan_in), 1 / math.sqrt(fan_in))
+        bound = generator.config.head_init_gain * math.sqrt(3 / generator.config.head_rank)
+    else:
+        bound = generator.config.head_init_gain / math.sqrt(generator.heads.in_features)
     generator.heads.weight.uniform_(-bound, bound)
     start = 0
     for tensor, size in zip(initial, generator.sizes):

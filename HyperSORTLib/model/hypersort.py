@@ -48,8 +48,7 @@ class HyperSORTModel(nn.Module):
             self.unet = UNet3D.from_config(config.unet)
             self.unet.requires_grad_(False)
             hyper = config.hyper
-            self.generator = WeightGenerator(self.unet, hyper.latent_dim, hyper.hidden, hyper.output_scale,
-                                             hyper.head_init_gain)
+            self.generator = WeightGenerator.from_config(self.unet, hyper)
         latent_rng = torch.Generator().manual_seed(seed + 1)
         self.latents = LatentTable(case_ids, hyper.latent_dim, latent_init_std, generator=latent_rng)
         self.forward_strategy = "batched"

@@ -195,3 +195,78 @@ def test_bad_hypernet_config():
         HyperNetConfig(latent_dim=0)
     with pytest.raises(ConfigError, match="output_scale"):
         HyperNetConfig(output_scale=0)
+    with pytest.raises(ConfigError, match="model.hyper.heads"):
+        HyperNetConfig(heads="chunked")
+    with pytest.raises(ConfigError, match="model.hyper.head_rank"):
+        HyperNetConfig(heads="low_rank", head_rank=0)
+
+
+def _low_rank(rank=3, gain=1.0, seed=0):
+    torch.manual_seed(seed)
+    net = UNet3D(num_classes=3, channels=(4, 8, 16), convs_per_level=2)
+    return net, WeightGenerator(net, latent_dim=3, hidden=(16, 16), head_init_gain=gain, heads="low_rank",
+                                head_rank=rank)
+
+
+def test_low_rank_reference_generator_is_ten_times_smaller():
+    full = 3_327_122 * 51
+    gen = WeightGenerator(UNet3D(), heads="low_rank", head_rank=4)
+    total = sum(p.numel() for p in gen.parameters())
+    trunk = sum(p.numel() for p in gen.trunk[:-1].parameters())
+    assert gen.trunk[-1].weight.shape == (4, 50)
+    assert total == trunk + 4 * 50 + 3_327_122 * 5
+    assert total <= 17e6 and full / total > 10
+
+
+def test_low_rank_heads_generate_every_tensor_in_a_rank_r_subspace():
+    net, gen = _low_rank(rank=3)
+    z = torch.randn(12, 3)
+    weights = gen(z)
+    expected = dict(net.named_parameters())
+    assert list(weights) == list(expected)
+    for name, tensor in weights.items():
+        assert tensor.shape == (12, *expected[name].shape)
+        assert tensor.abs().max() <= gen.config.output_scale
+    # before the tanh, 12 latents span at most a 3-dimensional affine subspace
+    pre = torch.atanh(torch.cat([w.reshape(12, -1) for w in weights.values()], 1).double() / 5)
+    centred = pre - pre.mean(0, keepdim=True)
+    singular = torch.linalg.svdvals(centred)
+    assert singular[2] > 1e-3 * singular[0] and singular[3] < 1e-6 * singular[0]
+    # every tensor depends on the latent
+    for name, tensor in weights.items():
+        assert not torch.allclose(tensor[0], tensor[1]), name
+
+
+def test_low_rank_heads_start_at_the_unet_initialisation_with_the_full_heads_spread():
+    net, gen = _low_rank(gain=0.0)
+    for name, param in net.named_parameters():
+        torch.testing.assert_close(gen(torch.randn(2, 3))[name][1], param.detach(), rtol=1e-5, atol=1e-6)
+    # per generated value, the bottleneck-times-heads product has the variance of full heads
+    net, full = _generator(gain=1.0)
+    products = []
+    for seed in range(4):
+        _, low = _low_rank(rank=4, seed=seed)
+        products.append((low.heads.weight @ low.trunk[-1].weight).detach())
+    product = torch.cat(products)
+    target = float(full.heads.weight.detach().var())
+    assert abs(float(product.var()) / target - 1) < 0.1
+
+
+def test_low_rank_model_trains_decodes_and_reloads():
+    cfg = ModelConfig(UNetConfig(num_classes=3, channels=(4, 8), convs_per_level=1),
+                      HyperNetConfig(hidden=(8,), heads="low_rank", head_rank=2))
+    model = HyperSORTModel(cfg, ["a", "b"])
+    x = torch.randn(2, 1, 8, 8, 8)
+    logits = model(x, model.latents.rows(["a", "b"]))
+    logits.square().mean().backward()
+    assert model.generator.trunk[-1].weight.grad.abs().sum() > 0
+    assert model.latents.weight.grad.abs().sum() > 0
+    unet = model.decode(model.latents.weight[0].detach())
+    torch.testing.assert_close(unet(x[:1]), logits[:1].detach(), rtol=1e-4, atol=1e-5)
+    # a full-heads model refuses the low-rank state, naming the mismatch
+    full = HyperSORTModel(ModelConfig(cfg.unet, HyperNetConfig(hidden=(8,))), ["a", "b"])
+    with pytest.raises(ValueError, match="does not match this model"):
+        full.load_learned_state(model.learned_state())
+    other = HyperSORTModel(cfg, ["a", "b"], seed=5)
+    other.load_learned_state(model.learned_state())
+    torch.testing.assert_close(other(x, other.latents.rows(["a", "b"])), logits.detach())
