@@ -270,3 +270,26 @@ def test_low_rank_model_trains_decodes_and_reloads():
     other = HyperSORTModel(cfg, ["a", "b"], seed=5)
     other.load_learned_state(model.learned_state())
     torch.testing.assert_close(other(x, other.latents.rows(["a", "b"])), logits.detach())
+
+
+def test_low_rank_heads_learn_as_fast_as_full_heads_at_initialisation():
+    """An Adam step moves a generated value by about lr * sum(|features the heads read|): the
+    low-rank heads' bottleneck features must sum like the full heads' trunk features."""
+    torch.manual_seed(0)
+    net = UNet3D(num_classes=3, channels=(4, 8, 16), convs_per_level=1)
+    low = WeightGenerator(net, latent_dim=2, heads="low_rank", head_rank=4)
+    z = 0.05 * torch.randn(256, 2)
+    trunk = low.trunk[:-1](z).abs().sum(1)
+    bottleneck = low.trunk(z).abs().sum(1)
+    assert 0.5 < float((bottleneck / trunk).median()) < 2.0
+    # and the speed shows: one Adam step on the heads moves the generated weights alike
+    full = WeightGenerator(net, latent_dim=2)
+    moved = []
+    for gen in (full, low):
+        before = torch.cat([w.reshape(256, -1) for w in gen(z).values()], 1).detach()
+        opt = torch.optim.Adam(gen.heads.parameters(), lr=1e-3)
+        torch.cat([w.reshape(256, -1) for w in gen(z).values()], 1).sum().backward()
+        opt.step()
+        after = torch.cat([w.reshape(256, -1) for w in gen(z).values()], 1).detach()
+        moved.append(float((after - before).abs().mean()))
+    assert 0.5 < moved[1] / moved[0] < 2.0, moved
