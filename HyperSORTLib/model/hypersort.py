@@ -107,6 +107,9 @@ class HyperSORTModel(nn.Module):
             raise ValueError(f"A latent point has {self.config.hyper.latent_dim} coordinates, "
                              f"found shape {tuple(z.shape)}.")
         weights = self.generator(z.unsqueeze(0))
-        unet = UNet3D.from_config(self.config.unet).to(device)
-        unet.load_state_dict({k: v[0] for k, v in weights.items()})
-        return unet.eval()
+        # built without memory and initialisation (the generated tensors become its parameters):
+        # a moving probe decodes a new UNet at every step
+        with torch.device("meta"):
+            unet = UNet3D.from_config(self.config.unet)
+        unet.load_state_dict({k: v[0].contiguous() for k, v in weights.items()}, assign=True)
+        return unet.requires_grad_(False).eval()
