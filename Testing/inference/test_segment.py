@@ -513,3 +513,32 @@ def test_preview_spacing_that_would_not_fit_in_memory_is_refused(tiny_run):
         seg.preview_spacing = 0.06
     seg.preview_spacing = 4.0  # a sane one is accepted
     assert seg.preview_spacing == (4.0, 4.0, 4.0)
+
+
+def test_single_pass_runs_a_volume_larger_than_the_patch_in_one_unet_call(tiny_run):
+    """Up to ``single_pass_voxels`` a volume beyond the patch size is padded and run once, as a
+    volume inside the patch is; above it (and by default) it goes through sliding windows."""
+    run = TrainedRun.load(tiny_run, device="cpu")
+    patch = run.config.data.patch_size
+    divisor = run.config.model.unet.divisor
+    shape = (patch[0] + divisor + 1, patch[1], patch[2])  # one axis beyond the patch, not a multiple
+    image = torch.from_numpy(np.random.default_rng(0).random((1, 1, *shape), dtype=np.float32))
+    unet = run.decode(run.latent_of("case_002"))
+    calls = []
+    original = unet.forward
+    unet.forward = lambda x: (calls.append(tuple(x.shape[2:])), original(x))[1]
+    padded = [-(-s // divisor) * divisor for s in shape]
+    one = run.predict_logits(image, unet, single_pass_voxels=int(np.prod(padded)))
+    assert calls == [tuple(padded)]
+    pad = [p for s, t in zip(reversed(shape), reversed(padded)) for p in (0, t - s)]
+    expected = original(torch.nn.functional.pad(image, pad))[..., :shape[0], :shape[1], :shape[2]]
+    torch.testing.assert_close(one, expected)
+    calls.clear()
+    windowed = run.predict_logits(image, unet, single_pass_voxels=int(np.prod(padded)) - 1)
+    assert len(calls) == 2 and all(c == tuple(patch) for c in calls)
+    assert windowed.shape == one.shape
+    calls.clear()
+    run.predict_logits(image, unet)  # the default: windows as in training
+    assert len(calls) == 2
+    with pytest.raises(ValueError, match="single_pass_voxels"):
+        InteractiveSegmenter(run, single_pass_voxels=-1)
