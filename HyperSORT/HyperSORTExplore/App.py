@@ -410,20 +410,6 @@ class ExploreApp:
             v3.VTextField(v_model=("reviewer",), label="Your name (saved with each verdict)", density="compact",
                           hide_details=True, id="reviewer")
             v3.VBtn("Start review", click=self.onStartReview, size="small", classes="ml-2", id="start-review")
-        with html.Table(v_if="review_started", style="width: 100%; font-size: 12px", id="review-table"):
-            with html.Tr():
-                for title in ("rank", "case", "suspicion", "style", "verdict", ""):
-                    html.Th(title, style="text-align: left")
-            with html.Tr(v_for="r in review_rows", key=("r.id",), classes="review-row",
-                         style=("{background: r.id === review_case ? '#e3f2fd' : 'none'}",)):
-                html.Td("{{ r.rank }}")
-                html.Td("{{ r.id }}")
-                html.Td("{{ r.suspicion }}")
-                html.Td("{{ r.style }}")
-                html.Td("{{ r.verdict }}", classes="verdict")
-                with html.Td():
-                    v3.VBtn("open", size="x-small", click=(self.onOpenReviewCase, "[r.id]"), classes="open-case",
-                            disabled=("busy",))
         with html.Div(v_if="review_case", classes="mt-1", id="review-verdict"):
             html.Div("{{ review_case }}: its label (filled) and the main mode (outlined)", classes="text-caption")
             v3.VTextField(v_model=("review_note",), label="Note", density="compact", hide_details=True, id="review-note")
@@ -434,6 +420,22 @@ class ExploreApp:
                             id=f"verdict-{verdict}")
                 v3.VSpacer()
                 v3.VBtn("back to scan", size="x-small", click=self.onBackToScan, id="back-to-scan")
+        # the case on screen and its verdict buttons above the ranked table, which scrolls on its own
+        with html.Div(v_if="review_started", style="max-height: 260px; overflow-y: auto"):
+            with html.Table(v_if="review_started", style="width: 100%; font-size: 12px", id="review-table"):
+                with html.Tr():
+                    for title in ("rank", "case", "suspicion", "style", "verdict", ""):
+                        html.Th(title, style="text-align: left")
+                with html.Tr(v_for="r in review_rows", key=("r.id",), classes="review-row",
+                             style=("{background: r.id === review_case ? '#e3f2fd' : 'none'}",)):
+                    html.Td("{{ r.rank }}")
+                    html.Td("{{ r.id }}")
+                    html.Td("{{ r.suspicion }}")
+                    html.Td("{{ r.style }}")
+                    html.Td("{{ r.verdict }}", classes="verdict")
+                    with html.Td():
+                        v3.VBtn("open", size="x-small", click=(self.onOpenReviewCase, "[r.id]"), classes="open-case",
+                                disabled=("busy",))
 
     # ------------------------------------------------------------------ serving
     def serve(self, host: str, port: int, token: str | None = None, onReady=None) -> None:
