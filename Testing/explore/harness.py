@@ -186,8 +186,9 @@ def page_error(driver) -> str:
 
 def record_moves(driver) -> None:
     """From now on ``window.hsMoves`` collects the times of mouse moves over the latent map."""
-    driver.execute_script("window.hsMoves = []; document.getElementById('latent-map')"
-                          ".addEventListener('mousemove', () => window.hsMoves.push(performance.now()));")
+    driver.execute_script("window.hsMoves = []; if (!window.hsListening) { window.hsListening = true;"
+                          " document.getElementById('latent-map')"
+                          ".addEventListener('mousemove', () => window.hsMoves.push(performance.now())); }")
 
 
 def drag_probe(driver, moves: int = 8, dx: int = 7, dy: int = -4) -> float:
