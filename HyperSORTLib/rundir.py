@@ -443,15 +443,40 @@ def write_train_log(run_dir: Path, history: Sequence[dict[str, Any]]) -> None:
 
 
 # --------------------------------------------------------------------------- analysis/
+#: ``kind`` of a ``clusters.csv`` row: a style (a group of cases whose decoded UNets segment alike) or
+#: an isolated group (too small to be a style: candidate errors); empty for a mixture component that
+#: ``hypersort analyze`` has not checked.
+STYLE_KINDS = ("style", "isolated")
+
+
+def style_name(cluster: int, kind: str = "", is_main_mode: bool = False) -> str:
+    """``style 2``, ``style 0 (main mode)``, ``isolated 5``, or ``cluster 3`` for a mixture component
+    whose behaviour was not checked: how the report, the terminal and the front ends name a row."""
+    if kind == "isolated":
+        return f"isolated {int(cluster)}"
+    main = " (main mode)" if is_main_mode else ""
+    return f"{'style' if kind == 'style' else 'cluster'} {int(cluster)}{main}"
+
+
 @dataclass(frozen=True)
 class ClusterInfo:
-    """A cluster of the latent map: its centre is a latent point whose UNet annotates like the cluster."""
+    """A cluster of the latent map: its centre is a latent point whose UNet annotates like the cluster.
+
+    ``kind`` is "style" or "isolated" for the rows of ``hypersort analyze`` (:data:`STYLE_KINDS`), empty for
+    a mixture fitted to the latent table without that check; ``description`` says how its UNet segments
+    compared with the main mode's."""
 
     cluster: int
     size: int
     centre: np.ndarray
     is_main_mode: bool
     description: str = ""
+    kind: str = ""
+
+    @property
+    def name(self) -> str:
+        """:func:`style_name` of this row."""
+        return style_name(self.cluster, self.kind, self.is_main_mode)
 
 
 def analysis_dir(run_dir: str | Path) -> Path:
@@ -476,14 +501,15 @@ def read_clusters_table(path: str | Path, dim: int) -> list[ClusterInfo]:
             info = ClusterInfo(int(row["cluster"]), int(float(row.get("size") or 0)),
                                np.asarray(centre, dtype=np.float32),
                                str(row.get("is_main_mode", "")).strip().lower() in ("1", "true", "yes"),
-                               row.get("description", "") or "")
+                               row.get("description", "") or "",
+                               (row.get("kind") or "").strip() if (row.get("kind") or "").strip() in STYLE_KINDS else "")
         except (KeyError, TypeError, ValueError):
             raise RunDirectoryError(f"{path}: expected columns cluster, size, z1..z{dim}, is_main_mode with numbers; "
                                     f"found {row}.") from None
         clusters.append(info)
     if clusters and not any(c.is_main_mode for c in clusters):
         largest = max(clusters, key=lambda c: c.size)
-        clusters = [ClusterInfo(c.cluster, c.size, c.centre, c is largest, c.description) for c in clusters]
+        clusters = [ClusterInfo(c.cluster, c.size, c.centre, c is largest, c.description, c.kind) for c in clusters]
     return clusters
 
 

@@ -315,8 +315,16 @@ def test_clusters_table_round_trip_and_malformed(tmp_path):
     assert [c.cluster for c in clusters] == [0, 1] and [c.is_main_mode for c in clusters] == [False, True]
     np.testing.assert_array_equal(clusters[1].centre, np.float32([2, 3]))
     assert clusters[1].description == "wider" and clusters[0].size == 4
+    assert [c.kind for c in clusters] == ["", ""]  # a table without kinds: mixture clusters, not styles
+    assert [c.name for c in clusters] == ["cluster 0", "cluster 1 (main mode)"]
     path.write_text("cluster,size,z1,z2,is_main_mode\n0,4,0.5,-1,0\n1,6,2,3,0\n")
     assert [c.is_main_mode for c in rundir.read_clusters_table(path, 2)] == [False, True]  # largest is main
+    path.write_text("cluster,kind,size,z1,z2,is_main_mode,description\n0,style,6,0,0,1,like the main mode\n"
+                    "1,style,3,1,1,0,liver larger\n2,isolated,1,2,2,0,spleen missing\n3,other,1,3,3,0,\n")
+    clusters = rundir.read_clusters_table(path, 2)
+    assert [c.kind for c in clusters] == ["style", "style", "isolated", ""]
+    assert [c.name for c in clusters] == ["style 0 (main mode)", "style 1", "isolated 2", "cluster 3"]
+    assert rundir.style_name(4, "isolated", True) == "isolated 4"
     path.write_text("cluster,size,z1,is_main_mode\n0,4,0.5,1\n")
     with pytest.raises(rundir.RunDirectoryError, match="z1..z2"):
         rundir.read_clusters_table(path, 2)

@@ -95,7 +95,7 @@ def scanStem(scan: Path) -> str:
 
 
 def safeName(text: str) -> str:
-    """``"cluster 0 (main mode)"`` -> ``"cluster-0-main-mode"``: a file-name part."""
+    """``"style 0 (main mode)"`` -> ``"style-0-main-mode"``: a file-name part."""
     return re.sub(r"[^A-Za-z0-9_]+", "-", str(text)).strip("-")[:60] or "point"
 
 

@@ -26,6 +26,15 @@ from HyperSORTModule.Errors import HyperSORTError
 #: The latent-map chart, in CSS pixels.
 CHART_WIDTH, CHART_HEIGHT, CHART_PAD = 380, 260, 22
 
+#: What hovering a sample and a style centre says (JavaScript expressions over ``s`` / ``c``).
+SAMPLE_HOVER = ("s.id + (s.style ? ' · ' + s.style : '') + (s.description ? ': ' + s.description : '')"
+                " + (s.suspicion !== '' ? ' · suspicion ' + Number(s.suspicion).toFixed(2) : '')")
+CENTRE_HOVER = "'centre of ' + c.label + (c.description ? ': ' + c.description : '')"
+
+
+def _reraise(error: BaseException):
+    raise error
+
 
 def _readable(error: BaseException) -> str:
     if isinstance(error, HyperSORTError):
@@ -89,9 +98,9 @@ class ExploreApp:
         state.trame__title = "HyperSORT explore"
         state.update({
             "run_name": str(run), "scan_path": str(scan or ""), "scan_name": "", "error": "", "info": "",
-            "busy": False, "busy_text": "", "wl_preset": "auto", "wl_presets": ["auto", *WINDOW_PRESETS],
+            "busy": False, "busy_text": "", "busy_percent": None, "wl_preset": "auto", "wl_presets": ["auto", *WINDOW_PRESETS],
             "map_samples": self._chartSamples(), "map_centres": self._chartCentres(), "map_groups": m["groups"],
-            "map_lo": m["low"], "map_hi": m["high"], "hovered": "", "dragging": False,
+            "map_lo": m["low"], "map_hi": m["high"], "map_audited": m["audited"], "hovered": "", "dragging": False,
             "preview": self.logic.previewSummary(), "accepted": [], "reviewer": "", "review_rows": [],
             "review_case": "", "review_note": "", "review_started": False, "color_by": "cluster",
             "probe_ms": 0.0,
@@ -143,17 +152,40 @@ class ExploreApp:
             self.state.error = f"{what}: {_readable(error)}"
             return None
 
-    async def _long(self, what: str, action) -> None:
-        """A long computation: the page shows a progress bar first, then the result or the error."""
+    async def _long(self, what: str, action, background=None) -> None:
+        """A long computation: the page shows a progress bar first, then the result or the error.
+
+        ``background(progress)``, if given, runs first in a worker thread while the event loop keeps
+        serving, and reports its finished fraction through ``progress``: the bar shows the percentage.
+        ``action`` then runs on the event loop (it may touch the scene)."""
+        loop = asyncio.get_running_loop()
         with self.state:
             self.state.busy, self.state.busy_text, self.state.error = True, f"{what}…", ""
+            self.state.busy_percent = None if background is None else 0
         await asyncio.sleep(0.05)  # lets the page draw the progress bar before the event loop is busy
         try:
+            if background is not None:
+                def progress(fraction: float) -> None:  # called in the worker thread
+                    loop.call_soon_threadsafe(self._showProgress, fraction)
+
+                try:
+                    await loop.run_in_executor(None, background, progress)
+                except Exception as error:  # shown like a failure of the action
+                    with self.state:
+                        self._guard(what, functools.partial(_reraise, error))
+                    return
             with self.state:
+                self.state.busy_percent = None if background is None else 100
                 self._guard(what, action)
         finally:
             with self.state:
-                self.state.busy = False
+                self.state.busy, self.state.busy_percent = False, None
+
+    def _showProgress(self, fraction: float) -> None:
+        percent = int(max(0.0, min(1.0, float(fraction))) * 100)
+        if self.state.busy and percent != self.state.busy_percent:
+            with self.state:
+                self.state.busy_percent = percent
 
     # ------------------------------------------------------------------ handlers
     def _openScan(self, path: str) -> None:
@@ -204,12 +236,17 @@ class ExploreApp:
         self._guard("Colouring the latent map", recolour)
 
     async def onAccept(self) -> None:
+        what = "Accepting the full-resolution segmentation"
+        point = self._guard(what, self.logic.acceptPoint)
+        if point is None:
+            return
+
         def accept():
-            files = self.logic.accept()
+            files = self.logic.accept(point=point)
             self.state.accepted = [*self.state.accepted,
                                    {"nifti": str(files.nifti), "seg": str(files.segmentation), "point": files.point}]
             self.state.info = f"Wrote {files.nifti.name} and {files.segmentation.name} next to the scan."
-        await self._long("Accepting the full-resolution segmentation", accept)
+        await self._long(what, accept, background=functools.partial(self.logic.computeFullResolution, point))
 
     def onStartReview(self) -> None:
         def start():
@@ -262,8 +299,10 @@ class ExploreApp:
             with layout.drawer as drawer:
                 drawer.width = 440
                 with html.Div(classes="pa-2", style="font-size: 13px"):
-                    v3.VProgressLinear(v_if="busy", indeterminate=True, color="primary", id="busy")
-                    html.Div("{{ busy_text }}", v_if="busy", classes="text-caption")
+                    v3.VProgressLinear(v_if="busy", indeterminate=("busy_percent === null",),
+                                       model_value=("busy_percent || 0",), color="primary", id="busy")
+                    html.Div("{{ busy_text }}{{ busy_percent === null ? '' : ' ' + busy_percent + '%' }}", v_if="busy",
+                             classes="text-caption", id="busy-text")
                     v3.VAlert(v_if="error", type="error", density="compact", text=("error",), id="error",
                               closable=True, click_close="error = ''", classes="mb-2")
                     v3.VAlert(v_if="info && !error", type="success", density="compact", text=("info",), id="info",
@@ -315,29 +354,38 @@ class ExploreApp:
                         stroke="#e4e4e4", __properties=["x", "y", "width", "height", "fill", "stroke"])
             with HtmlElement("circle", v_for="s in map_samples", key=("s.id",), cx=("s.cx",), cy=("s.cy",), r=6,
                              fill=("s.color",), stroke="white", style="cursor: pointer",
-                             click=(self.onPickSample, "[s.id]"), mouseenter="hovered = s.id",
+                             click=(self.onPickSample, "[s.id]"), mouseenter=f"hovered = {SAMPLE_HOVER}",
                              mouseleave="hovered = ''", data_case=("s.id",), classes="sample",
                              __properties=["cx", "cy", "r", "fill", "stroke", ("data_case", "data-case")],
                              __events=["click", "mouseenter", "mouseleave"]):
-                HtmlElement("title", v_text="s.id + ' (' + s.group + ')'")
+                HtmlElement("title", v_text=SAMPLE_HOVER)
             with HtmlElement("rect", v_for="c in map_centres", key=("c.index",), x=("c.cx - 7",), y=("c.cy - 7",),
                              width=14, height=14, fill="none", stroke="#444", stroke_width=2,
                              transform=("`rotate(45 ${c.cx} ${c.cy})`",), style="cursor: pointer",
-                             click=(self.onPickCentre, "[c.index]"), mouseenter="hovered = c.label",
+                             click=(self.onPickCentre, "[c.index]"), mouseenter=f"hovered = {CENTRE_HOVER}",
                              mouseleave="hovered = ''", classes="centre", data_centre=("c.index",),
                              __properties=["x", "y", "width", "height", "fill", "stroke", "transform",
                                            ("stroke_width", "stroke-width"), ("data_centre", "data-centre")],
                              __events=["click", "mouseenter", "mouseleave"]):
-                HtmlElement("title", v_text="c.label")
+                HtmlElement("title", v_text=CENTRE_HOVER)
             HtmlElement("circle", cx=(probe_cx,), cy=(probe_cy,), r=8, fill="rgba(0,0,0,0.15)", stroke="black",
                         stroke_width=2, style="cursor: grab", mousedown="dragging = true; $event.preventDefault()",
                         id="probe", __properties=["cx", "cy", "r", "fill", "stroke", ("stroke_width", "stroke-width")],
                         __events=["mousedown"])
-        html.Div("{{ hovered ? 'case: ' + hovered : 'hover a point for its case; click to segment; drag the probe' }}",
-                 classes="text-caption", id="hovered")
-        with html.Div(classes="d-flex flex-wrap"):
-            html.Span(v_for="g in map_groups", key=("g.name",), v_html="'&#9679; ' + g.name",
-                      style=("{color: g.color, marginRight: '10px'}",), classes="text-caption")
+        html.Div("{{ hovered || 'hover a point for its case and style; click it to segment the scan as it does; "
+                 "drag the probe (or click a style centre, a diamond)' }}",
+                 classes="text-caption", style="min-height: 2.6em; line-height: 1.3em", id="hovered")
+        with html.Div(id="legend", style="line-height: 1.35em"):
+            with html.Div(v_for="g in map_groups", key=("g.name",), classes="text-caption legend-item"):
+                html.Span("&#9679;", style=("{color: g.color}",))
+                html.B(" {{ g.name }}")
+                html.Span("{{ g.description ? ': ' + g.description : '' }}", style="color: #555")
+            html.Div("Styles are groups of cases whose UNets segment alike; isolated groups are too small to "
+                     "be a style (candidate errors).", v_if="map_audited && color_by === 'cluster'",
+                     classes="text-caption", style="color: #777")
+            html.Div("This run has no audit: the colours are clusters of its latent table; "
+                     "'hypersort analyze' names its styles.", v_if="!map_audited && color_by === 'cluster'",
+                     classes="text-caption", style="color: #777")
         for d in range(dim):
             v3.VSlider(v_model=(f"z_{d}",), min=(f"map_lo[{d}]",), max=(f"map_hi[{d}]",),
                        step=(f"(map_hi[{d}] - map_lo[{d}]) / 200",), label=f"z{d + 1}", density="compact",
@@ -362,20 +410,6 @@ class ExploreApp:
             v3.VTextField(v_model=("reviewer",), label="Your name (saved with each verdict)", density="compact",
                           hide_details=True, id="reviewer")
             v3.VBtn("Start review", click=self.onStartReview, size="small", classes="ml-2", id="start-review")
-        with html.Table(v_if="review_started", style="width: 100%; font-size: 12px", id="review-table"):
-            with html.Tr():
-                for title in ("rank", "case", "suspicion", "cluster", "verdict", ""):
-                    html.Th(title, style="text-align: left")
-            with html.Tr(v_for="r in review_rows", key=("r.id",), classes="review-row",
-                         style=("{background: r.id === review_case ? '#e3f2fd' : 'none'}",)):
-                html.Td("{{ r.rank }}")
-                html.Td("{{ r.id }}")
-                html.Td("{{ r.suspicion }}")
-                html.Td("{{ r.cluster }}")
-                html.Td("{{ r.verdict }}", classes="verdict")
-                with html.Td():
-                    v3.VBtn("open", size="x-small", click=(self.onOpenReviewCase, "[r.id]"), classes="open-case",
-                            disabled=("busy",))
         with html.Div(v_if="review_case", classes="mt-1", id="review-verdict"):
             html.Div("{{ review_case }}: its label (filled) and the main mode (outlined)", classes="text-caption")
             v3.VTextField(v_model=("review_note",), label="Note", density="compact", hide_details=True, id="review-note")
@@ -386,6 +420,22 @@ class ExploreApp:
                             id=f"verdict-{verdict}")
                 v3.VSpacer()
                 v3.VBtn("back to scan", size="x-small", click=self.onBackToScan, id="back-to-scan")
+        # the case on screen and its verdict buttons above the ranked table, which scrolls on its own
+        with html.Div(v_if="review_started", style="max-height: 260px; overflow-y: auto"):
+            with html.Table(v_if="review_started", style="width: 100%; font-size: 12px", id="review-table"):
+                with html.Tr():
+                    for title in ("rank", "case", "suspicion", "style", "verdict", ""):
+                        html.Th(title, style="text-align: left")
+                with html.Tr(v_for="r in review_rows", key=("r.id",), classes="review-row",
+                             style=("{background: r.id === review_case ? '#e3f2fd' : 'none'}",)):
+                    html.Td("{{ r.rank }}")
+                    html.Td("{{ r.id }}")
+                    html.Td("{{ r.suspicion }}")
+                    html.Td("{{ r.style }}")
+                    html.Td("{{ r.verdict }}", classes="verdict")
+                    with html.Td():
+                        v3.VBtn("open", size="x-small", click=(self.onOpenReviewCase, "[r.id]"), classes="open-case",
+                                disabled=("busy",))
 
     # ------------------------------------------------------------------ serving
     def serve(self, host: str, port: int, token: str | None = None, onReady=None) -> None:

@@ -144,26 +144,47 @@ class ExploreLogic:
 
     # ------------------------------------------------------------------ the latent map
     def mapData(self, colorBy: str = "cluster") -> dict:
-        """The chart's points: samples (case id, latent, colour group), style centres, axis ranges."""
+        """The chart's points: samples (case id, latent, colour group, style), style centres, axis ranges.
+
+        Styles are named and described as the audit does (``style 0 (main mode)``, ``isolated 5``, and how
+        each one's UNet segments compared with the main mode's); a run without an audit shows the clusters
+        of a mixture fitted to its latent table (``cluster N``, no description)."""
         segmenter = self.segmenter
         latents = np.asarray(segmenter.latents, np.float64)
-        groups = groupSamples(segmenter.case_ids, segmenter.sample_table(), colorBy)
+        names = self.core.clusterNames()
+        groups = groupSamples(segmenter.case_ids, segmenter.sample_table(), colorBy, names)
         table = segmenter.sample_table() or {}
         suspicion = dict(zip(table.get("case_id", []), table.get("suspicion", [])))
+        styleOf = {case: self._styleName(value, names) for case, value in zip(table.get("case_id", []),
+                                                                                 table.get("cluster", []))}
+        centres = [{"index": index, "label": point.label, "description": point.description,
+                    "z": [float(v) for v in point.z]} for index, point in enumerate(self.core.clusterPoints())]
+        described = {c["label"]: c["description"] for c in centres}
         samples = []
         for group in groups:
             for row in group.rows:
                 caseId = segmenter.case_ids[row]
+                style = styleOf.get(caseId, "")
                 samples.append({"id": caseId, "z": [float(v) for v in latents[row]], "group": group.name,
-                                "color": _hexColor(group.color), "suspicion": suspicion.get(caseId, "")})
-        centres = [{"index": index, "label": point.label, "z": [float(v) for v in point.z]}
-                   for index, point in enumerate(self.core.clusterPoints())]
+                                "color": _hexColor(group.color), "suspicion": suspicion.get(caseId, ""),
+                                "style": style, "description": described.get(style, "")})
         allPoints = np.vstack([latents] + [np.array([c["z"] for c in centres])] if centres else [latents])
         low, high = latentRange(allPoints)
         return {"dim": int(segmenter.latent_dim), "samples": samples, "centres": centres,
                 "low": [float(v) for v in low], "high": [float(v) for v in high],
-                "groups": [{"name": g.name, "color": _hexColor(g.color)} for g in groups],
+                "groups": [{"name": g.name, "color": _hexColor(g.color), "description": described.get(g.name, "")}
+                           for g in groups],
+                "audited": any(getattr(c, "kind", "") for c in segmenter.clusters()),
                 "probe": [float(v) for v in self.core.plot.probe()]}
+
+    @staticmethod
+    def _styleName(value, names: dict[int, str]) -> str:
+        """The style name of a ``cluster`` value of ``samples.csv`` (the value itself if it is no number)."""
+        try:
+            index = int(float(value))
+        except (TypeError, ValueError):
+            return str(value)
+        return names.get(index, f"cluster {index}")
 
     def pickSample(self, caseId: str):
         """Segment the scan (preview grid) with the UNet of training sample ``caseId``."""
@@ -171,7 +192,7 @@ class ExploreLogic:
         return self._pick(self.core.samplePoint(caseId))
 
     def pickCentre(self, index: int):
-        """Segment the scan with the UNet of style centre ``index`` (cluster centre)."""
+        """Segment the scan with the UNet of style centre ``index`` (a row of ``analysis/clusters.csv``)."""
         self.requireScan()
         centres = self.core.clusterPoints()
         if not 0 <= int(index) < len(centres):
@@ -209,9 +230,21 @@ class ExploreLogic:
                 "ms": round(1000.0 * sum(v for k, v in self.core.lastTimings.items() if k in ("logic", "mrml")), 1)}
 
     # ------------------------------------------------------------------ accept
-    def accept(self, progress=None) -> AcceptedFiles:
-        """Full-resolution segmentation of the probe's point, as a segmentation node and as two files
-        beside the scan: ``<scan>_hypersort_<point>.nii.gz`` (the scan's grid and header) and
+    def acceptPoint(self) -> LatentPoint:
+        """The point Accept segments: the probe's (named after the sample or centre it was moved to)."""
+        self.requireScan()
+        return self.core.probePoint()
+
+    def computeFullResolution(self, point: LatentPoint, progress=None) -> None:
+        """The full-resolution pass of ``point``, touching no node, so that it may run in a worker thread
+        while the page's event loop keeps serving (``progress`` gets the finished fraction of the UNet's
+        sliding windows); :meth:`accept` then finds the labels in the segmenter's cache. Meanwhile the
+        Logic counts as busy: a preview waits for it, another segmentation is refused."""
+        self.core.segmentLatent(point, preview=False, progress=progress, volumeNode=self.requireScan())
+
+    def accept(self, progress=None, point: LatentPoint | None = None) -> AcceptedFiles:
+        """Full-resolution segmentation of ``point`` (default: the probe's), as a segmentation node and as two
+        files beside the scan: ``<scan>_hypersort_<point>.nii.gz`` (the scan's grid and header) and
         ``.seg.nrrd``; a numbered name is chosen when one exists, so nothing is overwritten."""
         import nibabel as nib
 
@@ -219,7 +252,7 @@ class ExploreLogic:
 
         self.requireScan()
         start = time.perf_counter()
-        point = self.core.probePoint()
+        point = point or self.core.probePoint()
         node = self.core.acceptSegmentation(point, progress=progress)
         labels = self.core.lastAcceptedLabels
         niftiPath, segPath = reserveOutputs(self.scanPath, point.label, OUTPUT_SUFFIXES)
@@ -260,8 +293,9 @@ class ExploreLogic:
     def reviewRows(self) -> list[dict]:
         if self.core.review.session is None:
             return []
-        return [{"rank": r.rank, "id": r.caseId, "suspicion": round(float(r.suspicion), 3), "cluster": r.cluster,
-                 "verdict": r.verdict} for r in self.core.review.rows()]
+        names = self.core.clusterNames()
+        return [{"rank": r.rank, "id": r.caseId, "suspicion": round(float(r.suspicion), 3),
+                 "style": self._styleName(r.cluster, names), "verdict": r.verdict} for r in self.core.review.rows()]
 
     def openReviewCase(self, caseId: str, progress=None):
         """Show a training case with its own label (filled) and the main mode's segmentation (outlined)."""

@@ -47,11 +47,15 @@ CancelCallback = Callable[[], bool]
 
 @dataclass(frozen=True)
 class LatentPoint:
-    """A named point of the latent space: a training sample, a cluster centre, the main mode, the probe."""
+    """A named point of the latent space: a training sample, a style centre, the main mode, the probe.
+
+    ``description`` says, for a style centre, how its UNet segments compared with the main mode's
+    (the audit's words in ``analysis/clusters.csv``)."""
 
     label: str
     z: np.ndarray = field(repr=False)
     kind: str = "point"
+    description: str = ""
 
     def describe(self) -> str:
         return f"{self.label} (z = {', '.join(f'{v:.3f}' for v in np.asarray(self.z).ravel())})"
@@ -67,8 +71,22 @@ class ClassComparison:
     volumeB_ml: float
 
 
-def _clusterField(cluster, name: str):
-    return cluster[name] if isinstance(cluster, dict) else getattr(cluster, name)
+_REQUIRED = object()
+
+
+def _clusterField(cluster, name: str, default=_REQUIRED):
+    if default is _REQUIRED:
+        return cluster[name] if isinstance(cluster, dict) else getattr(cluster, name)
+    return cluster.get(name, default) if isinstance(cluster, dict) else getattr(cluster, name, default)
+
+
+def clusterName(cluster) -> str:
+    """The audit's name of a row of ``analysis/clusters.csv`` (``style 0 (main mode)``, ``isolated 5``;
+    ``cluster N`` for a mixture component whose behaviour was not checked)."""
+    from HyperSORTLib.rundir import style_name
+
+    return style_name(int(_clusterField(cluster, "cluster")), str(_clusterField(cluster, "kind", "")),
+                      bool(_clusterField(cluster, "is_main_mode")))
 
 
 def diceScores(a: np.ndarray, b: np.ndarray, classNames: Sequence[str], voxelVolumeMl: float) -> list[ClassComparison]:
@@ -226,13 +244,15 @@ class HyperSORTCoreLogic(JobControl):
         return LatentPoint("main mode", np.asarray(self.requireRun().main_mode(), np.float64), "main")
 
     def clusterPoints(self) -> list[LatentPoint]:
-        points = []
-        for cluster in self.requireRun().clusters():
-            index = int(_clusterField(cluster, "cluster"))
-            main = " (main mode)" if _clusterField(cluster, "is_main_mode") else ""
-            points.append(LatentPoint(f"cluster {index}{main}",
-                                      np.asarray(_clusterField(cluster, "centre"), np.float64), "cluster"))
-        return points
+        """The centres of the run's styles and isolated groups (or, without an audit, of its mixture
+        clusters), named and described as the audit does."""
+        return [LatentPoint(clusterName(cluster), np.asarray(_clusterField(cluster, "centre"), np.float64), "cluster",
+                            str(_clusterField(cluster, "description", "")))
+                for cluster in self.requireRun().clusters()]
+
+    def clusterNames(self) -> dict[int, str]:
+        """Name of each value of the ``cluster`` column of ``analysis/samples.csv`` (for the legend)."""
+        return {int(_clusterField(c, "cluster")): clusterName(c) for c in self.requireRun().clusters()}
 
     def samplePoint(self, caseId: str) -> LatentPoint:
         with self._userErrors("Choosing a training sample"):
@@ -247,7 +267,7 @@ class HyperSORTCoreLogic(JobControl):
         return LatentPoint(self.probeLabel or f"z = ({', '.join(f'{v:.3f}' for v in z)})", z, "probe")
 
     def latentPoints(self) -> list[LatentPoint]:
-        """Points offered for Compare: main mode, cluster centres, training samples."""
+        """Points offered for Compare: main mode, style centres, training samples."""
         segmenter = self.requireRun()
         return [self.mainMode(), *self.clusterPoints(), *[self.samplePoint(c) for c in segmenter.case_ids]]
 
@@ -259,7 +279,7 @@ class HyperSORTCoreLogic(JobControl):
             self.lastWarning = getattr(segmenter, "analysis_warning", None)
             if self.lastWarning:
                 logging.warning("HyperSORT: %s Showing clusters of the current latent table.", self.lastWarning)
-            groups = groupSamples(segmenter.case_ids, segmenter.sample_table(), colorBy)
+            groups = groupSamples(segmenter.case_ids, segmenter.sample_table(), colorBy, self.clusterNames())
             clusters = self.clusterPoints()
             probe = self.mainMode().z
             if segmenter.latent_dim < 2:

@@ -1,4 +1,4 @@
-"""The latent map as Slicer plot nodes: training samples, cluster centres and a draggable probe.
+"""The latent map as Slicer plot nodes: training samples, style centres and a draggable probe.
 
 Node chain (what qMRMLPlotView draws):
 
@@ -6,7 +6,7 @@ Node chain (what qMRMLPlotView draws):
     dimensions, label = case_id for the tooltip) -> vtkMRMLPlotChartNode -> vtkMRMLPlotViewNode
 
 Samples are split into one table + series per colour group (one series has one colour), the
-cluster centres have their own series, and the probe is a one-row table with its own series.
+style centres have their own series, and the probe is a one-row table with its own series.
 In the view's MovePoints mode VTK writes a dragged point's coordinates straight into its
 table; the probe table is observed (a drag is a latent move), the other tables are restored
 whenever something moves their points, so the map itself cannot be edited by accident.
@@ -15,7 +15,7 @@ whenever something moves their points, so the map itself cannot be edited by acc
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import vtk
@@ -58,14 +58,17 @@ def _column(sampleTable: dict | None, caseIds: Sequence[str], name: str) -> list
     return [byCase[case] for case in caseIds]
 
 
-def groupSamples(caseIds: Sequence[str], sampleTable: dict | None, colorBy: str = "cluster") -> list[SampleGroup]:
+def groupSamples(caseIds: Sequence[str], sampleTable: dict | None, colorBy: str = "cluster",
+                 clusterNames: Mapping[int, str] | None = None) -> list[SampleGroup]:
     """Split the training samples into colour groups.
 
     Args:
         caseIds: the run's case ids (row order of the latent table).
         sampleTable: columns of ``analysis/samples.csv`` (strings), or None when the run has no analysis.
-        colorBy: "cluster" (one colour per cluster), "suspicion" (quantile bins of the suspicion
-            score, red = most suspicious) or "none" (one colour).
+        colorBy: "cluster" (one colour per style or cluster of the ``cluster`` column), "suspicion"
+            (quantile bins of the suspicion score, red = most suspicious) or "none" (one colour).
+        clusterNames: group name per value of the ``cluster`` column (the audit's ``style 0 (main mode)``,
+            ``isolated 5``: :func:`HyperSORTLib.rundir.style_name`); ``cluster N`` for a value without one.
     """
     if colorBy not in ("cluster", "suspicion", "none"):
         raise ValueError(f"colorBy must be 'cluster', 'suspicion' or 'none', found {colorBy!r}.")
@@ -74,7 +77,8 @@ def groupSamples(caseIds: Sequence[str], sampleTable: dict | None, colorBy: str 
         values = _column(sampleTable, caseIds, "cluster")
         if values is not None:
             clusters = np.array([int(float(v)) for v in values])
-            return [SampleGroup(f"cluster {c}", CATEGORICAL[i % len(CATEGORICAL)],
+            names = dict(clusterNames or {})
+            return [SampleGroup(names.get(c, f"cluster {c}"), CATEGORICAL[i % len(CATEGORICAL)],
                                 tuple(int(r) for r in np.flatnonzero(clusters == c)))
                     for i, c in enumerate(sorted(set(clusters.tolist())))]
     if colorBy == "suspicion":
@@ -189,9 +193,9 @@ class LatentMapPlot:
             self.sampleTables.append(table)
             self.sampleSeries.append(series)
         if len(self.centres):
-            self.centreTable = self._pointTable(f"{self.name} map: cluster centres", "centres", self.centreLabels,
+            self.centreTable = self._pointTable(f"{self.name} map: style centres", "centres", self.centreLabels,
                                                 self.centres)
-            self.centreSeries = self._series("cluster centres", self.centreTable, "centres", CENTRE_COLOR,
+            self.centreSeries = self._series("style centres", self.centreTable, "centres", CENTRE_COLOR,
                                              "MarkerStyleSquare", 11)
         self.probeTable = self._pointTable(f"{self.name} map: probe", "probe", ["probe"], probe[None])
         self.probeSeries = self._series("probe", self.probeTable, "probe", PROBE_COLOR, "MarkerStyleDiamond", 16)

@@ -34,6 +34,7 @@ import numpy as np
 
 from HyperSORTLib.analysis.behaviour import BehaviourThresholds, compare_to_reference
 from HyperSORTLib.latentmap.clusters import ClusterResult, cluster_latents
+from HyperSORTLib.rundir import style_name
 
 __all__ = ["StyleThresholds", "StyleResult", "behaviour_distance", "component_adjacency", "merge_components",
            "find_styles", "fine_components", "fine_partition", "style_summary", "row_name", "describe_main_mode",
@@ -321,10 +322,9 @@ def style_summary(result: StyleResult) -> dict[str, Any]:
 
 
 def row_name(result: StyleResult, row: int) -> str:
-    """``style 2``, ``style 0 (main mode)`` or ``isolated 5``: how the report and the terminal name a row."""
-    if not result.is_style[row]:
-        return f"isolated {row}"
-    return f"style {row}" + (" (main mode)" if row == result.main_cluster else "")
+    """``style 2``, ``style 0 (main mode)`` or ``isolated 5``: how the report and the terminal name a row
+    (:func:`HyperSORTLib.rundir.style_name`)."""
+    return style_name(row, "style" if result.is_style[row] else "isolated", row == result.main_cluster)
 
 
 def describe_main_mode(result: StyleResult) -> str:

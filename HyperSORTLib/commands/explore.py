@@ -11,7 +11,8 @@ scan the user opened. For a remote GPU server, forward the port over SSH instead
 ``ssh -L 8080:127.0.0.1:8080 gpu-server`` then open http://127.0.0.1:8080/ on the laptop.
 
 Only the argument parsing lives here (no heavy import); the web front end is
-``HyperSORT/HyperSORTExplore`` beside the Slicer module, whose Qt-free Logic it drives.
+``HyperSORT/HyperSORTExplore`` beside the Slicer module, whose Qt-free Logic it drives; a wheel installs
+both as the top-level packages ``HyperSORTExplore`` and ``HyperSORTModule``.
 """
 
 from __future__ import annotations
@@ -57,13 +58,20 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def front_end_path() -> Path:
-    """The folder holding ``HyperSORTExplore`` and ``HyperSORTModule`` (a source checkout or editable install)."""
-    folder = Path(__file__).resolve().parents[2] / FRONT_END_FOLDER
-    if not (folder / "HyperSORTExplore").is_dir():
-        raise FileNotFoundError(f"hypersort explore needs the web front end {folder / 'HyperSORTExplore'}, which this "
-                                "installation lacks; install HyperSORT from its source folder: "
-                                "pip install -e '.[explore]'.")
-    return folder
+    """The folder holding ``HyperSORTExplore`` and ``HyperSORTModule``: the source checkout's ``HyperSORT/``
+    (an editable install), else where they were installed beside this package (a wheel)."""
+    import importlib.util
+
+    source = Path(__file__).resolve().parents[2] / FRONT_END_FOLDER
+    if (source / "HyperSORTExplore").is_dir():
+        return source
+    spec = importlib.util.find_spec("HyperSORTExplore")
+    if spec is not None and spec.origin and importlib.util.find_spec("HyperSORTModule") is not None:
+        return Path(spec.origin).resolve().parents[1]
+    raise FileNotFoundError(f"hypersort explore needs its web front end (the HyperSORTExplore and HyperSORTModule "
+                            f"packages), which this installation lacks (neither in {source} nor importable); "
+                            "reinstall HyperSORT: pip install 'hypersort[explore]', or from a source folder "
+                            "pip install -e '.[explore]'.")
 
 
 def check_arguments(args: argparse.Namespace) -> list[Path]:
@@ -97,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
     if not os.environ.get("DISPLAY"):  # a headless GPU server: render off screen with EGL
         os.environ.setdefault("VTK_DEFAULT_OPENGL_WINDOW", "vtkEGLRenderWindow")
     folder = front_end_path()
-    if str(folder) not in sys.path:
+    if folder.name == FRONT_END_FOLDER and str(folder) not in sys.path:  # a source checkout's front end
         sys.path.insert(0, str(folder))
     from HyperSORTExplore.Access import AccessPolicy, accessToken
 

@@ -64,7 +64,7 @@ def test_outputs_are_reserved_beside_the_scan_and_never_over_existing_files(tmp_
     assert [p.name for p in third] == ["ct_hypersort_case_001_3.nii.gz", "ct_hypersort_case_001_3.seg.nrrd"]
     assert (tmp_path / "ct_hypersort_case_001_2.seg.nrrd").read_bytes() == b"the user's file"
     assert not (tmp_path / "ct_hypersort_case_001_2.nii.gz").exists()
-    assert safeName("cluster 0 (main mode)") == "cluster-0-main-mode"
+    assert safeName("style 0 (main mode)") == "style-0-main-mode"
 
 
 def _args(tmp_path, **overrides) -> argparse.Namespace:

@@ -48,10 +48,12 @@ def analysed_run(tmp_path_factory) -> Path:
             writer.writerow([ids[row], *latents[row], clusters[row], suspicion[row], int(np.where(order == row)[0][0]) + 1])
     with open(run / "analysis" / "clusters.csv", "w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["cluster", "size", "weight", "z1", "z2", "z3", "is_main_mode", "description"])
+        writer.writerow(["cluster", "kind", "size", "weight", "z1", "z2", "z3", "is_main_mode", "description"])
+        kinds = ["style", "style", "isolated"]
+        descriptions = ["segments like the main mode", "liver about 25% larger than the main mode", "spleen missing"]
         for k in range(3):
             centre = latents[[i for i, c in enumerate(clusters) if c == k]].mean(0)
-            writer.writerow([k, clusters.count(k), clusters.count(k) / 6, *centre, k == 0, ""])
+            writer.writerow([k, kinds[k], clusters.count(k), clusters.count(k) / 6, *centre, k == 0, descriptions[k]])
     from HyperSORTLib import rundir
     from HyperSORTLib.utils.io import atomic_write_json
 
@@ -280,6 +282,13 @@ def test_latent_map_colours_by_analysis_and_shows_chosen_dimensions(scene, analy
     assert labels == [list(segmenter.case_ids[:3]), list(segmenter.case_ids[3:5]), [segmenter.case_ids[5]]]
     assert len({tuple(s.GetColor()) for s in plot.sampleSeries}) == 3
     assert plot.centreTable.GetTable().GetNumberOfRows() == 3
+    # named as the audit names them, the behaviour in words with each centre
+    assert [g.name for g in groupSamples(segmenter.case_ids, segmenter.sample_table(), "cluster",
+                                         logic.clusterNames())] == ["style 0 (main mode)", "style 1", "isolated 2"]
+    assert [s.GetName() for s in plot.sampleSeries] == ["style 0 (main mode) (3)", "style 1 (2)", "isolated 2 (1)"]
+    assert [(c.label, c.description) for c in logic.clusterPoints()] == [
+        ("style 0 (main mode)", "segments like the main mode"),
+        ("style 1", "liver about 25% larger than the main mode"), ("isolated 2", "spleen missing")]
     assert [(s.GetXColumnName(), s.GetYColumnName()) for s in plot.allSeries()] == [("z1", "z3")] * 5
     assert plot.chartNode.GetYAxisTitle() == "z3"
 
