@@ -155,7 +155,7 @@ class ExploreLogic:
         groups = groupSamples(segmenter.case_ids, segmenter.sample_table(), colorBy, names)
         table = segmenter.sample_table() or {}
         suspicion = dict(zip(table.get("case_id", []), table.get("suspicion", [])))
-        styleOf = {case: self._styleName(value, names) for case, value in zip(table.get("case_id", []),
+        styleOf = {case: self.core.styleNameOf(value, names) for case, value in zip(table.get("case_id", []),
                                                                                  table.get("cluster", []))}
         centres = [{"index": index, "label": point.label, "description": point.description,
                     "z": [float(v) for v in point.z]} for index, point in enumerate(self.core.clusterPoints())]
@@ -176,15 +176,6 @@ class ExploreLogic:
                            for g in groups],
                 "audited": any(getattr(c, "kind", "") for c in segmenter.clusters()),
                 "probe": [float(v) for v in self.core.plot.probe()]}
-
-    @staticmethod
-    def _styleName(value, names: dict[int, str]) -> str:
-        """The style name of a ``cluster`` value of ``samples.csv`` (the value itself if it is no number)."""
-        try:
-            index = int(float(value))
-        except (TypeError, ValueError):
-            return str(value)
-        return names.get(index, f"cluster {index}")
 
     def pickSample(self, caseId: str):
         """Segment the scan (preview grid) with the UNet of training sample ``caseId``."""
@@ -295,7 +286,7 @@ class ExploreLogic:
             return []
         names = self.core.clusterNames()
         return [{"rank": r.rank, "id": r.caseId, "suspicion": round(float(r.suspicion), 3),
-                 "style": self._styleName(r.cluster, names), "verdict": r.verdict} for r in self.core.review.rows()]
+                 "style": self.core.styleNameOf(r.cluster, names), "verdict": r.verdict} for r in self.core.review.rows()]
 
     def openReviewCase(self, caseId: str, progress=None):
         """Show a training case with its own label (filled) and the main mode's segmentation (outlined)."""

@@ -26,7 +26,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 
@@ -253,6 +253,16 @@ class HyperSORTCoreLogic(JobControl):
     def clusterNames(self) -> dict[int, str]:
         """Name of each value of the ``cluster`` column of ``analysis/samples.csv`` (for the legend)."""
         return {int(_clusterField(c, "cluster")): clusterName(c) for c in self.requireRun().clusters()}
+
+    def styleNameOf(self, value, names: Optional[dict[int, str]] = None) -> str:
+        """The style name ("style 1", "isolated 4") of a ``cluster`` value of ``samples.csv`` or of the
+        review queue; the value itself if it is no number. ``names``: :meth:`clusterNames`, when at hand."""
+        try:
+            index = int(float(value))
+        except (TypeError, ValueError):
+            return str(value)
+        names = self.clusterNames() if names is None else names
+        return names.get(index, f"cluster {index}")
 
     def samplePoint(self, caseId: str) -> LatentPoint:
         with self._userErrors("Choosing a training sample"):

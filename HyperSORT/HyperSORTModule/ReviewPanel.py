@@ -51,8 +51,9 @@ class ReviewPanel:
             combo.blockSignals(True)
             combo.clear()
             combo.addItem("ranked suspects")
+            names = self.logic.clusterNames()
             for cluster in session.clusters():
-                combo.addItem(f"cluster {cluster}")
+                combo.addItem(self.logic.styleNameOf(cluster, names))
             combo.blockSignals(False)
             self.fillReviewTable()
             nextCase = session.next_case()
@@ -70,10 +71,12 @@ class ReviewPanel:
         table = self.ui.reviewTableWidget
         table.clear()
         table.setColumnCount(5)
-        table.setHorizontalHeaderLabels(["rank", "case", "suspicion", "cluster", "verdict"])
+        table.setHorizontalHeaderLabels(["rank", "case", "suspicion", "style", "verdict"])
         table.setRowCount(len(self.reviewRows))
+        names = self.logic.clusterNames()
         for row, entry in enumerate(self.reviewRows):
-            values = (str(entry.rank), entry.caseId, f"{entry.suspicion:.3f}", entry.cluster, entry.verdict)
+            values = (str(entry.rank), entry.caseId, f"{entry.suspicion:.3f}", self.logic.styleNameOf(entry.cluster, names),
+                      entry.verdict)
             for column, value in enumerate(values):
                 item = qt.QTableWidgetItem(value)
                 if entry.verdict:  # reviewed cases are greyed out

@@ -285,6 +285,9 @@ def test_latent_map_colours_by_analysis_and_shows_chosen_dimensions(scene, analy
     # named as the audit names them, the behaviour in words with each centre
     assert [g.name for g in groupSamples(segmenter.case_ids, segmenter.sample_table(), "cluster",
                                          logic.clusterNames())] == ["style 0 (main mode)", "style 1", "isolated 2"]
+    # the review queue's cluster values (as read from samples.csv) by the same names
+    assert [logic.styleNameOf(v) for v in ("1", "2.0", 0, "9", "n/a")] == [
+        "style 1", "isolated 2", "style 0 (main mode)", "cluster 9", "n/a"]
     assert [s.GetName() for s in plot.sampleSeries] == ["style 0 (main mode) (3)", "style 1 (2)", "isolated 2 (1)"]
     assert [(c.label, c.description) for c in logic.clusterPoints()] == [
         ("style 0 (main mode)", "segments like the main mode"),
