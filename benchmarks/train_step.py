@@ -38,7 +38,6 @@ import contextlib
 import json
 import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -48,6 +47,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import describe, machine_record  # noqa: E402
+from subprocesses import exit_on_sigterm, run_group  # noqa: E402
 
 PRESETS = {
     # the built-in demo's network and patch
@@ -277,6 +277,8 @@ def main() -> None:
                         help="data-parallel processes of the trainer variant (torchrun)")
     parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=["batched", "looped", "plain"])
     parser.add_argument("--in-process", action="store_true", help="run the variants in this process")
+    parser.add_argument("--variant-timeout", type=float, default=None,
+                        help="seconds one variant's process may run; past it the variant is a failed row")
     parser.add_argument("--json", type=Path, default=None, help="also write the rows and the machine here")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -285,6 +287,7 @@ def main() -> None:
 
     spec = preset_spec(args.preset, args.device, args.batch, args.patch)
 
+    exit_on_sigterm()
     if args.worker:
         result = run_variant(args.worker, spec, args.device, args.steps, args.warmup, args.dtype, args.forward)
         if result.get("rank", 0) == 0:
@@ -306,13 +309,15 @@ def main() -> None:
                 result = _error_row(variant, spec, args.dtype, f"{type(exc).__name__}: {exc}")
             _release_memory(args.device)
         else:
-            out = subprocess.run(_worker_command(variant, args, spec), capture_output=True, text=True)
-            if out.returncode:
-                sys.stderr.write(out.stdout + out.stderr)
-                last = (out.stderr.strip().splitlines() or [f"exit status {out.returncode}"])[-1]
+            code, stdout, stderr = run_group(_worker_command(variant, args, spec), args.variant_timeout)
+            if code is None:
+                result = _error_row(variant, spec, args.dtype, f"ran past --variant-timeout {args.variant_timeout} s")
+            elif code:
+                sys.stderr.write(stdout + stderr)
+                last = (stderr.strip().splitlines() or [f"exit status {code}"])[-1]
                 result = _error_row(variant, spec, args.dtype, last)
             else:
-                result = json.loads(out.stdout.strip().splitlines()[-1])
+                result = json.loads(stdout.strip().splitlines()[-1])
         results.append(result)
         summary = f"failed: {result['error']}" if "error" in result else f"{result['step_s']:.3f} s/step"
         print(f"  {variant}: {summary}", file=sys.stderr)
