@@ -91,7 +91,7 @@ def _sizes(smoke: bool) -> dict:
                           "40", "--window", "32"],
                 "ddp": ["--preset", "demo", "--patch", "16", "16", "16", "--batch", "2", "--steps", "1",
                         "--warmup", "1"],
-                "what": "demo UNet, 16^3, batch 2"}
+                "what": "demo UNet, 16^3, batch 2", "demo_what": "16^3, batch 2"}
     # a variant that runs past its timeout (a slow kernel, say) is a failed row; the others still report
     return {"step": ["--preset", "reference", "--patch", "168", "168", "168", "--batch", "4", "--steps", "5",
                      "--warmup", "2", "--variant-timeout", "45"],
@@ -102,7 +102,7 @@ def _sizes(smoke: bool) -> dict:
             "probe": ["--models", "small,reference", "--paths", "preview,full", "--repeats", "3"],
             "ddp": ["--preset", "reference", "--patch", "168", "168", "168", "--batch", "4", "--steps", "5",
                     "--warmup", "2"],
-            "what": "reference UNet, 168^3, batch 4"}
+            "what": "reference UNet, 168^3, batch 4", "demo_what": "168^3, batch 4"}
 
 
 def plan(device: str, smoke: bool, gpus: int, bf16: bool) -> list[Part]:
@@ -137,7 +137,8 @@ def plan(device: str, smoke: bool, gpus: int, bf16: bool) -> list[Part]:
              [*sizes["probe"], *dev], caps(120), slicer),
         Part("ddp", f"the Trainer's step in 2 torchrun processes ({what} global)", "train_step.py",
              [*sizes["ddp"], *ddp_dev, *amp, "--variants", "trainer", "--processes", "2"], caps(90), ddp_skip),
-        Part("step-demo-bf16", "batched vs loop vs plain step, demo UNet (8-64 channels), bf16 autocast",
+        Part("step-demo-bf16", f"batched vs loop vs plain step, demo UNet (8-64 channels), {sizes['demo_what']}, "
+             "bf16 autocast",
              "train_step.py", [*sizes["demo"], *dev, "--dtype", "bf16"], caps(60), no_bf16),
     ]
 

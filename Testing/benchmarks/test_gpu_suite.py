@@ -68,3 +68,24 @@ def test_smoke_suite_reports_every_part_with_numbers_or_a_reason(tmp_path):
     keys = {r["key"] for r in report["ratios"]}
     assert {"batched_vs_plain", "loop_vs_batched", "training_vs_upstream", "loading_vs_step", "ddp_vs_one"} <= keys
     assert "## Ratios against the targets" in text
+
+
+def test_gpu_plan_runs_the_issue_sizes_and_skips_the_2_gpu_part_on_one_gpu():
+    sys.path.insert(0, str(SUITE.parent))
+    try:
+        import gpu_suite
+    finally:
+        sys.path.remove(str(SUITE.parent))
+    one = {p.name: p for p in gpu_suite.plan("cuda", smoke=False, gpus=1, bf16=True)}
+    assert tuple(one) == PARTS
+    assert "needs two" in one["ddp"].skip and one["step-bf16"].skip is None
+    for name in ("step-bf16", "step-fp32", "training"):
+        args = " ".join(one[name].args)
+        assert "--preset reference --patch 168 168 168 --batch 4" in args and "--device cuda" in args
+        assert "--in-process" not in args  # each variant in its own process: its own peak memory
+    assert "--dtype bf16" in " ".join(one["training"].args)
+    assert "--step-patch 168" in " ".join(one["loader"].args)
+    two = {p.name: p for p in gpu_suite.plan("cuda", smoke=False, gpus=2, bf16=True)}
+    assert two["ddp"].skip is None and "--processes 2" in " ".join(two["ddp"].args)
+    no_bf16 = {p.name: p for p in gpu_suite.plan("cuda", smoke=False, gpus=1, bf16=False)}
+    assert no_bf16["step-bf16"].skip and "--dtype fp32" in " ".join(no_bf16["training"].args)
