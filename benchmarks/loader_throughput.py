@@ -12,19 +12,21 @@ side in one run:
   (memory-mapped window of ``--patch``), in this process;
 * ``cached, DataLoader w workers``: items/s through a DataLoader with that many worker processes;
 
-against the time of one training step (:meth:`Trainer.train_step`, reference UNet and generator,
-batch 1) at ``--step-patch``. ``per step`` is how many items one loading process delivers in the
-time of one training step: below 1, that loader alone would starve the device.
+against the rate of the training step (:meth:`Trainer.train_step`, reference UNet and generator by
+default, ``--step-batch`` samples, bf16 autocast on CUDA as ``train.amp``) at ``--step-patch``.
+``vs step rate`` is how many items one loading path delivers while the step trains one sample:
+below 1, that loader alone would starve the device. ``--json`` also writes the rows and the machine.
 
 Usage:
     python benchmarks/loader_throughput.py                      # CPU, small step patch
-    python benchmarks/loader_throughput.py --device cuda --step-patch 168 --cases 8
+    python benchmarks/loader_throughput.py --device cuda --step-patch 168 --step-batch 4 --cases 8
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import statistics
 import sys
 import tempfile
@@ -36,16 +38,23 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train_step import machine_description  # noqa: E402
+from machine import describe, machine_record  # noqa: E402
+from train_step import PRESETS, preset_spec, run_variant  # noqa: E402
 
-from HyperSORTLib.config import DataConfig, RunConfig, TrainConfig  # noqa: E402
+from HyperSORTLib.config import DataConfig  # noqa: E402
 from HyperSORTLib.data import read_dataset  # noqa: E402
 from HyperSORTLib.data.cache import PreprocessCache  # noqa: E402
 from HyperSORTLib.data.dataset import PreprocessedCases  # noqa: E402
 from HyperSORTLib.data.validation import check_cases  # noqa: E402
 
-EXAMPLE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ct-examples" / "totalsegmentator" / \
-    "A_example_ct_3mm"
+#: Exit status of a run that cannot measure anything here (the benchmark suite reports it as skipped).
+SKIPPED = 77
+
+_REPO = Path(__file__).resolve().parents[1]
+#: The shared CT example: in the checkout's shared/ folder, else beside the checkout.
+EXAMPLE = next((root / "shared" / "data" / "ct-examples" / "totalsegmentator" / "A_example_ct_3mm"
+                for root in (_REPO, _REPO.parent) if (root / "shared" / "data").is_dir()),
+               _REPO.parent / "shared" / "data" / "ct-examples" / "totalsegmentator" / "A_example_ct_3mm")
 
 
 def make_cases(root: Path, n: int, zoom: tuple[float, float, float]) -> Path:
@@ -78,35 +87,10 @@ def timed(fn, repeat: int = 1) -> float:
     return statistics.median(times)
 
 
-def step_time(patch: int, device: str, steps: int) -> float:
-    """Median time of Trainer.train_step with the reference model at ``patch``^3, batch 1."""
-    from HyperSORTLib.training import Trainer
-
-    config = RunConfig(data=DataConfig(patch_size=(patch,) * 3), train=TrainConfig(device=device, batch_size=1))
-
-    class Items(torch.utils.data.Dataset):
-        def __len__(self):
-            return 1
-
-        def __getitem__(self, i):
-            return {}
-
-    with tempfile.TemporaryDirectory() as run_dir:
-        trainer = Trainer(config, Items(), ["c0"], run_dir, progress=False)
-        generator = torch.Generator().manual_seed(0)
-        batch = {"image": torch.rand(1, 1, patch, patch, patch, generator=generator),
-                 "label": (torch.rand(1, 1, patch, patch, patch, generator=generator) > 0.7).to(torch.uint8),
-                 "index": [0]}
-        trainer.train_step(batch)  # warm-up
-        if trainer.device.type == "cuda":
-            torch.cuda.synchronize()
-
-        def one() -> None:
-            trainer.train_step(batch)
-            if trainer.device.type == "cuda":
-                torch.cuda.synchronize()
-
-        return timed(one, steps)
+def step_rate(preset: str, patch: int, batch: int, device: str, dtype: str, steps: int) -> dict:
+    """The Trainer step of ``preset`` at ``patch``^3 and ``batch`` (``train_step.py``'s trainer variant)."""
+    spec = preset_spec(preset, device, batch, [patch] * 3)
+    return run_variant("trainer", spec, device, steps, warmup=1, dtype=dtype, isolated=False)
 
 
 def main() -> None:
@@ -114,17 +98,29 @@ def main() -> None:
     parser.add_argument("--cases", type=int, default=4)
     parser.add_argument("--patch", type=int, default=168, help="training patch edge for the loader")
     parser.add_argument("--step-patch", type=int, default=64, help="patch edge of the timed training step")
+    parser.add_argument("--step-batch", type=int, default=1, help="samples per timed training step")
+    parser.add_argument("--step-preset", choices=sorted(PRESETS), default="reference",
+                        help="networks of the timed training step (train_step.py's presets)")
+    parser.add_argument("--step-dtype", choices=("fp32", "bf16"), default=None,
+                        help="precision of the timed step (default: bf16 on CUDA, as train.amp; fp32 on CPU)")
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--zoom", type=float, nargs=3, default=(3.0, 3.0, 1.5),
+                        help="upsampling of the 3 mm example into the test scans (default: about 1 x 1 x 2 mm)")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--json", type=Path, default=None, help="also write the rows and the machine here")
     args = parser.parse_args()
+    if args.device == "auto":
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    step_dtype = args.step_dtype or ("bf16" if args.device.startswith("cuda") else "fp32")
     if not EXAMPLE.is_dir():
-        sys.exit(f"{EXAMPLE} is missing (the shared CT examples).")
+        print(f"{EXAMPLE} is missing (the shared CT examples).", file=sys.stderr)
+        sys.exit(SKIPPED)
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        root = make_cases(tmp / "data", args.cases, (3.0, 3.0, 1.5))
+        root = make_cases(tmp / "data", args.cases, tuple(args.zoom))
         shape = nib.load(str(next((root / "imagesTr").glob("*.nii.gz")))).shape
         cases = read_dataset(root)
         n = len(cases.cases)
@@ -152,16 +148,27 @@ def main() -> None:
             drain()  # start the workers, warm the page cache
             rows.append((f"cached, DataLoader {workers} workers", timed(drain, 3) / len(keys)))
 
-        step = step_time(args.step_patch, args.device, args.steps)
+        step = step_rate(args.step_preset, args.step_patch, args.step_batch, args.device, step_dtype, args.steps)
 
-    print(f"{n} scans of {shape} voxels (about 1 x 1 x 2 mm, int16 .nii.gz) -> 2 mm volumes {volume_shape}; "
-          f"loader patch {args.patch}^3; training step: reference UNet + generator, batch 1, patch "
-          f"{args.step_patch}^3 on {args.device}: {step:.3f} s.\n")
-    print("| loading | s per case | cases/s | per step |")
-    print("|---|---|---|---|")
+    rate = step["samples_per_s"]
+    spacing = "x".join(f"{3 / z:.3g}" for z in args.zoom)
+    lines = [f"{n} scans of {shape} voxels (about {spacing} mm, int16 .nii.gz) -> 2 mm volumes {volume_shape}; "
+             f"loader patch {args.patch}^3; training step: {args.step_preset} UNet + generator, batch "
+             f"{step['batch']}, patch {args.step_patch}^3, {step['dtype']}, forward {step['forward']} on "
+             f"{args.device}: {step['step_s']:.3f} s ({rate:.2f} samples/s).", "",
+             "| loading | s per case | cases/s | vs step rate |", "|---|---|---|---|"]
     for name, seconds in rows:
-        print(f"| {name} | {seconds:.4f} | {1 / seconds:.1f} | {step / seconds:.1f} |")
-    print(f"\nMachine: {machine_description(args.device)}")
+        lines.append(f"| {name} | {seconds:.4f} | {1 / seconds:.1f} | {1 / seconds / rate:.1f} |")
+    lines += ["", f"Machine: {describe(args.device)}"]
+    print("\n".join(lines))
+    if args.json:
+        args.json.write_text(json.dumps({
+            "script": "loader_throughput", "machine": machine_record(args.device), "cases": n,
+            "scan_shape": list(shape), "volume_shape": list(volume_shape), "patch": args.patch,
+            "workers": args.workers, "step": step,
+            "rows": [{"loading": name, "seconds_per_case": seconds, "cases_per_s": 1 / seconds,
+                      "vs_step_rate": 1 / seconds / rate} for name, seconds in rows],
+            "markdown": lines}, indent=1))
 
 
 if __name__ == "__main__":

@@ -19,6 +19,9 @@ Paths compared side by side, on the same scan and model:
 one convolution per level, 5 classes) at the reference data settings (2 mm, 168^3 windows),
 ``reference`` = the reference HyperSORT configuration (16-128 channels, 3 convolutions per level).
 
+``--shape`` and ``--window`` shrink the scan and the sliding window (quick checks); ``--json``
+also writes the rows and the machine.
+
 Run:
     python benchmarks/slicer_probe_latency.py                        # small model, CPU
     python benchmarks/slicer_probe_latency.py --models small,reference --device cuda
@@ -27,6 +30,8 @@ Run:
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import os
 import statistics
 import sys
@@ -46,7 +51,7 @@ from HyperSORTLib.model.hypersort import HyperSORTModel  # noqa: E402
 from HyperSORTLib.device import resolve_device  # noqa: E402
 from HyperSORTModule import SelfTest, StandaloneScene, VolumeNodes  # noqa: E402
 from HyperSORTModule.CoreLogic import HyperSORTCoreLogic  # noqa: E402
-from machine import describe  # noqa: E402
+from machine import describe, machine_record  # noqa: E402
 
 
 def synthetic_ct(shape=(512, 512, 200), spacing=(0.78, 0.78, 2.0), seed=0):
@@ -62,8 +67,12 @@ def synthetic_ct(shape=(512, 512, 200), spacing=(0.78, 0.78, 2.0), seed=0):
     return ct.astype(np.int16), affine
 
 
-def configs() -> dict[str, RunConfig]:
+def configs(window: int | None = None) -> dict[str, RunConfig]:
+    """The two models at the reference data settings (``window``: another sliding-window edge)."""
     reference = RunConfig.from_dict({"model": {"unet": {"num_classes": 5}}})
+    if window:
+        reference = dataclasses.replace(reference, data=dataclasses.replace(reference.data,
+                                                                            patch_size=(window,) * 3))
     return {
         "small": RunConfig(model=DEMO_CONFIG.model, data=reference.data, train=reference.train),
         "reference": reference,
@@ -72,10 +81,10 @@ def configs() -> dict[str, RunConfig]:
 
 def logic_for(config: RunConfig, device: torch.device, volume_node, scene) -> HyperSORTCoreLogic:
     model = HyperSORTModel(config.model, [f"case_{i}" for i in range(8)], seed=0).to(device).eval()
-    segmenter = InteractiveSegmenter(TrainedRun(REPO, config, model, device))
+    # a loaded run without a run directory on disk; the digest stands in for its weights file's
+    segmenter = InteractiveSegmenter(TrainedRun(REPO, config, model, device, weights_sha256="untrained" * 2))
     logic = HyperSORTCoreLogic(scene)
-    logic.segmenter = segmenter  # a loaded run, without a run directory on disk
-    logic._checkpointHashes[str(REPO)] = "untrained"
+    logic.segmenter = segmenter
     logic.setInputVolume(volume_node)
     logic.buildLatentMap()
     logic.updateSegmentationOnRelease = False
@@ -100,7 +109,7 @@ def probe_move(logic: HyperSORTCoreLogic, z: np.ndarray, full: bool) -> float:
 
 def measure(name: str, config: RunConfig, device: torch.device, repeats: int, paths: list[str], ct, affine):
     scene = StandaloneScene.newScene()
-    volume = SelfTest.addVolumeNode(scene, ct, affine, "CT 512x512x200")
+    volume = SelfTest.addVolumeNode(scene, ct, affine, "CT " + "x".join(map(str, ct.shape)))
     logic = logic_for(config, device, volume, scene)
     dim = config.model.hyper.latent_dim
     rng = np.random.default_rng(0)
@@ -145,25 +154,37 @@ def main() -> None:
                         help="comma-separated: preview, preview:<mm>, full, accept")
     parser.add_argument("--repeats", type=int, default=3, help="latent points after the first")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--shape", type=int, nargs=3, default=(512, 512, 200), help="voxels of the synthetic scan")
+    parser.add_argument("--window", type=int, default=None,
+                        help="sliding-window edge in voxels (default: the reference 168)")
+    parser.add_argument("--json", type=Path, default=None, help="also write the rows and the machine here")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
-    ct, affine = synthetic_ct()
+    ct, affine = synthetic_ct(tuple(args.shape))
     rows = []
+    models = configs(args.window)
     for name in args.models.split(","):
-        rows += measure(name, configs()[name], device, args.repeats, args.paths.split(","), ct, affine)
+        rows += measure(name, models[name], device, args.repeats, args.paths.split(","), ct, affine)
     load = ", ".join(f"{v:.1f}" for v in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
-    print(f"\nScan 512x512x200 int16 at 0.78x0.78x2.0 mm, volume node in a slicer-core MRML scene; "
-          f"{describe(device)}; next moves: median of {args.repeats}; load average at the end {load}.\n")
-    print("| model | path | labelmap grid | first move (s) | next moves (s) | vs preview | hyper-network (s) | "
-          "UNet (s) | resample (s) | MRML write (s) |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    window = f", {args.window}^3 windows" if args.window else ""
+    lines = [f"Scan {'x'.join(map(str, ct.shape))} int16 at 0.78x0.78x2.0 mm{window}, volume node in a slicer-core "
+             f"MRML scene; {describe(device)}; next moves: median of {args.repeats}; load average at the end "
+             f"{load}.", "",
+             "| model | path | labelmap grid | first move (s) | next moves (s) | vs preview | hyper-network (s) | "
+             "UNet (s) | resample (s) | MRML write (s) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         base = next((b["next"] for b in rows if b["model"] == r["model"] and b["path"] == "preview"), None)
         ratio = f"{r['next'] / base:.1f}x" if base else "-"
-        print(f"| {r['model']} | {r['path']} | {r['grid']} | {r['first']:.2f} | {r['next']:.2f} | {ratio} | "
-              f"{r['hypernetwork']:.3f} | {r['unet']:.2f} | {r['resample']:.2f} | {r['mrml']:.2f} |")
+        lines.append(f"| {r['model']} | {r['path']} | {r['grid']} | {r['first']:.2f} | {r['next']:.2f} | {ratio} | "
+                     f"{r['hypernetwork']:.3f} | {r['unet']:.2f} | {r['resample']:.2f} | {r['mrml']:.2f} |")
+    print("\n" + "\n".join(lines))
+    if args.json:
+        args.json.write_text(json.dumps({"script": "slicer_probe_latency", "machine": machine_record(device),
+                                         "scan_shape": list(ct.shape), "window": args.window,
+                                         "repeats": args.repeats, "rows": rows, "markdown": lines}, indent=1))
 
 
 if __name__ == "__main__":
