@@ -33,11 +33,10 @@ import numpy as np
 import torch
 
 from HyperSORTLib.config import RunConfig
-from HyperSORTLib.demo.run import DEMO_CONFIG
 from HyperSORTLib.device import resolve_device
 from HyperSORTLib.inference import InteractiveSegmenter
 from machine import describe
-from segment_latency import _segmenter, _synthetic_ct
+from segment_latency import _configs, _segmenter, _synthetic_ct
 
 
 def _paths(config: RunConfig, device: torch.device, sw_batch_size: int | None) -> dict[str, InteractiveSegmenter]:
@@ -108,8 +107,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     ct, affine = _synthetic_ct()
-    reference = RunConfig.from_dict({"model": {"unet": {"num_classes": 5}}})  # 2 mm, 168^3 windows
-    demo = RunConfig(model=DEMO_CONFIG.model, data=reference.data, train=reference.train)
+    reference, demo = _configs()  # 2 mm, 168^3 windows
     rows = measure("demo", demo, device, ct, affine, ["preview"], args.repeats, args.sw_batch_size)
     rows += measure("demo", demo, device, ct, affine, ["full"], args.full_repeats, args.sw_batch_size)
     if not args.demo_only:

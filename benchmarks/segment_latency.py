@@ -49,6 +49,13 @@ def _synthetic_ct(shape=(512, 512, 200), spacing=(0.78, 0.78, 2.0), seed=0) -> t
     return ct, affine
 
 
+def _configs() -> tuple[RunConfig, RunConfig]:
+    """The reference HyperSORT setting (2 mm, 168^3 patches, 5 classes) and the demo's small UNet at
+    the same data settings."""
+    reference = RunConfig.from_dict({"model": {"unet": {"num_classes": 5}}})
+    return reference, RunConfig(model=DEMO_CONFIG.model, data=reference.data, train=reference.train)
+
+
 def _segmenter(config: RunConfig, device: torch.device) -> InteractiveSegmenter:
     model = HyperSORTModel(config.model, [f"case_{i}" for i in range(8)], seed=0).to(device).eval()
     return InteractiveSegmenter(TrainedRun(Path("."), config, model, device))
@@ -132,8 +139,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     ct, affine = _synthetic_ct()
-    reference = RunConfig.from_dict({"model": {"unet": {"num_classes": 5}}})  # 2 mm, 168^3 patches
-    small = RunConfig(model=DEMO_CONFIG.model, data=reference.data, train=reference.train)
+    reference, small = _configs()
     models = {"small": small, "reference": reference}
     resampling = measure_resampling(device, ct, affine, args.repeats)
     rows = []
