@@ -212,6 +212,11 @@ class TrainConfig:
             (see :attr:`effective_latent_lr`).
         latent_betas: Adam betas of each latent.
         latent_init_std: standard deviation of the initial latents.
+        latent_scale: how a latent's Adam step is normalised: "row" (each latent by its own
+            gradients, the reference) or "table" (all latents by one scale, so a weak pull moves a
+            latent less than a strong one; see :class:`~HyperSORTLib.model.latent.RowwiseAdam`).
+        latent_warmup_epochs: epochs at the start in which only the generator learns and the
+            latents stay where they were initialised (0: the latents learn from the first step).
         l1_weight: weight of the L1 norm of the latent in the loss.
         dice_weight: weight of the soft Dice term.
         ce_weight: weight of the cross-entropy term.
@@ -239,6 +244,8 @@ class TrainConfig:
     latent_lr: Optional[float] = None
     latent_betas: tuple[float, float] = (0.7, 0.9)
     latent_init_std: float = 0.05
+    latent_scale: str = "row"
+    latent_warmup_epochs: int = 0
     l1_weight: float = 0.01
     dice_weight: float = 1.0
     ce_weight: float = 1.0
@@ -270,6 +277,10 @@ class TrainConfig:
         _require(self.checkpoint_every >= 1, "train.checkpoint_every", "an integer >= 1",
                  self.checkpoint_every)
         _require(self.num_workers >= 0, "train.num_workers", "an integer >= 0", self.num_workers)
+        _require(0 <= self.latent_warmup_epochs < self.epochs, "train.latent_warmup_epochs",
+                 "an integer >= 0 and below train.epochs", self.latent_warmup_epochs)
+        _require(self.latent_scale in ("row", "table"), "train.latent_scale", "'row' or 'table'",
+                 self.latent_scale)
         _require(self.forward in FORWARD_STRATEGIES, "train.forward", " or ".join(map(repr, FORWARD_STRATEGIES)),
                  self.forward)
         device = self.device
@@ -283,7 +294,7 @@ class TrainConfig:
         ``MAX_LATENT_LR`` when it is ``None``."""
         if self.latent_lr is not None:
             return float(self.latent_lr)
-        return min(MAX_LATENT_LR, LATENT_TRAVEL / self.epochs)
+        return min(MAX_LATENT_LR, LATENT_TRAVEL / (self.epochs - self.latent_warmup_epochs))
 
 
 #: Values of ``train.forward`` (see :func:`HyperSORTLib.model.functional.choose_forward`).

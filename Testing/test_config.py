@@ -28,6 +28,12 @@ def test_the_default_latent_learning_rate_follows_the_epoch_budget():
     assert TrainConfig(epochs=1200).effective_latent_lr == pytest.approx(1e-3)
     assert TrainConfig(epochs=10).effective_latent_lr == MAX_LATENT_LR
     assert TrainConfig(epochs=10, latent_lr=2e-3).effective_latent_lr == 2e-3
+    # The latents travel over the epochs in which they learn, after the generator's warm-up.
+    assert TrainConfig(epochs=100, latent_warmup_epochs=40).effective_latent_lr == pytest.approx(LATENT_TRAVEL / 60)
+    with pytest.raises(ValueError, match="latent_warmup_epochs"):
+        TrainConfig(epochs=10, latent_warmup_epochs=10)
+    with pytest.raises(ValueError, match="latent_scale"):
+        TrainConfig(latent_scale="column")
     # The paper configurations use the rule; none of them pins the slow released latents.
     for name in ("amos.yaml", "totalsegmentator.yaml", "cpu_small.yaml"):
         train = RunConfig.from_file(CONFIGS / name).train

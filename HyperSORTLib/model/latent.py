@@ -64,24 +64,38 @@ class LatentTable(nn.Module):
         return self.weight[rows.to(self.weight.device)]
 
 
+#: Values of :class:`RowwiseAdam`'s ``scale`` (``train.latent_scale``).
+LATENT_SCALES = ("row", "table")
+
+
 class RowwiseAdam:
     """Adam with independent moments and step counts for every row of one parameter.
 
     ``step(rows)`` updates only ``rows``; it is the same as running one ``torch.optim.Adam``
     per row and stepping only the optimisers of the visited rows (no weight decay, no amsgrad).
 
+    With ``scale="table"`` every row keeps its own moments but the step is normalised by one
+    scale for the whole table (the root mean square of the bias-corrected second moments of the
+    visited rows) instead of the row's own: a latent whose gradient is weaker than the others'
+    moves proportionally less, where per-row Adam moves every latent about one learning rate per
+    visit whatever the strength of the pull.
+
     Args:
         param: the [N, D] parameter (the latent table's ``weight``).
         lr: learning rate.
         betas: moment decay rates.
         eps: term added to the denominator.
+        scale: "row" (the reference: each row and coordinate its own Adam) or "table".
     """
 
     def __init__(self, param: nn.Parameter, lr: float = 1e-3, betas: tuple[float, float] = (0.7, 0.9),
-                 eps: float = 1e-8) -> None:
+                 eps: float = 1e-8, scale: str = "row") -> None:
         if param.dim() != 2:
             raise ValueError(f"RowwiseAdam expects a 2-D parameter [rows, dim], found shape {tuple(param.shape)}.")
+        if scale not in LATENT_SCALES:
+            raise ValueError(f"RowwiseAdam scale must be one of {', '.join(LATENT_SCALES)}, found {scale!r}.")
         self.param = param
+        self.scale = scale
         self.lr, self.betas, self.eps = float(lr), (float(betas[0]), float(betas[1])), float(eps)
         self.exp_avg = torch.zeros_like(param, memory_format=torch.preserve_format).detach()
         self.exp_avg_sq = torch.zeros_like(self.exp_avg)
@@ -107,7 +121,12 @@ class RowwiseAdam:
         # Same arithmetic as torch.optim.Adam (non-fused): lr / bc1 * m / (sqrt(v) / sqrt(bc2) + eps)
         bias1 = 1 - beta1 ** steps
         bias2 = 1 - beta2 ** steps
-        denom = (v.sqrt() / bias2.sqrt()).add_(self.eps)
+        if self.scale == "table":
+            visited = self.steps > 0
+            all_bias2 = 1 - beta2 ** self.steps[visited].to(self.exp_avg.dtype).unsqueeze(1)
+            denom = (self.exp_avg_sq[visited] / all_bias2).mean().sqrt().add_(self.eps)
+        else:
+            denom = (v.sqrt() / bias2.sqrt()).add_(self.eps)
         self.param[rows] -= (self.lr / bias1) * m / denom
 
     def state_dict(self) -> dict[str, torch.Tensor]:

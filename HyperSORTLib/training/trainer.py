@@ -174,7 +174,7 @@ class Trainer:
                                     train.seed).to(self.device)
         self.hyper_optimizer = torch.optim.Adam(self.model.generator.parameters(), lr=train.lr, betas=train.betas)
         self.latent_optimizer = RowwiseAdam(self.model.latents.weight, lr=train.effective_latent_lr,
-                                            betas=train.latent_betas)
+                                            betas=train.latent_betas, scale=train.latent_scale)
         self.loss_fn = DiceCELoss.from_config(train)
 
     def _setup_distributed(self) -> None:
@@ -310,10 +310,16 @@ class Trainer:
         self.latent_optimizer.zero_grad()
         loss.backward()
         self.hyper_optimizer.step()
-        self.latent_optimizer.step(rows)
+        if self.latents_learn:
+            self.latent_optimizer.step(rows)
         self.global_step += 1
         return {"rows": rows, "total": terms.total.detach().cpu(), "dice": terms.dice.detach().cpu(),
                 "ce": terms.ce.detach().cpu(), "l1": l1.detach().cpu()}
+
+    @property
+    def latents_learn(self) -> bool:
+        """Whether this epoch updates the latents (not during ``train.latent_warmup_epochs``)."""
+        return self.epoch >= self.config.train.latent_warmup_epochs
 
     def _forward_terms(self, batch: dict[str, Any],
                        generator: torch.nn.Module | None = None) -> tuple[torch.Tensor, Any, torch.Tensor]:
@@ -354,7 +360,8 @@ class Trainer:
         grad[global_rows.to(table.device)] = shared[:, :dim].to(table.dtype)
         table.grad = grad
         self.hyper_optimizer.step()
-        self.latent_optimizer.step(global_rows)
+        if self.latents_learn:
+            self.latent_optimizer.step(global_rows)
         self.global_step += 1
         terms_out = shared[:, dim:].cpu()
         return {"rows": global_rows, "total": terms_out[:, 0], "dice": terms_out[:, 1], "ce": terms_out[:, 2],

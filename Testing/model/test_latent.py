@@ -73,3 +73,28 @@ def test_state_round_trip_and_shape_check():
     assert other.steps.tolist() == [1, 0]
     with pytest.raises(ValueError, match="exp_avg"):
         RowwiseAdam(LatentTable(["a", "b", "c"], dim=2).weight).load_state_dict(opt.state_dict())
+
+
+@pytest.mark.parametrize("scale", ["row", "table"])
+def test_table_scale_moves_a_weakly_pulled_latent_less(scale):
+    """Per-row Adam moves a latent about one learning rate per visit whatever its pull; with one
+    scale for the table a latent pulled 10x more weakly moves about 10x less."""
+    table = LatentTable(["strong", "weak"], dim=1, init_std=0.0)
+    opt = RowwiseAdam(table.weight, lr=0.01, scale=scale)
+    pull = torch.tensor([[1.0], [0.1]])
+    for _ in range(5):
+        opt.zero_grad()
+        (table.weight * pull).sum().backward()
+        opt.step(torch.tensor([0, 1]))
+    travel = -table.weight.detach()[:, 0]
+    if scale == "row":
+        torch.testing.assert_close(travel[0], travel[1])
+        assert 0.04 < float(travel[0]) < 0.06
+    else:
+        torch.testing.assert_close(travel[1] / travel[0], torch.tensor(0.1))
+        assert float(travel[0]) > 0.05  # the strong pull moves faster than one learning rate per visit
+
+
+def test_latent_scale_is_checked():
+    with pytest.raises(ValueError, match="scale must be one of row, table, found 'col'"):
+        RowwiseAdam(LatentTable(["a"], dim=1).weight, scale="col")

@@ -80,6 +80,24 @@ def test_latents_move_only_when_visited(sphere_dataset, tmp_path):
     assert trainer.latent_optimizer.steps.sum() == 4
 
 
+def test_latent_warmup_trains_only_the_generator_first(sphere_dataset, tmp_path):
+    """During ``latent_warmup_epochs`` the latents stay at their initial values while the
+    generator learns; afterwards they move."""
+    config = tiny_config(epochs=3, latent_warmup_epochs=2, latent_init_std=0.0)
+    cases = read_nnunet_folder(sphere_dataset)
+    dataset = SegmentationCases(cases, training_transforms(config.data))
+    trainer = Trainer(config, dataset, cases.case_ids, tmp_path / "run", progress=False)
+    generator_before = [p.detach().clone() for p in trainer.model.generator.parameters()]
+    loader = trainer._loader()
+    for _ in range(2):
+        trainer._run_epoch(loader, None)
+    assert torch.count_nonzero(trainer.model.latents.weight) == 0
+    assert int(trainer.latent_optimizer.steps.sum()) == 0
+    assert any(not torch.equal(a, b.detach()) for a, b in zip(generator_before, trainer.model.generator.parameters()))
+    trainer._run_epoch(loader, None)
+    assert (trainer.model.latents.weight.detach().abs().sum(dim=1) > 0).all()
+
+
 def test_resume_after_kill_matches_uninterrupted(sphere_dataset, tmp_path):
     _train(sphere_dataset, tmp_path / "full", tiny_config(epochs=4))
     with pytest.raises(Killed):
