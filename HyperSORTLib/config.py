@@ -279,7 +279,7 @@ class TrainConfig:
         _require(self.num_workers >= 0, "train.num_workers", "an integer >= 0", self.num_workers)
         _require(0 <= self.latent_warmup_epochs < self.epochs, "train.latent_warmup_epochs",
                  "an integer >= 0 and below train.epochs", self.latent_warmup_epochs)
-        _require(self.latent_scale in ("row", "table"), "train.latent_scale", "'row' or 'table'",
+        _require(self.latent_scale in LATENT_SCALES, "train.latent_scale", " or ".join(map(repr, LATENT_SCALES)),
                  self.latent_scale)
         _require(self.forward in FORWARD_STRATEGIES, "train.forward", " or ".join(map(repr, FORWARD_STRATEGIES)),
                  self.forward)
@@ -297,6 +297,8 @@ class TrainConfig:
         return min(MAX_LATENT_LR, LATENT_TRAVEL / (self.epochs - self.latent_warmup_epochs))
 
 
+#: Values of ``train.latent_scale`` (see :class:`HyperSORTLib.model.latent.RowwiseAdam`).
+LATENT_SCALES = ("row", "table")
 #: Values of ``train.forward`` (see :func:`HyperSORTLib.model.functional.choose_forward`).
 FORWARD_STRATEGIES = ("auto", "batched", "loop")
 #: Latent units a latent can travel over a run under the default latent learning rate.

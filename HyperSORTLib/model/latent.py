@@ -13,6 +13,8 @@ from typing import Iterable, Sequence
 import torch
 from torch import nn
 
+from HyperSORTLib.config import LATENT_SCALES
+
 
 class LatentTable(nn.Module):
     """Latent vectors indexed by case id.
@@ -62,10 +64,6 @@ class LatentTable(nn.Module):
 
     def forward(self, rows: torch.Tensor) -> torch.Tensor:
         return self.weight[rows.to(self.weight.device)]
-
-
-#: Values of :class:`RowwiseAdam`'s ``scale`` (``train.latent_scale``).
-LATENT_SCALES = ("row", "table")
 
 
 class RowwiseAdam:
