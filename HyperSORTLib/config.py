@@ -151,6 +151,12 @@ class DataConfig:
             choices depend only on (train.seed, epoch, case index), so a resumed run repeats them.
         foreground_probability: for "label", the probability of a label-centred patch; the
             other patches are placed at random.
+        scale_augmentation: the largest relative zoom of a training patch per axis: each
+            visit draws each axis's factor uniformly in [1 - s, 1 + s] (from train.seed, epoch
+            and case index, like the placement), so a case's anatomy appears at a slightly
+            different size at every visit while an annotation style (a margin, an omitted
+            class) stays. 0 (default, the reference) cuts the same patch at every visit. The
+            analysis always reads the un-zoomed patch.
     """
 
     class_names: tuple[str, ...] = ()
@@ -161,6 +167,7 @@ class DataConfig:
     window: tuple[float, float] = (-1000.0, 1000.0)
     patch_sampling: str = "center"
     foreground_probability: float = 1.0
+    scale_augmentation: float = 0.0
 
     def __post_init__(self) -> None:
         _require(self.spacing is None or all(s > 0 for s in self.spacing), "data.spacing",
@@ -178,6 +185,8 @@ class DataConfig:
                  "'center', 'label_center', 'label' or 'random'", self.patch_sampling)
         _require(0.0 <= self.foreground_probability <= 1.0, "data.foreground_probability", "a number in [0, 1]",
                  self.foreground_probability)
+        _require(0.0 <= self.scale_augmentation < 1.0, "data.scale_augmentation", "a number in [0, 1)",
+                 self.scale_augmentation)
 
 
 @dataclass(frozen=True)

@@ -118,10 +118,11 @@ def nearest_cases(case_ids: Sequence[str], latents: np.ndarray, centre: np.ndarr
 def analysis_patch_config(config: Any) -> Any:
     """The data configuration whose patch every analysis pass uses: the training patch when it is
     deterministic (``center``, ``label_center``), else (``label``, ``random``) the patch centred on
-    the annotation, which covers what training saw most."""
-    if config.patch_sampling in ("center", "label_center"):
+    the annotation, which covers what training saw most; never zoomed (``scale_augmentation`` 0)."""
+    sampling = config.patch_sampling if config.patch_sampling in ("center", "label_center") else "label_center"
+    if sampling == config.patch_sampling and not config.scale_augmentation:
         return config
-    return dataclasses.replace(config, patch_sampling="label_center")
+    return dataclasses.replace(config, patch_sampling=sampling, scale_augmentation=0.0)
 
 
 def training_patches(case_list: Any, config: Any, cache: Any = None, progress: bool = False,

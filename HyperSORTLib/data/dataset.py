@@ -231,11 +231,11 @@ class PreprocessedCases(Dataset):
         return entry
 
     def __getitem__(self, key: Any) -> dict:
-        from HyperSORTLib.data.preprocessing import patch_rng, sample_patch
+        from HyperSORTLib.data.preprocessing import needs_patch_rng, patch_rng, sample_patch
 
         index, epoch, seed = _split_key(key)
         volume = self.volume(index)
-        rng = patch_rng(seed, epoch, index) if self.config.patch_sampling in ("label", "random") else None
+        rng = patch_rng(seed, epoch, index) if needs_patch_rng(self.config) else None
         image, label = sample_patch(volume.image, volume.label, self.config, rng, volume.foreground,
                                     volume.foreground_box)
         return {"image": torch.from_numpy(image[None]), "label": torch.from_numpy(label[None]),

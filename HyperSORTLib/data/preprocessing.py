@@ -299,13 +299,39 @@ def patch_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
     return np.random.default_rng([int(seed) & 0xFFFFFFFF, int(epoch), int(index)])
 
 
+def needs_patch_rng(config: DataConfig) -> bool:
+    """Whether cutting a training patch draws random numbers (random placement or scale augmentation)."""
+    return config.patch_sampling in ("label", "random") or config.scale_augmentation > 0
+
+
 def sample_patch(image: np.ndarray, label: np.ndarray, config: DataConfig, rng: np.random.Generator | None,
                  foreground: np.ndarray | None = None,
                  foreground_box: Any = None) -> tuple[np.ndarray, np.ndarray]:
-    """Cut the patch of ``config.patch_size`` with ``config.patch_sampling`` from a whole volume."""
-    start = patch_start(image.shape, config.patch_size, config.patch_sampling, rng, foreground,
+    """Cut the patch of ``config.patch_size`` with ``config.patch_sampling`` from a whole volume.
+
+    With ``config.scale_augmentation`` = s > 0, each axis draws a zoom factor f uniformly in
+    [1 - s, 1 + s] (from ``rng``, before the placement): a window of ``patch_size / f`` voxels is
+    cut with the same placement rule and resized to ``patch_size`` with MONAI's ``Resize``
+    (image trilinear, label nearest on the same voxel centres), so the anatomy appears f times
+    its size while the patch keeps its shape.
+    """
+    size = tuple(int(p) for p in config.patch_size)
+    window = size
+    if config.scale_augmentation > 0:
+        if rng is None:
+            raise ValueError("scale augmentation needs a random generator.")
+        s = config.scale_augmentation
+        factors = rng.uniform(1.0 - s, 1.0 + s, size=len(size))
+        window = tuple(max(1, int(round(p / f))) for p, f in zip(size, factors))
+    start = patch_start(image.shape, window, config.patch_sampling, rng, foreground,
                         config.foreground_probability, foreground_box)
-    return extract_patch(image, start, config.patch_size), extract_patch(label, start, config.patch_size)
+    image_patch, label_patch = extract_patch(image, start, window), extract_patch(label, start, window)
+    if window == size:
+        return image_patch, label_patch
+    zoomed = mt.Resize(size, mode="trilinear", align_corners=False)(torch.from_numpy(image_patch)[None])
+    labels = mt.Resize(size, mode="nearest-exact")(torch.from_numpy(label_patch.astype(np.float32))[None])
+    return (np.asarray(zoomed[0], dtype=np.float32),
+            np.rint(np.asarray(labels[0])).astype(label_patch.dtype))
 
 
 # ------------------------------------------------------------------------------ back to the scan

@@ -113,6 +113,50 @@ def test_random_and_label_patches():
     assert all(0 <= s <= n - p for s, n, p in zip(start, label.shape, (16, 16, 8)))
 
 
+def test_scale_augmentation_zooms_image_and_label_together(tmp_path):
+    """Scale augmentation: the patch keeps its shape, the anatomy changes size with the drawn
+    factors, image and label stay registered, the draw is a function of (seed, epoch, index), and
+    the analysis reads the un-zoomed patch."""
+    from HyperSORTLib.analysis.inputs import analysis_patch_config
+    from HyperSORTLib.data.preprocessing import sample_patch
+
+    shape = (40, 32, 24)
+    label = np.zeros(shape, np.uint8)
+    label[12:28, 10:22, 8:16] = 1  # a 16 x 12 x 8 box at the centre
+    image = label.astype(np.float32)
+    config = dataclasses.replace(CT_CONFIG, patch_size=shape, patch_sampling="center", scale_augmentation=0.25)
+    plain = sample_patch(image, label, dataclasses.replace(config, scale_augmentation=0.0), None)
+    np.testing.assert_array_equal(plain[1], label)  # off: the volume itself, no generator needed
+    with pytest.raises(ValueError, match="random generator"):
+        sample_patch(image, label, config, None)
+    sizes = []
+    for epoch in range(8):
+        img, lab = sample_patch(image, label, config, patch_rng(3, epoch, 2))
+        again = sample_patch(image, label, config, patch_rng(3, epoch, 2))
+        np.testing.assert_array_equal(lab, again[1])  # reproducible
+        assert img.shape == lab.shape == shape and lab.dtype == np.uint8 and img.dtype == np.float32
+        factors = patch_rng(3, epoch, 2).uniform(0.75, 1.25, size=3)
+        extent = [int(np.any(lab, axis=tuple(a for a in range(3) if a != axis)).sum()) for axis in range(3)]
+        expected = [n * f for n, f in zip((16, 12, 8), factors)]
+        assert all(abs(e - x) <= 1.5 for e, x in zip(extent, expected)), (extent, expected)
+        # registered: the label covers exactly where the zoomed image is mostly foreground
+        assert np.mean((img > 0.5) == (lab == 1)) > 0.98
+        sizes.append(int(lab.sum()))
+    assert len(set(sizes)) == 8 and min(sizes) < label.sum() < max(sizes)
+    analysis = analysis_patch_config(config)
+    assert analysis.scale_augmentation == 0.0 and analysis.patch_sampling == "center"
+    # the training dataset draws the zoom per visit even with deterministic placement
+    root = write_sphere_dataset(tmp_path / "spheres", n_cases=2)
+    cl = read_dataset(root)
+    data = dataclasses.replace(tiny_config().data, scale_augmentation=0.2)
+    dataset = PreprocessedCases(cl, data)
+    first, second = dataset[(0, 1, 0)]["label"], dataset[(0, 2, 0)]["label"]
+    assert first.shape == second.shape == (1, *data.patch_size)
+    assert torch.equal(first, dataset[(0, 1, 0)]["label"]) and not torch.equal(first, second)
+    with pytest.raises(ValueError, match="scale_augmentation"):
+        DataConfig(scale_augmentation=1.0)
+
+
 def test_preprocessed_cases_equal_segmentation_cases(tmp_path):
     root = write_sphere_dataset(tmp_path / "spheres", n_cases=3)
     cl = read_dataset(root)
