@@ -175,13 +175,15 @@ def write_run_config(run_dir: Path, config: RunConfig, case_ids: Sequence[str],
                      data_fingerprint: dict[str, Any] | None = None,
                      data_changes: Sequence[dict[str, Any]] = (),
                      created: str | None = None, method: dict[str, Any] | None = None,
-                     world_size: int = 1) -> None:
+                     world_size: int = 1, software: dict[str, Any] | None = None) -> None:
     """Write ``config.json``; ``data_source`` records where the training cases came from
     (e.g. ``{"path": ..., "format": ...}``) so analysis can find them again, ``data_fingerprint``
     what they were (see :func:`data_fingerprint`), ``data_changes`` accepted changes of either,
     ``method`` how the weights were trained (``{"name": ..., ...}``; default HyperSORT),
     ``world_size`` how many processes train it (``torchrun``; 1 for one process; a resume under
-    another count rewrites it, and ``train_log.csv`` records the count of every epoch)."""
+    another count rewrites it, and ``train_log.csv`` records the count of every epoch), ``software``
+    the code commit and library versions training started with (default: those running now; a
+    resume passes the recorded ones on, so a run that spans a code change names where it began)."""
     with _saving(Path(run_dir) / CONFIG_FILE) as tmp:
         tmp.write_text(json.dumps({
             "format": RUN_FORMAT,
@@ -195,6 +197,7 @@ def write_run_config(run_dir: Path, config: RunConfig, case_ids: Sequence[str],
             "data_changes": list(data_changes),
             "method": dict(method) if method else {"name": METHOD_HYPERSORT},
             "world_size": int(world_size),
+            "software": dict(software) if software else software_versions(),
         }, indent=2) + "\n", encoding="utf-8")
 
 

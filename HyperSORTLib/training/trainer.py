@@ -271,7 +271,7 @@ class Trainer:
                                 self.data_fingerprint or doc.get("data_fingerprint"),
                                 doc.get("data_changes", []) if data_changes is None else data_changes,
                                 created=doc.get("created"), method=self.method_record(),
-                                world_size=self.dist.world_size)
+                                world_size=self.dist.world_size, software=doc.get("software"))
 
     def _check_data(self, doc: dict[str, Any]) -> None:
         """Refuse (or, when accepted, record) a resume on other files or another dataset folder."""

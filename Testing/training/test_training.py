@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -54,6 +55,7 @@ def test_training_reduces_loss_and_writes_run(sphere_dataset, tmp_path):
     assert config == tiny_config(epochs=12)
     assert case_ids == [f"case_{i:03d}" for i in range(6)]
     assert doc["config"]["data"]["class_names"] == ["background", "ball_a", "ball_b"]
+    assert doc["software"]["torch"] == torch.__version__ and "code" in doc["software"]
     assert torch.isfinite(result.sample_loss).all()
 
 
@@ -111,8 +113,14 @@ def test_resume_after_kill_matches_uninterrupted(sphere_dataset, tmp_path):
 def test_more_epochs_extends_a_finished_run(sphere_dataset, tmp_path):
     _train(sphere_dataset, tmp_path / "full", tiny_config(epochs=4))
     _train(sphere_dataset, tmp_path / "grown", tiny_config(epochs=2))
+    config_path = tmp_path / "grown" / rundir.CONFIG_FILE
+    doc = json.loads(config_path.read_text())
+    doc["software"] = {**doc["software"], "code": "0123456789ab", "torch": "2.0.0"}  # as trained by older code
+    config_path.write_text(json.dumps(doc))
     _train(sphere_dataset, tmp_path / "grown", tiny_config(epochs=4))
     _assert_same_run(tmp_path / "full", tmp_path / "grown")
+    software = json.loads(config_path.read_text())["software"]
+    assert (software["code"], software["torch"]) == ("0123456789ab", "2.0.0"), "the run's start is kept"
 
 
 def test_resume_refuses_changed_configuration(sphere_dataset, tmp_path):
