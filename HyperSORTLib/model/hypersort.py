@@ -101,8 +101,7 @@ class HyperSORTModel(nn.Module):
             z: a latent vector of length ``latent_dim`` (any point of the map, not only a
                 training sample's).
         """
-        device = self.latents.weight.device
-        z = torch.as_tensor(z, dtype=torch.float32, device=device)
+        z = torch.as_tensor(z, dtype=self.latents.weight.dtype, device=self.latents.weight.device)
         if z.shape != (self.config.hyper.latent_dim,):
             raise ValueError(f"A latent point has {self.config.hyper.latent_dim} coordinates, "
                              f"found shape {tuple(z.shape)}.")

@@ -88,10 +88,14 @@ def _close_to_scale(actual: torch.Tensor, expected: torch.Tensor, rel: float, wh
 def _adam_close(actual: torch.Tensor, expected: torch.Tensor, steps: int, what: str) -> None:
     """Weights after ``steps`` Adam steps from equal gradients (to float tolerance): Adam turns a
     gradient at rounding level (terms that cancel) into a step of up to lr either way, so a few
-    weights may differ by up to 2 lr per step; all others agree to float tolerance."""
+    weights may differ by up to 2 lr per step; all others agree to float tolerance. Each step's
+    rounding differences reach the next step's gradients, so the share of such weights may grow
+    with the steps (0.5 % after 6 steps on some CPUs); a process training on the wrong samples or
+    with unsummed gradients moves most weights apart."""
     diff = (actual - expected).abs()
     assert float(diff.max()) <= 2 * single_config().train.lr * steps, what
-    assert float((diff > 1e-5).float().mean()) < 1e-3, what
+    share = float((diff > 1e-5).float().mean())
+    assert share < 2e-3 * steps, f"{what}: {share:.2%} of the weights differ by more than 1e-5"
 
 
 def test_two_gloo_processes_equal_one_process_and_resume(sphere_dataset, tmp_path):
