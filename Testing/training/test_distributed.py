@@ -90,8 +90,8 @@ def _adam_close(actual: torch.Tensor, expected: torch.Tensor, steps: int, what: 
     gradient at rounding level (terms that cancel) into a step of up to lr either way, so a few
     weights may differ by up to 2 lr per step; all others agree to float tolerance. Each step's
     rounding differences reach the next step's gradients, so the share of such weights may grow
-    with the steps (0.5 % after 6 steps on some CPUs); a process training on the wrong samples or
-    with unsummed gradients moves most weights apart."""
+    with the steps (0.5 % after 6 steps on some CPUs); training on other batches moves a fifth
+    or more of every generator tensor's weights apart."""
     diff = (actual - expected).abs()
     assert float(diff.max()) <= 2 * single_config().train.lr * steps, what
     share = float((diff > 1e-5).float().mean())
