@@ -3,9 +3,11 @@
 All variants use the same UNet architecture and input size:
 
 * ``batched``: latents -> weight generator -> every sample's UNet in one vmap'd pass (this library);
+* ``batched_unfused``: ``batched`` with PyTorch's default (multi-tensor) Adam for the generator
+  instead of the fused Adam the trainers use (:func:`HyperSORTLib.training.optim.adam`);
 * ``looped``:  latents -> weight generator -> one ``functional_call`` per sample (the reference
   release's way);
-* ``plain``:   an ordinary UNet with fixed weights trained by Adam (the cost floor);
+* ``plain``:   an ordinary UNet with fixed weights trained by the same Adam (the cost floor);
 * ``trainer``: :meth:`HyperSORTLib.training.Trainer.train_step`, the step ``hypersort train`` runs
   (``train.forward`` from ``--forward``, bf16 autocast when ``--dtype bf16`` on CUDA), at the
   batch; with ``--processes N`` it runs under ``torchrun`` in N data-parallel processes (NCCL
@@ -58,7 +60,7 @@ PRESETS = {
                   "patch": None, "batch": 2},
 }
 
-VARIANTS = ("batched", "looped", "plain", "trainer", "upstream")
+VARIANTS = ("batched", "batched_unfused", "looped", "plain", "trainer", "upstream")
 DTYPES = {"fp32": None, "bf16": torch.bfloat16}
 
 
@@ -85,6 +87,7 @@ def _raw_step(variant: str, spec: dict, dev: torch.device, dtype: str, batch: in
     """A step of ``batched``, ``looped`` or ``plain`` outside the Trainer; returns (step, facts)."""
     from HyperSORTLib.model import HyperSORTModel, RowwiseAdam, UNet3D, batched_forward, looped_forward
     from HyperSORTLib.training.losses import DiceCELoss
+    from HyperSORTLib.training.optim import adam
 
     patch = spec["patch"]
     x = torch.randn(batch, 1, *patch, device=dev)
@@ -98,7 +101,7 @@ def _raw_step(variant: str, spec: dict, dev: torch.device, dtype: str, batch: in
 
     if variant == "plain":
         net = UNet3D.from_config(unet_cfg).to(dev)
-        opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+        opt = adam(net.parameters(), lr=1e-3, betas=(0.9, 0.999))
 
         def step() -> None:
             opt.zero_grad(set_to_none=True)
@@ -108,10 +111,13 @@ def _raw_step(variant: str, spec: dict, dev: torch.device, dtype: str, batch: in
             opt.step()
     else:
         model = HyperSORTModel(model_cfg, [f"c{i}" for i in range(batch)]).to(dev)
-        hyper_opt = torch.optim.Adam(model.generator.parameters(), lr=1e-3)
+        if variant == "batched_unfused":
+            hyper_opt = torch.optim.Adam(model.generator.parameters(), lr=1e-3)
+        else:
+            hyper_opt = adam(model.generator.parameters(), lr=1e-3, betas=(0.9, 0.999))
         latent_opt = RowwiseAdam(model.latents.weight, lr=1e-3, betas=(0.7, 0.9))
         rows = torch.arange(batch)
-        forward = batched_forward if variant == "batched" else looped_forward
+        forward = looped_forward if variant == "looped" else batched_forward
 
         def step() -> None:
             hyper_opt.zero_grad(set_to_none=True)
@@ -122,8 +128,8 @@ def _raw_step(variant: str, spec: dict, dev: torch.device, dtype: str, batch: in
             (loss_fn(logits, y).total + z.float().abs().sum(1)).mean().backward()
             hyper_opt.step()
             latent_opt.step(rows)
-    return step, {"dtype": dtype, "forward": {"batched": "batched", "looped": "loop"}.get(variant, "-"),
-                  "processes": 1}
+    return step, {"dtype": dtype, "forward": {"looped": "loop", "plain": "-"}.get(variant, "batched"),
+                  "adam": "default" if variant == "batched_unfused" else "fused", "processes": 1}
 
 
 @contextlib.contextmanager
@@ -170,6 +176,7 @@ def _trainer_step(spec: dict, device: str, dtype: str, batch: int, forward: str)
 
         precision = "bf16" if trainer.amp_dtype == torch.bfloat16 else "fp32"
         yield step, {"dtype": precision, "forward": trainer.model.forward_strategy,
+                     "adam": "fused" if trainer.hyper_optimizer.defaults.get("fused") else "default",
                      "processes": context.world_size, "rank": context.rank}
 
 
@@ -246,16 +253,17 @@ def table(results: list[dict]) -> list[str]:
     def ratio(r: dict, ref: dict | None) -> str:
         return f"{r['step_s'] / ref['step_s']:.2f}x" if ref and ref["batch"] == r["batch"] else "-"
 
-    lines = ["| variant | precision | forward | processes | batch | step time (s) | samples/s | vs plain | "
+    lines = ["| variant | precision | forward | Adam | processes | batch | step time (s) | samples/s | vs plain | "
              "vs batched | peak memory (MB) |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         if "error" in r:
-            lines.append(f"| {r['variant']} | {r['dtype']} | - | - | {r['batch']} | failed: {r['error']} "
+            lines.append(f"| {r['variant']} | {r['dtype']} | - | - | - | {r['batch']} | failed: {r['error']} "
                          f"| - | - | - | - |")
             continue
         peak = f"{r['peak_mb']:.0f}" if r["peak_mb"] is not None else "-"
-        lines.append(f"| {r['variant']} | {r['dtype']} | {r['forward']} | {r['processes']} | {r['batch']} | "
+        lines.append(f"| {r['variant']} | {r['dtype']} | {r['forward']} | {r.get('adam', '-')} | {r['processes']} | "
+                     f"{r['batch']} | "
                      f"{r['step_s']:.3f} | {r['samples_per_s']:.2f} | {ratio(r, base)} | {ratio(r, batched)} | "
                      f"{peak} |")
     return lines

@@ -35,6 +35,7 @@ from HyperSORTLib.baselines.config import BaselineConfig
 from HyperSORTLib.config import RunConfig
 from HyperSORTLib.model.plain import PlainUNetModel
 from HyperSORTLib.training.losses import DiceCELoss
+from HyperSORTLib.training.optim import adam
 from HyperSORTLib.training.trainer import Callback, Trainer, _collate
 
 
@@ -73,7 +74,7 @@ class BaselineTrainer(Trainer):
         train = self.config.train
         self.model = PlainUNetModel(self.config.model, self.case_ids, train.seed,
                                     self.baseline.decision).to(self.device)
-        self.optimizer = torch.optim.Adam(self.model.unet.parameters(), lr=train.lr, betas=train.betas)
+        self.optimizer = adam(self.model.unet.parameters(), lr=train.lr, betas=train.betas)
         self.loss_fn = DiceCELoss.from_config(train)
         self.mask_net = self.mask_optimizer = self.teacher = None
         if self.baseline.method == "mcpm":
@@ -81,7 +82,7 @@ class BaselineTrainer(Trainer):
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(train.seed + 2)
                 self.mask_net = mcpm.MaskNet(settings.mask_hidden, settings.mask_init_weight).to(self.device)
-            self.mask_optimizer = torch.optim.Adam(self.mask_net.parameters(), lr=settings.mask_lr)
+            self.mask_optimizer = adam(self.mask_net.parameters(), lr=settings.mask_lr, betas=(0.9, 0.999))
         elif self.baseline.method == "pint":
             self.teacher = copy.deepcopy(self.model.unet).requires_grad_(False)
 

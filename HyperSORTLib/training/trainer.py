@@ -34,6 +34,7 @@ from HyperSORTLib.model.latent import RowwiseAdam
 from HyperSORTLib.training.distributed import (DistributedContext, all_reduce_sum, barrier, init_process_group,
                                                 shard_bounds, sum_allreduce_hook)
 from HyperSORTLib.training.losses import DiceCELoss
+from HyperSORTLib.training.optim import adam
 
 
 class EpochBatchSampler(Sampler[list[int]]):
@@ -172,7 +173,7 @@ class Trainer:
         train = self.config.train
         self.model = HyperSORTModel(self.config.model, self.case_ids, train.latent_init_std,
                                     train.seed).to(self.device)
-        self.hyper_optimizer = torch.optim.Adam(self.model.generator.parameters(), lr=train.lr, betas=train.betas)
+        self.hyper_optimizer = adam(self.model.generator.parameters(), lr=train.lr, betas=train.betas)
         self.latent_optimizer = RowwiseAdam(self.model.latents.weight, lr=train.effective_latent_lr,
                                             betas=train.latent_betas, scale=train.latent_scale)
         self.loss_fn = DiceCELoss.from_config(train)
