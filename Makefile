@@ -9,7 +9,7 @@
 
 PYTHON ?= python3
 VENV ?= .venv
-TORCH ?= torch>=2.2
+TORCH ?= torch>=2.4.1
 DEMO_OUT ?= demo_out
 DEMO_ARGS ?=
 PYTEST_ARGS ?=

@@ -8,7 +8,13 @@ components belong to one style when their UNets segment those cases alike.
 :func:`find_styles` merges neighbouring mixture components, complete-linkage, while every pair
 of components in the merged group segments alike (:class:`StyleThresholds`: each class's
 volume within ``volume`` of the other's, Dice between them at least ``dice``, no class missing,
-appearing, swapped or relabelled). It never merges across a behavioural difference. Groups
+appearing, swapped or relabelled). It never merges across a behavioural difference. Behaviour
+decides *whether* two groups may merge; the map decides *in which order*: of the groups that
+may merge, the two whose component centres lie nearest each other merge first. The order
+matters for a component that segments like two styles that differ from each other (on the
+demo: clean cases with large livers, whose UNets draw the liver larger, about as much as the
+dilated style draws it larger still): it joins whichever it merges with first, and the map
+places it beside the style it belongs to. Groups
 holding fewer than ``min_style_size`` cases are not styles: they are reported as isolated
 cases, candidate errors. The largest style is the main mode (the consensus), with the evidence
 for it: its share of the cases, and how many of its members, decoded from their own latents,
@@ -183,31 +189,44 @@ def component_adjacency(mixture: ClusterResult, n_points: int = 21) -> np.ndarra
     return touch
 
 
-def merge_components(distance: np.ndarray, adjacency: np.ndarray) -> list[list[int]]:
+def merge_components(distance: np.ndarray, adjacency: np.ndarray,
+                     closeness: np.ndarray | None = None) -> list[list[int]]:
     """Complete-linkage merging of components that are alike and touch.
 
-    Two groups merge when every pair across them is alike (``distance <= 1``) and at least one
-    pair touches; the closest such pair of groups (largest distance across them) merges first.
+    Two groups may merge when every pair across them is alike (``distance <= 1``) and at least
+    one pair touches. Of the groups that may merge, the pair closest in ``closeness`` (the
+    smallest entry across them: e.g. the distance between component centres in the latent map)
+    merges first; without ``closeness``, the most alike pair (smallest largest ``distance``
+    across them). The order matters when a component segments like two styles that differ from
+    each other: it joins the one it merges with first, and the other can then no longer join.
 
     Example:
         >>> d = np.array([[0, .5, 3], [.5, 0, .8], [3, .8, 0]])
-        >>> merge_components(d, np.ones((3, 3), bool))  # 0 and 2 differ: 1 joins the closer one
+        >>> merge_components(d, np.ones((3, 3), bool))  # 0 and 2 differ: 1 joins the more alike one
         [[0, 1], [2]]
+        >>> far = np.array([[0, 4, 9], [4, 0, 1], [9, 1, 0]])  # ... or, by closeness, the nearer one
+        >>> merge_components(d, np.ones((3, 3), bool), closeness=far)
+        [[0], [1, 2]]
     """
     distance = np.asarray(distance, dtype=np.float64)
     adjacency = np.asarray(adjacency, dtype=bool)
     if distance.ndim != 2 or distance.shape[0] != distance.shape[1] or adjacency.shape != distance.shape:
         raise ValueError(f"distance and adjacency must be square and of one shape; found {distance.shape} "
                          f"and {adjacency.shape}")
+    order = distance if closeness is None else np.asarray(closeness, dtype=np.float64)
+    if order.shape != distance.shape:
+        raise ValueError(f"closeness must have the shape of distance, {distance.shape}; found {order.shape}")
     groups = [[i] for i in range(distance.shape[0])]
     while True:
         best: tuple[float, int, int] | None = None
         for a in range(len(groups)):
             for b in range(a + 1, len(groups)):
-                block = distance[np.ix_(groups[a], groups[b])]
-                link = float(block.max())
-                if link <= 1.0 and adjacency[np.ix_(groups[a], groups[b])].any() and (best is None or link < best[0]):
-                    best = (link, a, b)
+                across = np.ix_(groups[a], groups[b])
+                if float(distance[across].max()) > 1.0 or not adjacency[across].any():
+                    continue
+                rank = float(order[across].max() if closeness is None else order[across].min())
+                if best is None or rank < best[0]:
+                    best = (rank, a, b)
         if best is None:
             return [sorted(g) for g in groups]
         _, a, b = best
@@ -255,7 +274,9 @@ def find_styles(latents: np.ndarray, mixture: ClusterResult, decode: Callable[[n
         for j in range(i + 1, k):
             distance[i, j] = distance[j, i] = behaviour_distance(maps[i], maps[j], voxel_ml, class_names, thresholds)
     adjacency = component_adjacency(mixture)
-    groups = merge_components(distance, adjacency)
+    component_centres = np.asarray(mixture.centers, dtype=np.float64)
+    apart = np.linalg.norm(component_centres[:, None] - component_centres[None], axis=-1)
+    groups = merge_components(distance, adjacency, closeness=apart)
 
     sizes = [int(sum(mixture.sizes[c] for c in g)) for g in groups]
     styles = sorted((g for g, s in zip(groups, sizes) if s >= min_style_size), key=lambda g: -_size(mixture, g))
