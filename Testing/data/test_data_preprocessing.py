@@ -267,6 +267,7 @@ def test_worker_processes_give_the_same_run(tmp_path):
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
 
 
+@requires_ct
 def test_loading_a_case_logs_no_reader_warnings(nnunet, caplog):
     """Reading NIfTI builds no DICOM reader, whose GPU-decoder warning would repeat in every worker."""
     cl = read_dataset(nnunet)
