@@ -55,6 +55,9 @@ PRESETS = {
     # the built-in demo's network and patch
     "demo": {"channels": [8, 16, 32, 64], "convs": 1, "classes": 5, "hidden": [50, 50, 50], "patch": [48, 40, 32],
              "batch": 4},
+    # the demo with twice the UNet widths (training/configs/demo_wide.yaml)
+    "demo_wide": {"channels": [16, 32, 64, 128], "convs": 1, "classes": 5, "hidden": [50, 50, 50],
+                  "patch": [48, 40, 32], "batch": 4},
     # the reference HyperSORT UNet and generator (170 M head parameters); 168^3 on GPU, 64^3 on CPU
     "reference": {"channels": [16, 32, 64, 128], "convs": 3, "classes": 2, "hidden": [50, 50, 50],
                   "patch": None, "batch": 2},

@@ -29,11 +29,16 @@ def code_version() -> str | None:
 
 
 def software_versions() -> dict[str, Any]:
-    """HyperSORT's version and code commit, Python's, and those of the libraries results depend on."""
+    """HyperSORT's version and code commit, Python's, those of the libraries results depend on, and
+    PyTorch's intra-op thread count (``torch_threads``): a different number of threads sums
+    floating-point partial products in a different order, so a training run repeats exactly only at
+    the thread count it was trained with."""
+    import torch
+
     from HyperSORTLib import __version__
 
     versions: dict[str, Any] = {"hypersort": __version__, "code": code_version(),
-                                "python": platform.python_version()}
+                                "python": platform.python_version(), "torch_threads": torch.get_num_threads()}
     for name in _PACKAGES:
         try:
             versions[name] = metadata.version(name)

@@ -43,6 +43,7 @@ def test_demo_command_writes_map_and_metrics(tmp_path):
 
     assert metrics["seed"] == metrics["config"]["train"]["seed"]
     assert metrics["software"]["torch"] == torch.__version__
+    assert metrics["software"]["torch_threads"] == torch.get_num_threads()  # results repeat at a fixed count
     provenance = json.loads((out / "run" / "analysis" / "provenance.json").read_text())
     assert provenance["software"]["hypersort"] == metrics["software"]["hypersort"]
     png = (out / "latent_map.png").read_bytes()
