@@ -3,6 +3,8 @@
 All variants use the same UNet architecture and input size:
 
 * ``batched``: latents -> weight generator -> every sample's UNet in one vmap'd pass (this library);
+* ``batched_vmap``: ``batched`` through ``vmap`` over ``functional_call`` (grouped convolutions
+  in the default layout: the batched pass before it was written out channels-last for CPU);
 * ``batched_unfused``: ``batched`` with PyTorch's default (multi-tensor) Adam for the generator
   instead of the fused Adam the trainers use (:func:`HyperSORTLib.training.optim.adam`);
 * ``looped``:  latents -> weight generator -> one ``functional_call`` per sample (the reference
@@ -28,6 +30,7 @@ also writes the rows and the machine.
 
 Usage:
     python benchmarks/train_step.py --preset demo
+    python benchmarks/train_step.py --preset demo_wide --variants batched batched_vmap looped plain
     python benchmarks/train_step.py --preset reference --device cuda --dtype bf16 --batch 4
     python benchmarks/train_step.py --preset reference --device cuda --variants trainer upstream
     python benchmarks/train_step.py --preset reference --device cuda --variants trainer --processes 2
@@ -63,7 +66,7 @@ PRESETS = {
                   "patch": None, "batch": 2},
 }
 
-VARIANTS = ("batched", "batched_unfused", "looped", "plain", "trainer", "upstream")
+VARIANTS = ("batched", "batched_vmap", "batched_unfused", "looped", "plain", "trainer", "upstream")
 DTYPES = {"fp32": None, "bf16": torch.bfloat16}
 
 
@@ -89,6 +92,7 @@ def _model_config(spec: dict):
 def _raw_step(variant: str, spec: dict, dev: torch.device, dtype: str, batch: int):
     """A step of ``batched``, ``looped`` or ``plain`` outside the Trainer; returns (step, facts)."""
     from HyperSORTLib.model import HyperSORTModel, RowwiseAdam, UNet3D, batched_forward, looped_forward
+    from HyperSORTLib.model.functional import vmap_forward
     from HyperSORTLib.training.losses import DiceCELoss
     from HyperSORTLib.training.optim import adam
 
@@ -120,7 +124,7 @@ def _raw_step(variant: str, spec: dict, dev: torch.device, dtype: str, batch: in
             hyper_opt = adam(model.generator.parameters(), lr=1e-3, betas=(0.9, 0.999))
         latent_opt = RowwiseAdam(model.latents.weight, lr=1e-3, betas=(0.7, 0.9))
         rows = torch.arange(batch)
-        forward = looped_forward if variant == "looped" else batched_forward
+        forward = {"looped": looped_forward, "batched_vmap": vmap_forward}.get(variant, batched_forward)
 
         def step() -> None:
             hyper_opt.zero_grad(set_to_none=True)
@@ -131,7 +135,8 @@ def _raw_step(variant: str, spec: dict, dev: torch.device, dtype: str, batch: in
             (loss_fn(logits, y).total + z.float().abs().sum(1)).mean().backward()
             hyper_opt.step()
             latent_opt.step(rows)
-    return step, {"dtype": dtype, "forward": {"looped": "loop", "plain": "-"}.get(variant, "batched"),
+    forward_name = {"looped": "loop", "plain": "-", "batched_vmap": "vmap"}.get(variant, "batched")
+    return step, {"dtype": dtype, "forward": forward_name,
                   "adam": "default" if variant == "batched_unfused" else "fused", "processes": 1}
 
 

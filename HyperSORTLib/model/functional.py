@@ -50,9 +50,15 @@ def batched_forward(net: nn.Module, weights: Mapping[str, torch.Tensor], x: torc
     Returns:
         The stacked outputs [B, ...], equal to :func:`looped_forward` to float tolerance.
     """
-    _check(weights, x)
     if type(net) is UNet3D:
         return grouped_unet_forward(net, weights, x, channels_last=x.device.type == "cpu")
+    return vmap_forward(net, weights, x)
+
+
+def vmap_forward(net: nn.Module, weights: Mapping[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """:func:`batched_forward` for any module: ``vmap`` over ``functional_call``, which lowers
+    per-sample convolutions to grouped ones in the default layout."""
+    _check(weights, x)
 
     def single(sample_weights: dict[str, torch.Tensor], sample: torch.Tensor) -> torch.Tensor:
         return functional_call(net, sample_weights, (sample.unsqueeze(0),)).squeeze(0)

@@ -9,7 +9,7 @@ from torch.func import functional_call
 from HyperSORTLib.config import ConfigError, HyperNetConfig, ModelConfig, UNetConfig
 from HyperSORTLib.model import (HyperSORTModel, UNet3D, WeightGenerator, batched_forward, choose_forward,
                                 init_heads_from_target, looped_forward)
-from HyperSORTLib.model.functional import grouped_unet_forward
+from HyperSORTLib.model.functional import grouped_unet_forward, vmap_forward
 
 
 def test_reference_unet_size():
@@ -110,13 +110,14 @@ class _SubclassedUNet(UNet3D):
 
 
 @pytest.mark.parametrize("batch", [1, 3])
-@pytest.mark.parametrize("forward", [batched_forward, _batched_layout(True), _batched_layout(False), "vmap"],
-                         ids=["batched_forward", "channels_last", "default_layout", "vmap"])
+@pytest.mark.parametrize("forward", [batched_forward, _batched_layout(True), _batched_layout(False), vmap_forward,
+                                     "subclass"],
+                         ids=["batched_forward", "channels_last", "default_layout", "vmap", "subclass"])
 def test_batched_forward_equals_per_sample_loop(batch, forward):
     # float64, so the comparison measures the algorithm rather than float32 rounding, which a
     # grouped and a plain convolution accumulate in different orders
     net, gen = _generator()
-    if forward == "vmap":
+    if forward == "subclass":  # not a UNet3D itself: batched_forward takes the generic vmap path
         net, forward = _SubclassedUNet(num_classes=3, channels=(4, 8, 16), convs_per_level=2), batched_forward
         net.load_state_dict(_generator()[0].state_dict())
     net, gen = net.double(), gen.double()
