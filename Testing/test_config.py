@@ -93,13 +93,3 @@ def test_for_dataset_sets_classes_and_training_overrides():
     assert config.model.hyper == RunConfig().model.hyper  # everything else kept
     with pytest.raises(ValueError, match="case list or class_names"):
         RunConfig().for_dataset()
-
-
-def test_the_wide_demo_preset_changes_only_the_unet_widths():
-    from HyperSORTLib.demo.run import DEMO_CONFIG, DemoOptions, demo_config
-
-    wide = demo_config(DemoOptions(out_dir=Path("unused"), config_path=CONFIGS / "demo_wide.yaml"), ("a", "b"))
-    plain = demo_config(DemoOptions(out_dir=Path("unused")), ("a", "b"))
-    assert wide.model.unet.channels == (16, 32, 64, 128) and DEMO_CONFIG.model.unet.channels == (8, 16, 32, 64)
-    assert wide.model.unet.convs_per_level == plain.model.unet.convs_per_level == 1
-    assert wide.data == plain.data and wide.train == plain.train and wide.model.hyper == plain.model.hyper

@@ -55,10 +55,10 @@ from machine import describe, machine_record  # noqa: E402
 from subprocesses import exit_on_sigterm, run_group  # noqa: E402
 
 PRESETS = {
-    # the built-in demo's network and patch
+    # the demo's patch with half its UNet widths (8-64 channels)
     "demo": {"channels": [8, 16, 32, 64], "convs": 1, "classes": 5, "hidden": [50, 50, 50], "patch": [48, 40, 32],
              "batch": 4},
-    # the demo with twice the UNet widths (training/configs/demo_wide.yaml)
+    # the built-in demo's network and patch (HyperSORTLib/demo/demo.yaml)
     "demo_wide": {"channels": [16, 32, 64, 128], "convs": 1, "classes": 5, "hidden": [50, 50, 50],
                   "patch": [48, 40, 32], "batch": 4},
     # the reference HyperSORT UNet and generator (170 M head parameters); 168^3 on GPU, 64^3 on CPU
