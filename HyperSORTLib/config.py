@@ -310,6 +310,9 @@ class TrainConfig:
 LATENT_SCALES = ("row", "table")
 #: Values of ``train.forward`` (see :func:`HyperSORTLib.model.functional.choose_forward`).
 FORWARD_STRATEGIES = ("auto", "batched", "loop")
+#: How the audit merges mixture components into styles, default first (see
+#: :class:`HyperSORTLib.analysis.styles.StyleThresholds`).
+STYLE_LINKAGES = ("complete", "average")
 #: Latent units a latent can travel over a run under the default latent learning rate.
 LATENT_TRAVEL = 1.2
 #: The largest default latent learning rate (runs of fewer than 60 epochs).

@@ -194,7 +194,7 @@ class AnalysisResult:
 def analyze_run(run_dir: str | Path, out_dir: str | Path | None = None, manifest: str | Path | None = None,
                 probe_cases: Sequence[str] | str | None = None, data: str | Path | None = None,
                 device: str = "auto", n_probes: int = 3, max_components: int = 8, seed: int | None = None,
-                stability_seeds: int = 0,
+                stability_seeds: int = 0, linkage: str | None = None,
                 min_cluster_size: int | None = None, cache_dir: str | Path | None = None, use_cache: bool = True,
                 progress: bool = False, overwrite: bool = False, accept_data_change: bool = False) -> AnalysisResult:
     """Audit a trained run and write ``samples.csv``, ``clusters.csv``, ``metrics.json`` and ``report.html``.
@@ -214,6 +214,8 @@ def analyze_run(run_dir: str | Path, out_dir: str | Path | None = None, manifest
         stability_seeds: find the styles again from this many other mixture fits (seeds
             ``seed + 1 ..``) and report, per case, how often it keeps its style company
             (``style_stability`` in ``samples.csv``); 0 skips it.
+        linkage: how mixture components are merged into styles, ``"complete"`` or ``"average"``
+            (:class:`~HyperSORTLib.analysis.styles.StyleThresholds`); default the thresholds' own.
         min_cluster_size: smallest cluster counted as a mode; default ``max(3, ceil(2% of N))``.
         cache_dir: preprocessing cache that training filled (read only); default the user cache
             folder (``$HYPERSORT_CACHE_DIR``).
@@ -278,8 +280,9 @@ def analyze_run(run_dir: str | Path, out_dir: str | Path | None = None, manifest
     probes = [ProbeCase(p.case_id, p.image, p.voxel_ml, p.spacing)
               for p in training_patches(case_list, run.config.data, cache, only=probe_ids)]
     min_style = min_cluster_size or default_min_cluster_size(len(case_ids))
+    thresholds = StyleThresholds() if linkage is None else StyleThresholds(linkage=linkage)
     clusters = _find_styles(run, latents, fine_partition(latents, mixture_seed), probes, class_names, min_style,
-                            mixture_seed, progress)
+                            mixture_seed, progress, thresholds)
     stability = _stability(run, latents, clusters, probes, class_names, mixture_seed,
                            stability_seeds, progress)
     main = clusters.main_cluster
@@ -407,7 +410,8 @@ def _probe_decoder(run: Any, probes: list[ProbeCase], bar: Any = None) -> Any:
 
 @torch.no_grad()
 def _find_styles(run: Any, latents: np.ndarray, mixture: ClusterResult, probes: list[ProbeCase],
-                 class_names: Sequence[str], min_style_size: int, seed: int, progress: bool) -> StyleResult:
+                 class_names: Sequence[str], min_style_size: int, seed: int, progress: bool,
+                 thresholds: StyleThresholds) -> StyleResult:
     """Decode every mixture component's centre on the probes, merge them into styles, and keep the
     label map of every style's (and isolated group's) centre on the probe cases."""
     bar = None
@@ -418,7 +422,7 @@ def _find_styles(run: Any, latents: np.ndarray, mixture: ClusterResult, probes: 
     try:
         styles, row_maps = find_styles(latents, mixture, _probe_decoder(run, probes, bar),
                                        [p.voxel_ml for p in probes], class_names,
-                                       min_style_size, StyleThresholds(), seed)
+                                       min_style_size, thresholds, seed)
     finally:
         if bar is not None:
             bar.close()

@@ -55,6 +55,15 @@ def _e(value: Any) -> str:
     return html.escape(str(value), quote=True)
 
 
+def _merge_rule(thresholds: dict[str, Any]) -> str:
+    """How neighbouring components were merged into styles, in words (analyses written before the
+    linkage was recorded used complete linkage)."""
+    if thresholds.get("linkage", "complete") == "average":
+        return ("Neighbouring components are merged (average linkage) while no pair of them differs in kind and "
+                "they segment alike on average over their cases")
+    return "Neighbouring components are merged (complete linkage) while every pair of them segments alike"
+
+
 def _num(value: Any, digits: int = 3) -> str:
     if value is None:
         return "n/a"
@@ -227,7 +236,7 @@ def _method_section(result: Any) -> str:
             "which would otherwise make them look dense. The kernel density is leave-one-out with bandwidth "
             f"{m['kde_bandwidth']:.3g} (least-squares cross-validation).</p>"
             f"<p>Styles: the centre of every mixture component is decoded into a UNet that segments the probe cases. "
-            f"Neighbouring components are merged (complete linkage) while every pair of them segments alike: each "
+            f"{_merge_rule(t)}: each "
             f"class's volume within {t['volume']:.0%} and Dice at least {t['dice']:.2f} between the two UNets, no "
             f"class missing, appearing or swapped. Groups of fewer than {m['min_cluster_size']} cases are isolated "
             f"cases, not styles. The main mode is the largest style; it is called the consensus when it holds at "

@@ -39,6 +39,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from HyperSORTLib.analysis.behaviour import BehaviourThresholds, compare_to_reference
+from HyperSORTLib.config import STYLE_LINKAGES as LINKAGES
 from HyperSORTLib.latentmap.clusters import ClusterResult, cluster_latents
 from HyperSORTLib.rundir import style_name
 
@@ -59,6 +60,10 @@ class StyleThresholds:
         consensus_ratio: ... or at least this many times as many cases as the next style while
             holding at least a third of all cases.
         max_members: members per style decoded from their own latents to measure its consistency.
+        linkage: when two groups of components are alike: ``"complete"``, every pair across them
+            is; ``"average"``, every pair across them has the same classes (none missing,
+            appearing or swapped) and their behaviour distance, averaged over the pairs with the
+            components' weights (the cases they hold), is within the thresholds.
     """
 
     volume: float = 0.15
@@ -66,6 +71,7 @@ class StyleThresholds:
     consensus_share: float = 0.5
     consensus_ratio: float = 2.0
     max_members: int = 12
+    linkage: str = LINKAGES[0]
 
     def __post_init__(self) -> None:
         if not 0.0 < float(self.volume) < 1.0:
@@ -78,6 +84,8 @@ class StyleThresholds:
             raise ValueError(f"StyleThresholds.consensus_ratio must be >= 1; found {self.consensus_ratio!r}")
         if isinstance(self.max_members, bool) or not isinstance(self.max_members, int) or self.max_members < 0:
             raise ValueError(f"StyleThresholds.max_members must be an integer >= 0; found {self.max_members!r}")
+        if self.linkage not in LINKAGES:
+            raise ValueError(f"StyleThresholds.linkage must be one of {', '.join(LINKAGES)}; found {self.linkage!r}")
 
 
 # eq=False: array fields make generated __eq__/__hash__ ambiguous.
@@ -190,15 +198,20 @@ def component_adjacency(mixture: ClusterResult, n_points: int = 21) -> np.ndarra
 
 
 def merge_components(distance: np.ndarray, adjacency: np.ndarray,
-                     closeness: np.ndarray | None = None) -> list[list[int]]:
-    """Complete-linkage merging of components that are alike and touch.
+                     closeness: np.ndarray | None = None, linkage: str = "complete",
+                     weights: np.ndarray | None = None) -> list[list[int]]:
+    """Merging of components that are alike and touch, complete- or average-linkage.
 
-    Two groups may merge when every pair across them is alike (``distance <= 1``) and at least
-    one pair touches. Of the groups that may merge, the pair closest in ``closeness`` (the
-    smallest entry across them: e.g. the distance between component centres in the latent map)
-    merges first; without ``closeness``, the most alike pair (smallest largest ``distance``
-    across them). The order matters when a component segments like two styles that differ from
-    each other: it joins the one it merges with first, and the other can then no longer join.
+    Two groups may merge when they are alike and at least one pair across them touches. Alike,
+    with ``linkage="complete"``: every pair across them is (``distance <= 1``); with
+    ``"average"``: no pair across them differs in kind (an infinite ``distance``: a class missing,
+    appearing or swapped), and the mean ``distance`` over the pairs, each weighted by the product
+    of its components' ``weights``, is at most 1. Of the groups that may merge, the pair closest in
+    ``closeness`` (the smallest entry across them: e.g. the distance between component centres in
+    the latent map) merges first; without ``closeness``, the most alike pair (smallest largest
+    ``distance`` across them). The order matters when a component segments like two styles that
+    differ from each other: it joins the one it merges with first, and the other can then no
+    longer join.
 
     Example:
         >>> d = np.array([[0, .5, 3], [.5, 0, .8], [3, .8, 0]])
@@ -207,22 +220,42 @@ def merge_components(distance: np.ndarray, adjacency: np.ndarray,
         >>> far = np.array([[0, 4, 9], [4, 0, 1], [9, 1, 0]])  # ... or, by closeness, the nearer one
         >>> merge_components(d, np.ones((3, 3), bool), closeness=far)
         [[0], [1, 2]]
+        >>> drift = np.array([[0, .6, 1.2], [.6, 0, .6], [1.2, .6, 0]])  # ends 20 % apart, 15 % allowed
+        >>> merge_components(drift, np.ones((3, 3), bool), linkage="average", weights=np.array([5, 5, 1]))
+        [[0, 1, 2]]
     """
     distance = np.asarray(distance, dtype=np.float64)
     adjacency = np.asarray(adjacency, dtype=bool)
     if distance.ndim != 2 or distance.shape[0] != distance.shape[1] or adjacency.shape != distance.shape:
         raise ValueError(f"distance and adjacency must be square and of one shape; found {distance.shape} "
                          f"and {adjacency.shape}")
+    if linkage not in LINKAGES:
+        raise ValueError(f"linkage must be one of {', '.join(LINKAGES)}; found {linkage!r}")
     order = distance if closeness is None else np.asarray(closeness, dtype=np.float64)
     if order.shape != distance.shape:
         raise ValueError(f"closeness must have the shape of distance, {distance.shape}; found {order.shape}")
+    weights = np.ones(distance.shape[0]) if weights is None else np.asarray(weights, dtype=np.float64)
+    if weights.shape != (distance.shape[0],) or not (weights >= 0).all():
+        raise ValueError(f"weights must be {distance.shape[0]} numbers >= 0, one per component; found {weights}")
+
+    def alike(a: list[int], b: list[int]) -> bool:
+        across = distance[np.ix_(a, b)]
+        if linkage == "complete":
+            return float(across.max()) <= 1.0
+        if not np.isfinite(across).all():
+            return False
+        pair_weights = np.outer(weights[a], weights[b])
+        if pair_weights.sum() == 0:  # components that hold no case: every pair counts alike
+            pair_weights = np.ones_like(pair_weights)
+        return float((pair_weights * across).sum() / pair_weights.sum()) <= 1.0
+
     groups = [[i] for i in range(distance.shape[0])]
     while True:
         best: tuple[float, int, int] | None = None
         for a in range(len(groups)):
             for b in range(a + 1, len(groups)):
                 across = np.ix_(groups[a], groups[b])
-                if float(distance[across].max()) > 1.0 or not adjacency[across].any():
+                if not adjacency[across].any() or not alike(groups[a], groups[b]):
                     continue
                 rank = float(order[across].max() if closeness is None else order[across].min())
                 if best is None or rank < best[0]:
@@ -276,7 +309,8 @@ def find_styles(latents: np.ndarray, mixture: ClusterResult, decode: Callable[[n
     adjacency = component_adjacency(mixture)
     component_centres = np.asarray(mixture.centers, dtype=np.float64)
     apart = np.linalg.norm(component_centres[:, None] - component_centres[None], axis=-1)
-    groups = merge_components(distance, adjacency, closeness=apart)
+    groups = merge_components(distance, adjacency, closeness=apart, linkage=thresholds.linkage,
+                              weights=np.asarray(mixture.sizes, dtype=np.float64))
 
     sizes = [int(sum(mixture.sizes[c] for c in g)) for g in groups]
     styles = sorted((g for g, s in zip(groups, sizes) if s >= min_style_size), key=lambda g: -_size(mixture, g))
@@ -338,7 +372,8 @@ def style_summary(result: StyleResult) -> dict[str, Any]:
             round(float(result.consistency[main]), 4), "main_checked": int(result.n_checked[main]),
             "thresholds": {"volume": result.thresholds.volume, "dice": result.thresholds.dice,
                            "consensus_share": result.thresholds.consensus_share,
-                           "consensus_ratio": result.thresholds.consensus_ratio},
+                           "consensus_ratio": result.thresholds.consensus_ratio,
+                           "linkage": result.thresholds.linkage},
             "min_style_size": result.min_style_size}
 
 

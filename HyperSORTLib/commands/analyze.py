@@ -7,6 +7,7 @@ from pathlib import Path
 
 from HyperSORTLib.commands import (add_data_option, add_device_option, add_overwrite_option, add_progress_option,
                                    add_run_option)
+from HyperSORTLib.config import STYLE_LINKAGES
 
 NAME = "analyze"
 HELP = "audit a trained run: suspicious samples, clusters described in words, HTML report"
@@ -38,6 +39,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--stability-seeds", type=int, default=0, metavar="N",
                         help="find the styles again from N other mixture fits and report, per case, how often "
                              "it keeps its style company (samples.csv: style_stability; default 0: skip)")
+    parser.add_argument("--linkage", choices=STYLE_LINKAGES, default=None,
+                        help="how neighbouring mixture components merge into styles: complete (every pair "
+                             "segments alike) or average (no pair differs in kind, and they segment alike on "
+                             f"average over their cases); default {STYLE_LINKAGES[0]}")
     parser.add_argument("--cache-dir", type=Path, default=None,
                         help="preprocessing cache written by training, read to skip preprocessing "
                              "(default $HYPERSORT_CACHE_DIR or the user cache folder)")
@@ -57,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--stability-seeds must be >= 0, found {args.stability_seeds}.")
     result = analyze_run(args.run, out_dir=args.out, manifest=args.manifest, probe_cases=args.probe,
                          data=args.data, device=args.device, max_components=args.max_components,
-                         stability_seeds=args.stability_seeds,
+                         stability_seeds=args.stability_seeds, linkage=args.linkage,
                          cache_dir=args.cache_dir, use_cache=not args.no_cache, progress=not args.no_progress,
                          overwrite=args.overwrite, accept_data_change=args.accept_data_change)
     print(result.summary())

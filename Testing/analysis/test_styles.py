@@ -72,6 +72,27 @@ def test_merge_order_by_closeness_decides_where_an_in_between_component_goes():
         merge_components(distance, np.ones((3, 3), bool), closeness=np.zeros((2, 2)))
 
 
+def test_average_linkage_keeps_a_drifting_style_whole_but_never_merges_a_difference_in_kind():
+    # 0 (12 cases) and 1 (8) are alike, 1 and 2 (2 cases) too, but 0 and 2 lie 20 % apart (15 %
+    # allowed): complete linkage splits 0 from 1 + 2 (merged first, nearest), average linkage keeps
+    # them whole, its case-weighted mean distance being 0.80. 3 (8 cases) is alike to 1 alone: apart
+    # either way (a mean of 1.03 from 1 + 2, 1.31 from 0 + 1 + 2).
+    distance = np.array([[0, .65, 1.38, 1.54], [.65, 0, .73, .89], [1.38, .73, 0, 1.6], [1.54, .89, 1.6, 0]])
+    apart = np.array([[0, .2, .3, .5], [.2, 0, .1, .4], [.3, .1, 0, .4], [.5, .4, .4, 0]])
+    sizes = np.array([12, 8, 2, 8])
+    touch = np.ones((4, 4), bool)
+    assert merge_components(distance, touch, closeness=apart, weights=sizes) == [[0], [1, 2], [3]]
+    assert merge_components(distance, touch, closeness=apart, linkage="average", weights=sizes) == [[0, 1, 2], [3]]
+    # a class missing (an infinite distance) between any two components forbids the merge
+    missing = distance.copy()
+    missing[0, 2] = missing[2, 0] = np.inf
+    assert merge_components(missing, touch, closeness=apart, linkage="average", weights=sizes) == [[0], [1, 2], [3]]
+    with pytest.raises(ValueError, match="linkage must be one of complete, average"):
+        merge_components(distance, touch, linkage="single")
+    with pytest.raises(ValueError, match="weights"):
+        merge_components(distance, touch, linkage="average", weights=np.ones(3))
+
+
 def _liver_maps(extent: int) -> list[np.ndarray]:
     label = np.zeros(SHAPE, np.uint8)
     label[4:4 + extent, 2:10, 2:10] = 1
@@ -189,6 +210,8 @@ def test_style_thresholds_are_checked():
         StyleThresholds(volume=0.0)
     with pytest.raises(ValueError, match="max_members"):
         StyleThresholds(max_members=-1)
+    with pytest.raises(ValueError, match="linkage must be one of complete, average; found 'single'"):
+        StyleThresholds(linkage="single")
 
 
 def test_style_stability_is_one_when_refits_agree_and_drops_for_the_cases_that_move():
