@@ -14,7 +14,7 @@ time cap (and the suite's overall ``--budget``):
   module's logic on a 512x512x200 CT (needs slicer-core);
 * ``ddp``: ``train_step.py --variants trainer --processes 2``: the same training step in two
   ``torchrun`` processes (needs two GPUs);
-* ``step-demo-bf16``: ``train_step.py`` with the demo's UNet (8-64 channels) at 168^3, for the
+* ``step-demo-bf16``: ``train_step.py`` with the 8-64-channel UNet (preset ``demo``) at 168^3, for the
   width threshold of ``train.forward: auto``.
 
 A part that cannot run here is skipped with its reason (no CUDA for bf16, one GPU for ``ddp``,
@@ -137,7 +137,7 @@ def plan(device: str, smoke: bool, gpus: int, bf16: bool) -> list[Part]:
              [*sizes["probe"], *dev], caps(120), slicer),
         Part("ddp", f"the Trainer's step in 2 torchrun processes ({what} global)", "train_step.py",
              [*sizes["ddp"], *ddp_dev, *amp, "--variants", "trainer", "--processes", "2"], caps(90), ddp_skip),
-        Part("step-demo-bf16", f"batched vs loop vs plain step, demo UNet (8-64 channels), {sizes['demo_what']}, "
+        Part("step-demo-bf16", f"batched vs loop vs plain step, 8-64-channel UNet, {sizes['demo_what']}, "
              "bf16 autocast",
              "train_step.py", [*sizes["demo"], *dev, "--dtype", "bf16"], caps(60), no_bf16),
     ]

@@ -15,8 +15,9 @@ Every timed call is a latent point never segmented before (a moving probe); the 
 a point segmented a second time (the probe returning), which the fast path answers from its kept
 label maps. The scan is the synthetic CT of ``segment_latency.py`` (a body-shaped ellipse in air,
 0.78x0.78x2.0 mm); weights are freshly initialised, the architectures are the demo's UNet
-(8/16/32/64 channels, one convolution per level) and the reference HyperSORT UNet
-(16/32/64/128, three per level), at the reference data settings (2 mm, 168^3 windows, preview 4 mm).
+(``HyperSORTLib/demo/demo.yaml``: 16/32/64/128 channels, one convolution per level) and the
+reference HyperSORT UNet (16/32/64/128, three per level), at the reference data settings (2 mm,
+168^3 windows, preview 4 mm).
 
 Run:
     python benchmarks/inference_fast_path.py                          # demo UNet, preview + full; reference UNet, preview

@@ -5,7 +5,8 @@ the scan is set once (its preprocessing is timed separately, it is paid once per
 every new latent point costs a hyper-network pass, a UNet pass and, at full resolution, the
 interpolation of the class scores back onto the 52-million-voxel input grid. Weights are freshly
 initialised (timing does not depend on training); the architectures are the reference HyperSORT
-configuration and the demo's small UNet (8/16/32/64 channels, one convolution per level), both at
+configuration and the demo's UNet (``HyperSORTLib/demo/demo.yaml``: 16/32/64/128 channels, one
+convolution per level), both at
 the reference data settings (2 mm, 168^3 windows).
 
 A second table compares the two ways of bringing class scores back onto the scan's grid: the

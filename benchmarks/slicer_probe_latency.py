@@ -15,8 +15,9 @@ Paths compared side by side, on the same scan and model:
 
 "first move" includes preprocessing the scan for that grid (paid once per scan and grid);
 "next moves" is the median over new latent points after that. Weights are freshly initialised
-(timing does not depend on training). Models: ``small`` = the demo's UNet (8/16/32/64 channels,
-one convolution per level, 5 classes) at the reference data settings (2 mm, 168^3 windows),
+(timing does not depend on training). Models: ``small`` = the demo's UNet
+(``HyperSORTLib/demo/demo.yaml``: 16/32/64/128 channels, one convolution per level, 5 classes) at
+the reference data settings (2 mm, 168^3 windows),
 ``reference`` = the reference HyperSORT configuration (16-128 channels, 3 convolutions per level).
 
 ``--shape`` and ``--window`` shrink the scan and the sliding window (quick checks); ``--json``
