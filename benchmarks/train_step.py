@@ -2,7 +2,8 @@
 
 All variants use the same UNet architecture and input size:
 
-* ``batched``: latents -> weight generator -> every sample's UNet in one vmap'd pass (this library);
+* ``batched``: latents -> weight generator -> every sample's UNet in one grouped pass, channels-last on
+  CPU (this library's ``batched_forward``);
 * ``batched_vmap``: ``batched`` through ``vmap`` over ``functional_call`` (grouped convolutions
   in the default layout: the batched pass before it was written out channels-last for CPU);
 * ``batched_unfused``: ``batched`` with PyTorch's default (multi-tensor) Adam for the generator

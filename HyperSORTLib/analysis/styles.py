@@ -198,7 +198,7 @@ def component_adjacency(mixture: ClusterResult, n_points: int = 21) -> np.ndarra
 
 
 def merge_components(distance: np.ndarray, adjacency: np.ndarray,
-                     closeness: np.ndarray | None = None, linkage: str = "complete",
+                     closeness: np.ndarray | None = None, linkage: str = LINKAGES[0],
                      weights: np.ndarray | None = None) -> list[list[int]]:
     """Merging of components that are alike and touch, complete- or average-linkage.
 
@@ -238,8 +238,8 @@ def merge_components(distance: np.ndarray, adjacency: np.ndarray,
     if weights.shape != (distance.shape[0],) or not (weights >= 0).all():
         raise ValueError(f"weights must be {distance.shape[0]} numbers >= 0, one per component; found {weights}")
 
-    def alike(a: list[int], b: list[int]) -> bool:
-        across = distance[np.ix_(a, b)]
+    def alike(a: list[int], b: list[int], across_index: tuple[np.ndarray, np.ndarray]) -> bool:
+        across = distance[across_index]
         if linkage == "complete":
             return float(across.max()) <= 1.0
         if not np.isfinite(across).all():
@@ -255,7 +255,7 @@ def merge_components(distance: np.ndarray, adjacency: np.ndarray,
         for a in range(len(groups)):
             for b in range(a + 1, len(groups)):
                 across = np.ix_(groups[a], groups[b])
-                if not adjacency[across].any() or not alike(groups[a], groups[b]):
+                if not adjacency[across].any() or not alike(groups[a], groups[b], across):
                     continue
                 rank = float(order[across].max() if closeness is None else order[across].min())
                 if best is None or rank < best[0]:

@@ -39,7 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--stability-seeds", type=int, default=0, metavar="N",
                         help="find the styles again from N other mixture fits and report, per case, how often "
                              "it keeps its style company (samples.csv: style_stability; default 0: skip)")
-    parser.add_argument("--linkage", choices=STYLE_LINKAGES, default=None,
+    parser.add_argument("--linkage", choices=STYLE_LINKAGES, default=STYLE_LINKAGES[0],
                         help="how neighbouring mixture components merge into styles: complete (every pair "
                              "segments alike) or average (no pair differs in kind, and they segment alike on "
                              f"average over their cases); default {STYLE_LINKAGES[0]}")
