@@ -11,6 +11,11 @@ latent points, in one process:
   somewhat larger than the patch runs in one UNet pass instead of overlapping windows (other
   labels: instance normalisation sees the whole box).
 
+The fast and one-pass paths run the UNet in the device's native 16-bit type (``mixed_precision=True``:
+CUDA GPUs, and CPUs with bfloat16 instructions); "fast, float32" is the fast path with
+``mixed_precision=False``, whose labels are the reference path's exactly. By default
+:class:`InteractiveSegmenter` runs previews as "fast" and, on CPU, full resolution as "fast, float32".
+
 Every timed call is a latent point never segmented before (a moving probe); the "again" row is
 a point segmented a second time (the probe returning), which the fast path answers from its kept
 label maps. The scan is the synthetic CT of ``segment_latency.py`` (a body-shaped ellipse in air,
@@ -42,12 +47,13 @@ from segment_latency import _configs, _segmenter, _synthetic_ct
 
 def _paths(config: RunConfig, device: torch.device, sw_batch_size: int | None) -> dict[str, InteractiveSegmenter]:
     reference = _segmenter(config, device)
-    fast = InteractiveSegmenter(reference.run, sw_batch_size=sw_batch_size)
-    one_pass = InteractiveSegmenter(reference.run, sw_batch_size=sw_batch_size,
+    fast = InteractiveSegmenter(reference.run, sw_batch_size=sw_batch_size, mixed_precision=True)
+    one_pass = InteractiveSegmenter(reference.run, sw_batch_size=sw_batch_size, mixed_precision=True,
                                     single_pass_voxels=2 * int(np.prod(config.data.patch_size)))
+    fast_fp32 = InteractiveSegmenter(reference.run, sw_batch_size=sw_batch_size, mixed_precision=False)
     reference = InteractiveSegmenter(reference.run, max_cached_results=0, crop_to_body=False, sw_batch_size=1,
                                      channels_last=False, mixed_precision=False)
-    return {"reference": reference, "fast": fast, "one pass": one_pass}
+    return {"reference": reference, "fast, float32": fast_fp32, "fast": fast, "one pass": one_pass}
 
 
 def _time(seg: InteractiveSegmenter, z: np.ndarray, preview: bool, device: torch.device) -> tuple[dict, np.ndarray]:
@@ -79,17 +85,23 @@ def measure(name: str, config: RunConfig, device: torch.device, ct: np.ndarray, 
         unet = {which: statistics.median(t["unet"] for t in samples) for which, samples in times.items()}
         box = paths["fast"]._prepared_volume(preview).body
         grid = paths["fast"]._prepared_volume(preview).image.shape[1:]
-        same = labels["reference"] == labels["fast"]
+        same = labels["reference"] == labels["fast, float32"]
+        same_mixed = labels["fast"] == labels["fast, float32"]
         in_body = body if not preview else None
+        foreground = (labels["fast"] > 0) | (labels["fast, float32"] > 0)
         rows.append({"model": name, "mode": mode, "grid": "x".join(map(str, grid)),
                      "box": "x".join(str(b.stop - b.start) for b in box), "reference": med["reference"],
                      "fast": med["fast"], "unet_reference": unet["reference"], "unet_fast": unet["fast"],
+                     "fast_fp32": med["fast, float32"], "unet_fast_fp32": unet["fast, float32"],
+                     "mixed_same_foreground": float(same_mixed[foreground].mean()) if foreground.any() else 1.0,
+                     "precision": paths["fast"].precision(preview),
                      "one_pass": med["one pass"], "unet_one_pass": unet["one pass"],
                      "one_pass_same_body": float((labels["one pass"] == labels["fast"])[in_body].mean())
                      if in_body is not None else float("nan"),
                      "again": again["total"], "same": float(same.mean()),
                      "same_body": float(same[in_body].mean()) if in_body is not None else float("nan")})
-        print(f"  {name:9s} {mode:7s} reference {med['reference']:.3f} s, fast {med['fast']:.3f} s, "
+        print(f"  {name:9s} {mode:7s} reference {med['reference']:.3f} s, fast float32 {med['fast, float32']:.3f} s, "
+              f"fast {med['fast']:.3f} s, "
               f"one pass {med['one pass']:.3f} s, again {again['total'] * 1000:.1f} ms", flush=True)
     return rows
 
@@ -117,17 +129,20 @@ def main() -> None:
         rows += measure("reference", reference, device, ct, affine, ["full"], args.full_repeats, args.sw_batch_size)
     print(f"\nScan 512x512x200 at 0.78x0.78x2.0 mm, 5 classes; {describe(device)}; median of {args.repeats} "
           f"latent points (preview) and {args.full_repeats} (full).\n")
-    print("| UNet | mode | preprocessed grid | body box | reference (s) | fast (s) | speed-up | one pass (s) | "
-          "speed-up | UNet: reference / fast / one pass (s) | point again, fast (ms) | labels identical to the "
-          "reference (all / in body) | one pass = fast, in body |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print(f"Fast and one pass in {rows[0]['precision'] if rows else '-'} (autocast); freshly initialised weights, so "
+          f"the label agreement under mixed precision is a lower bound (a trained UNet's logits are far from ties).\n")
+    print("| UNet | mode | preprocessed grid | body box | reference (s) | fast, float32 (s) | fast (s) | speed-up | "
+          "one pass (s) | speed-up | UNet: reference / fast float32 / fast / one pass (s) | point again, fast (ms) | "
+          "fast float32 = reference (all / in body) | fast = fast float32, foreground | one pass = fast, in body |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         body = "" if np.isnan(r["same_body"]) else f" / {100 * r['same_body']:.2f} %"
         one = "" if np.isnan(r["one_pass_same_body"]) else f"{100 * r['one_pass_same_body']:.2f} %"
-        print(f"| {r['model']} | {r['mode']} | {r['grid']} | {r['box']} | {r['reference']:.3f} | {r['fast']:.3f} | "
-              f"{r['reference'] / r['fast']:.1f}x | {r['one_pass']:.3f} | {r['reference'] / r['one_pass']:.1f}x | "
-              f"{r['unet_reference']:.3f} / {r['unet_fast']:.3f} / {r['unet_one_pass']:.3f} | "
-              f"{r['again'] * 1000:.1f} | {100 * r['same']:.2f} %{body} | {one} |")
+        print(f"| {r['model']} | {r['mode']} | {r['grid']} | {r['box']} | {r['reference']:.3f} | {r['fast_fp32']:.3f} | "
+              f"{r['fast']:.3f} | {r['reference'] / r['fast']:.1f}x | {r['one_pass']:.3f} | "
+              f"{r['reference'] / r['one_pass']:.1f}x | {r['unet_reference']:.3f} / {r['unet_fast_fp32']:.3f} / "
+              f"{r['unet_fast']:.3f} / {r['unet_one_pass']:.3f} | {r['again'] * 1000:.1f} | {100 * r['same']:.2f} %{body} | "
+              f"{100 * r['mixed_same_foreground']:.2f} % | {one} |")
 
 
 if __name__ == "__main__":

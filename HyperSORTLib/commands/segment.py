@@ -32,6 +32,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                         help="segment on a grid 2x coarser than training (fast, approximate), still written on the "
                              "input grid")
     parser.add_argument("--preview-spacing", type=float, default=None, help="preview grid spacing in mm")
+    precision = parser.add_mutually_exclusive_group()
+    precision.add_argument("--float32", action="store_true",
+                           help="run the UNet in float32 (default: on a CUDA GPU in its 16-bit type; on CPU in float32, "
+                                "except --preview in bfloat16 on processors with bfloat16 instructions)")
+    precision.add_argument("--mixed-precision", action="store_true",
+                           help="run the UNet in the device's native 16-bit type where it has one (CUDA GPUs, CPUs with "
+                                "bfloat16 instructions): 2.5-3x faster on such a CPU; labels differ at 0.01-0.1 %% of "
+                                "the voxels")
     add_device_option(parser)
     add_progress_option(parser)
 
@@ -105,7 +113,8 @@ def run(args: argparse.Namespace) -> int:
     if args.preview_spacing is not None:
         check_spacing(args.preview_spacing, "--preview-spacing")
     array, affine, image = load_scan(args.input)
-    seg = InteractiveSegmenter.load(args.run, device=args.device)
+    mixed = False if args.float32 else True if args.mixed_precision else None
+    seg = InteractiveSegmenter.load(args.run, device=args.device, mixed_precision=mixed)
     if args.latent is not None:
         z, source = parse_latent(args.latent, seg.latent_dim), "latent"
     elif args.sample is not None:
@@ -147,6 +156,7 @@ def run(args: argparse.Namespace) -> int:
         "run": str(Path(args.run).resolve()),
         "input": str(Path(args.input).resolve()),
         "preview": bool(args.preview),
+        "precision": seg.precision(args.preview),
         "classes_present": [seg.class_names[i] for i in present if i < len(seg.class_names)],
         "seconds": {k: round(v, 4) for k, v in seg.timings.items()},
     })

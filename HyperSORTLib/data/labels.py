@@ -47,15 +47,29 @@ def label_dtype(num_classes: int) -> np.dtype:
 def argmax_labels(scores, axis: int = 0) -> np.ndarray:
     """Arg-max class indices of a torch score tensor as a NumPy array in :func:`label_dtype`.
 
-    Narrowed on the tensor's device before the copy to the host (a GPU copies a quarter or an
-    eighth of the bytes).
+    Taken as ``max(axis).indices`` (the same indices, ties to the first class: on CPU ``argmax``
+    over the leading class axis is about 15x slower), and narrowed on the tensor's device before
+    the copy to the host (a GPU copies a quarter or an eighth of the bytes).
     """
     import torch
 
     num_classes = scores.shape[axis]
-    labels = scores.argmax(axis)
+    labels = scores.max(axis).indices
     labels = labels.to(torch.uint8) if num_classes <= 256 else labels.to(torch.int32)
     return labels.cpu().numpy().astype(label_dtype(num_classes), copy=False)
+
+
+def argmax_classes(scores: np.ndarray) -> np.ndarray:
+    """``scores.argmax(0)`` of a NumPy ``[K, ...]`` score array in :func:`label_dtype`: ties go to the
+    first class. One pass per class, several times faster than ``argmax`` over the leading axis."""
+    dtype = label_dtype(scores.shape[0])
+    labels = np.zeros(scores.shape[1:], dtype=dtype)
+    best = scores[0].copy()
+    for k in range(1, scores.shape[0]):
+        better = scores[k] > best
+        labels[better] = k
+        np.maximum(best, scores[k], out=best)
+    return labels
 
 
 def _read_integer_data(image: nib.spatialimages.SpatialImage, case: CaseRecord, path) -> np.ndarray:

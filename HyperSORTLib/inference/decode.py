@@ -22,7 +22,7 @@ from HyperSORTLib.model.hypersort import HyperSORTModel
 from HyperSORTLib.model.plain import PlainUNetModel
 from HyperSORTLib.model.unet import UNet3D
 from HyperSORTLib import rundir
-from HyperSORTLib.device import resolve_device
+from HyperSORTLib.device import autocast_dtype, resolve_device
 
 
 @dataclass
@@ -109,8 +109,10 @@ class TrainedRun:
                 larger calls, which a GPU runs faster).
             channels_last: run the UNet in the ``channels_last_3d`` memory layout (the same labels up
                 to float rounding; about twice as fast on CPU with oneDNN).
-            mixed_precision: on CUDA, run the UNet under autocast (bfloat16 where supported, else
-                float16); the logits are float32. Ignored on CPU.
+            mixed_precision: run the UNet under autocast in the 16-bit type of
+                :func:`~HyperSORTLib.device.autocast_dtype` (CUDA: bfloat16 where supported, else
+                float16; CPU: bfloat16 on processors that compute it natively, else ignored). The
+                logits are float32; labels differ from float32 ones at a few boundary voxels.
             single_pass_voxels: a volume larger than the patch but of at most this many voxels
                 (after padding) also runs in one pass. The UNet is fully convolutional, but its
                 instance normalisation then sees the whole volume instead of one window, so the
@@ -123,7 +125,7 @@ class TrainedRun:
         unet = z if isinstance(z, UNet3D) else self.decode(z)
         if channels_last:
             unet = unet.to(memory_format=torch.channels_last_3d)
-        run_unet = _unet_caller(unet, channels_last, mixed_precision and self.device.type == "cuda")
+        run_unet = _unet_caller(unet, channels_last, autocast_dtype(self.device) if mixed_precision else None)
         image = image.to(self.device, torch.float32)
         patch = tuple(self.config.data.patch_size)
         divisor = self.config.model.unet.divisor
@@ -170,18 +172,18 @@ class TrainedRun:
         return argmax_labels(logits[0])
 
 
-def _unet_caller(unet: torch.nn.Module, channels_last: bool, autocast: bool) -> Callable[[torch.Tensor], torch.Tensor]:
-    """``unet`` as a function of an input batch, in the memory layout and precision asked for;
-    returns contiguous float32 logits."""
-    if not (channels_last or autocast):
+def _unet_caller(unet: torch.nn.Module, channels_last: bool,
+                 dtype: torch.dtype | None) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``unet`` as a function of an input batch, in the memory layout asked for and under autocast
+    to ``dtype`` (``None``: float32); returns contiguous float32 logits."""
+    if not (channels_last or dtype):
         return unet
-    dtype = torch.bfloat16 if autocast and torch.cuda.is_bf16_supported() else torch.float16
 
     def call(x: torch.Tensor) -> torch.Tensor:
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last_3d)
-        if autocast:
-            with torch.autocast("cuda", dtype=dtype):
+        if dtype is not None:
+            with torch.autocast(x.device.type, dtype=dtype):
                 out = unet(x)
         else:
             out = unet(x)

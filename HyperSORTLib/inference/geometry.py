@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from HyperSORTLib.config import DataConfig
-from HyperSORTLib.data.labels import argmax_labels, label_dtype
+from HyperSORTLib.data.labels import argmax_classes, argmax_labels, label_dtype
 from HyperSORTLib.utils.nifti import SPACING_RANGE_MM, affine_problem, open_nifti, voxel_sizes
 
 __all__ = ["SPACING_RANGE_MM", "MAX_GRID_VOXELS", "AIR_HU", "BODY_MARGIN_MM", "ScanError", "PreparedVolume",
@@ -300,7 +300,7 @@ class _SeparableResampler:
         self.logits = logits  # [K, X, Y, Z] float32
         self.transform = transform
         self.sources = sources
-        labels = logits.argmax(0).astype(label_dtype(logits.shape[0]))
+        labels = argmax_classes(logits)
         self.sizes = labels.shape
         corners = [labels]
         for axis in range(3):  # grow the set of corners one axis at a time
@@ -353,7 +353,7 @@ class _SeparableResampler:
                         weight = wxy * (w[2] if cz else 1 - w[2])
                         corner = self.logits[:, (hi if cx else lo)[0], (hi if cy else lo)[1], (hi if cz else lo)[2]]
                         scores += corner * weight
-            out[mixed] = scores.argmax(0).astype(dtype, copy=False)
+            out[mixed] = argmax_classes(scores).astype(dtype, copy=False)
         return out.transpose(self.sources)
 
 

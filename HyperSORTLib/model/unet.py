@@ -12,8 +12,24 @@ from typing import Sequence
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from HyperSORTLib.config import UNetConfig
+
+
+class InstanceNorm3d(nn.InstanceNorm3d):
+    """Instance normalisation that keeps a single volume's memory layout.
+
+    For one volume (batch size 1), instance statistics are batch statistics, so it runs as
+    ``batch_norm``, which normalises a ``channels_last_3d`` tensor in place of layout, where
+    ``instance_norm`` first copies it to the contiguous layout and back (a third of a CPU
+    inference pass). Larger batches run as ``instance_norm``. Same parameters, same function.
+    """
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        if input.dim() == 5 and input.shape[0] == 1 and not self.track_running_stats:
+            return F.batch_norm(input, None, None, self.weight, self.bias, True, 0.0, self.eps)
+        return super().forward(input)
 
 
 class ConvBlock(nn.Sequential):
@@ -23,7 +39,7 @@ class ConvBlock(nn.Sequential):
         super().__init__(OrderedDict(
             conv=nn.Conv3d(in_channels, out_channels, kernel_size=3, stride=stride, padding=1),
             act=nn.ReLU(),
-            norm=nn.InstanceNorm3d(out_channels, affine=True),
+            norm=InstanceNorm3d(out_channels, affine=True),
         ))
 
 
@@ -34,7 +50,7 @@ class UpBlock(nn.Sequential):
         super().__init__(OrderedDict(
             conv=nn.ConvTranspose3d(in_channels, out_channels, kernel_size=4, stride=2, padding=1),
             act=nn.ReLU(),
-            norm=nn.InstanceNorm3d(out_channels, affine=True),
+            norm=InstanceNorm3d(out_channels, affine=True),
         ))
 
 

@@ -15,8 +15,9 @@ import torch
 from conftest import SHARED_DATA, tiny_config, write_sphere_dataset
 from HyperSORTLib.cli import main
 from HyperSORTLib.config import RunConfig
+from HyperSORTLib.device import autocast_dtype
 from HyperSORTLib.data import SegmentationCases, read_nnunet_folder, training_transforms
-from HyperSORTLib.inference import InteractiveSegmenter, ScanError, TrainedRun, prepare_volume
+from HyperSORTLib.inference import InteractiveSegmenter, ScanError, TrainedRun, load_scan, prepare_volume
 from HyperSORTLib.inference.geometry import logits_to_labels
 from HyperSORTLib.training import Trainer
 
@@ -250,11 +251,13 @@ def _reference_labels(run: TrainedRun, volume, z, to_input_grid: bool) -> np.nda
 @pytest.mark.parametrize("preview", [False, True], ids=["full", "preview"])
 def test_fast_path_labels_equal_the_reference_path(tiny_run, preview):
     """Batched windows, the channels-last layout, inference mode and the caches change no label;
-    the body crop changes none inside the body box: it is the reference path run on the box."""
+    the body crop changes none inside the body box: it is the reference path run on the box.
+    (Mixed precision, which changes rounding, is compared in the test after this one.)"""
     run = TrainedRun.load(tiny_run, device="cpu")
     ct, affine = _patient()
     z = run.latent_of("case_002")
-    exact = InteractiveSegmenter(run, crop_to_body=False, sw_batch_size=3, channels_last=True)
+    exact = InteractiveSegmenter(run, crop_to_body=False, sw_batch_size=3, channels_last=True,
+                                 mixed_precision=False)
     exact.set_volume(ct, affine)
     volume = exact._prepared_volume(preview)
     if not preview:
@@ -262,7 +265,7 @@ def test_fast_path_labels_equal_the_reference_path(tiny_run, preview):
     np.testing.assert_array_equal(exact.segment(z, preview=preview).array,
                                   _reference_labels(run, volume, z, not preview))
 
-    fast = InteractiveSegmenter(run, sw_batch_size=3)
+    fast = InteractiveSegmenter(run, sw_batch_size=3, mixed_precision=False)
     fast.set_volume(ct, affine)
     box = fast._prepared_volume(preview).body
     grid = volume.image.shape[1:]
@@ -282,6 +285,37 @@ def test_fast_path_labels_equal_the_reference_path(tiny_run, preview):
     expected = logits_to_labels(crop_logits, crop_affine, affine, ct.shape)
     np.testing.assert_array_equal(result.array[inside], expected[inside])
     assert not result.array[outside].any()  # background around the body box
+
+
+@pytest.mark.parametrize("preview", [False, True], ids=["full", "preview"])
+def test_mixed_precision_labels_agree_with_float32(tiny_run, preview):
+    """By default the UNet runs in the device's native 16-bit type (bfloat16 on CPUs that have
+    it): the logits change by rounding only, and the labels agree with the float32 ones."""
+    run = TrainedRun.load(tiny_run, device="cpu")
+    ct, affine = _patient()
+    z = run.latent_of("case_002")
+    labels = {}
+    for mixed in (False, True):
+        seg = InteractiveSegmenter(run, mixed_precision=mixed)
+        seg.set_volume(ct, affine)
+        labels[mixed] = seg.segment(z, preview=preview).array
+    default = InteractiveSegmenter(run)  # on CPU: previews in the 16-bit type, full resolution in float32
+    assert default.uses_mixed_precision(preview=True) and not default.uses_mixed_precision(preview=False)
+    assert default.precision(False) == "float32"
+    foreground = (labels[False] > 0) | (labels[True] > 0)
+    assert foreground.sum() > 50
+    assert (labels[False] == labels[True])[foreground].mean() > 0.95  # 0.98 on this barely trained UNet
+    volume = seg._prepared_volume(preview)
+    unet = run.decode(z)
+    exact = run.predict_logits(volume.image[None], unet)
+    mixed = run.predict_logits(volume.image[None], unet, mixed_precision=True)
+    assert mixed.dtype == torch.float32 and mixed.shape == exact.shape
+    spread = float(exact.abs().max())
+    if autocast_dtype("cpu") is None:  # a processor without bfloat16: float32 both times
+        assert torch.equal(mixed, exact)
+    else:  # bfloat16 keeps 8 bits of mantissa: changed, by about 1 % of the logits' range at most
+        assert not torch.equal(mixed, exact)
+        assert float((mixed - exact).abs().max()) < 0.05 * spread
 
 
 def _box_regions(shape, affine, box_affine, box_shape) -> tuple[np.ndarray, np.ndarray]:
@@ -363,6 +397,19 @@ def test_hypersort_segment_sidecar_names_classes_and_latent(tiny_run, tmp_path):
     assert sidecar["labels"] == {"0": "background", "1": "ball_a", "2": "ball_b"}
     assert sidecar["latent_source"] == "sample case_002" and len(sidecar["latent"]) == 2
     assert sidecar["written_by"] == "hypersort segment"
+    assert sidecar["precision"] == "float32"  # full resolution on CPU, by default
+
+
+@pytest.mark.parametrize("flag,mixed", [("--float32", False), ("--mixed-precision", True)])
+def test_hypersort_segment_precision_flags_give_that_precision(tiny_run, tmp_path, flag, mixed):
+    scan = _save_scan(tmp_path / "ct.nii.gz")
+    assert _segment(tiny_run, scan, tmp_path / "seg.nii.gz", "--sample", "case_002", "--preview", flag) == 0
+    seg = InteractiveSegmenter(TrainedRun.load(tiny_run, device="cpu"), mixed_precision=mixed)
+    assert json.loads((tmp_path / "seg.json").read_text())["precision"] == seg.precision(True)
+    array, affine, _ = load_scan(scan)
+    seg.set_volume(array, affine)
+    expected = seg.segment(seg.latent_of("case_002"), preview=True, to_input_grid=True).array
+    np.testing.assert_array_equal(np.asarray(nib.load(str(tmp_path / "seg.nii.gz")).dataobj), expected)
 
 
 def test_hypersort_segment_preview_is_written_on_the_input_grid(tiny_run, tmp_path):

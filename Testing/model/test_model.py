@@ -19,6 +19,29 @@ def test_reference_unet_size():
     assert sum(p.numel() for p in params) == 3_327_122
 
 
+def test_instance_norm_of_one_volume_keeps_its_layout_and_its_values():
+    """One volume is normalised as batch_norm (no copy out of channels_last_3d), with
+    instance_norm's values: bit for bit in the contiguous layout, to rounding in channels-last."""
+    from torch.nn import functional as F
+    from HyperSORTLib.model.unet import InstanceNorm3d
+
+    torch.manual_seed(0)
+    norm = InstanceNorm3d(8, affine=True)
+    torch.nn.init.normal_(norm.weight)
+    torch.nn.init.normal_(norm.bias)
+
+    def expected(x):
+        return F.instance_norm(x.contiguous(), weight=norm.weight, bias=norm.bias, eps=norm.eps)
+
+    one, several = torch.randn(1, 8, 12, 10, 6), torch.randn(3, 8, 12, 10, 6)
+    assert torch.equal(norm(one), expected(one)) and torch.equal(norm(several), expected(several))
+    last = one.contiguous(memory_format=torch.channels_last_3d)
+    out = norm(last)
+    assert out.is_contiguous(memory_format=torch.channels_last_3d)
+    torch.testing.assert_close(out, expected(one), rtol=0, atol=1e-5)
+    assert isinstance(UNet3D(channels=(4, 8), convs_per_level=1).encoders[0][0].norm, InstanceNorm3d)
+
+
 @pytest.mark.parametrize("channels,convs,classes,shape", [
     ((4,), 1, 2, (5, 7, 3)),
     ((4, 8), 2, 3, (8, 12, 16)),
