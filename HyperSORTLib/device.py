@@ -37,3 +37,4 @@ def autocast_dtype(device: str | torch.device) -> torch.dtype | None:
         if any(getattr(torch.cpu, name, lambda: False)() for name in probes):
             return torch.bfloat16
     return None
+

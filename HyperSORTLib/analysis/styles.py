@@ -64,6 +64,8 @@ class StyleThresholds:
             is; ``"average"``, every pair across them has the same classes (none missing,
             appearing or swapped) and their behaviour distance, averaged over the pairs with the
             components' weights (the cases they hold), is within the thresholds.
+        large_first: components holding at least the smallest style's cases merge among
+            themselves before smaller ones may join them (see :func:`merge_components`).
     """
 
     volume: float = 0.15
@@ -72,6 +74,7 @@ class StyleThresholds:
     consensus_ratio: float = 2.0
     max_members: int = 12
     linkage: str = LINKAGES[0]
+    large_first: bool = False
 
     def __post_init__(self) -> None:
         if not 0.0 < float(self.volume) < 1.0:
@@ -199,7 +202,7 @@ def component_adjacency(mixture: ClusterResult, n_points: int = 21) -> np.ndarra
 
 def merge_components(distance: np.ndarray, adjacency: np.ndarray,
                      closeness: np.ndarray | None = None, linkage: str = LINKAGES[0],
-                     weights: np.ndarray | None = None) -> list[list[int]]:
+                     weights: np.ndarray | None = None, first_weight: float = 0.0) -> list[list[int]]:
     """Merging of components that are alike and touch, complete- or average-linkage.
 
     Two groups may merge when they are alike and at least one pair across them touches. Alike,
@@ -213,6 +216,13 @@ def merge_components(distance: np.ndarray, adjacency: np.ndarray,
     differ from each other: it joins the one it merges with first, and the other can then no
     longer join.
 
+    With ``first_weight``, the groups holding at least that weight (e.g. the smallest style's
+    cases) merge among themselves first, and only then may smaller components join any group:
+    a component too small to be a style (a pair of cases at the edge of a style, whose centre
+    sits where few cases are) then cannot keep two style-sized components apart by merging
+    with one of them first. It joins a group only on the same terms (alike to all of it under
+    complete linkage), or stays apart, a candidate error.
+
     Example:
         >>> d = np.array([[0, .5, 3], [.5, 0, .8], [3, .8, 0]])
         >>> merge_components(d, np.ones((3, 3), bool))  # 0 and 2 differ: 1 joins the more alike one
@@ -223,6 +233,13 @@ def merge_components(distance: np.ndarray, adjacency: np.ndarray,
         >>> drift = np.array([[0, .6, 1.2], [.6, 0, .6], [1.2, .6, 0]])  # ends 20 % apart, 15 % allowed
         >>> merge_components(drift, np.ones((3, 3), bool), linkage="average", weights=np.array([5, 5, 1]))
         [[0, 1, 2]]
+        >>> chain = np.array([[0, .7, 1.2], [.7, 0, .6], [1.2, .6, 0]])  # 2 is small, and nearest to 1
+        >>> near = np.array([[0, .3, .5], [.3, 0, .2], [.5, .2, 0]])
+        >>> merge_components(chain, np.ones((3, 3), bool), closeness=near, weights=np.array([10, 8, 2]))
+        [[0], [1, 2]]
+        >>> merge_components(chain, np.ones((3, 3), bool), closeness=near, weights=np.array([10, 8, 2]),
+        ...                  first_weight=3)
+        [[0, 1], [2]]
     """
     distance = np.asarray(distance, dtype=np.float64)
     adjacency = np.asarray(adjacency, dtype=bool)
@@ -250,16 +267,22 @@ def merge_components(distance: np.ndarray, adjacency: np.ndarray,
         return float((pair_weights * across).sum() / pair_weights.sum()) <= 1.0
 
     groups = [[i] for i in range(distance.shape[0])]
+    large_first = first_weight > 0
     while True:
         best: tuple[float, int, int] | None = None
         for a in range(len(groups)):
             for b in range(a + 1, len(groups)):
+                if large_first and min(weights[groups[a]].sum(), weights[groups[b]].sum()) < first_weight:
+                    continue
                 across = np.ix_(groups[a], groups[b])
                 if not adjacency[across].any() or not alike(groups[a], groups[b], across):
                     continue
                 rank = float(order[across].max() if closeness is None else order[across].min())
                 if best is None or rank < best[0]:
                     best = (rank, a, b)
+        if best is None and large_first:
+            large_first = False  # the large groups are merged: now the smaller components may join
+            continue
         if best is None:
             return [sorted(g) for g in groups]
         _, a, b = best
@@ -310,7 +333,8 @@ def find_styles(latents: np.ndarray, mixture: ClusterResult, decode: Callable[[n
     component_centres = np.asarray(mixture.centers, dtype=np.float64)
     apart = np.linalg.norm(component_centres[:, None] - component_centres[None], axis=-1)
     groups = merge_components(distance, adjacency, closeness=apart, linkage=thresholds.linkage,
-                              weights=np.asarray(mixture.sizes, dtype=np.float64))
+                              weights=np.asarray(mixture.sizes, dtype=np.float64),
+                              first_weight=min_style_size if thresholds.large_first else 0)
 
     sizes = [int(sum(mixture.sizes[c] for c in g)) for g in groups]
     styles = sorted((g for g, s in zip(groups, sizes) if s >= min_style_size), key=lambda g: -_size(mixture, g))

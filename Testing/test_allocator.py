@@ -1,0 +1,26 @@
+"""The hypersort process keeps the memory it frees (glibc's mallopt), unless the user chose otherwise."""
+
+from __future__ import annotations
+
+import ctypes
+import platform
+import sys
+
+import pytest
+
+from HyperSORTLib.utils.allocator import keep_freed_memory
+
+glibc = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
+
+
+@pytest.mark.skipif(not glibc, reason="mallopt is glibc's")
+def test_the_allocator_settings_apply_on_glibc(monkeypatch):
+    for name in [n for n in __import__("os").environ if n.startswith("MALLOC_")]:
+        monkeypatch.delenv(name)
+    assert keep_freed_memory()
+    assert hasattr(ctypes.CDLL(None), "mallopt")
+
+
+def test_a_user_malloc_setting_is_left_alone(monkeypatch):
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "2")
+    assert not keep_freed_memory()
