@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import os
 import platform
 import sys
 
@@ -15,7 +16,7 @@ glibc = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
 
 @pytest.mark.skipif(not glibc, reason="mallopt is glibc's")
 def test_the_allocator_settings_apply_on_glibc(monkeypatch):
-    for name in [n for n in __import__("os").environ if n.startswith("MALLOC_")]:
+    for name in [n for n in os.environ if n.startswith("MALLOC_")]:
         monkeypatch.delenv(name)
     assert keep_freed_memory()
     assert hasattr(ctypes.CDLL(None), "mallopt")
