@@ -313,6 +313,11 @@ FORWARD_STRATEGIES = ("auto", "batched", "loop")
 #: How the audit merges mixture components into styles, default first (see
 #: :class:`HyperSORTLib.analysis.styles.StyleThresholds`).
 STYLE_LINKAGES = ("complete", "average")
+#: How the audit treats mixture components too small to be a style, default first: "attach" merges
+#: the style-sized components first, then each smaller one joins the style of its nearest alike
+#: neighbour; "merge" merges every component on the same terms (see
+#: :func:`HyperSORTLib.analysis.styles.merge_components`).
+STYLE_SMALL_COMPONENTS = ("attach", "merge")
 #: Latent units a latent can travel over a run under the default latent learning rate.
 LATENT_TRAVEL = 1.2
 #: The largest default latent learning rate (runs of fewer than 60 epochs).

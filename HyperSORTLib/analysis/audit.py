@@ -195,6 +195,7 @@ def analyze_run(run_dir: str | Path, out_dir: str | Path | None = None, manifest
                 probe_cases: Sequence[str] | str | None = None, data: str | Path | None = None,
                 device: str = "auto", n_probes: int = 3, max_components: int = 8, seed: int | None = None,
                 stability_seeds: int = 0, linkage: str = StyleThresholds.linkage,
+                small_components: str = StyleThresholds.small_components,
                 min_cluster_size: int | None = None, cache_dir: str | Path | None = None, use_cache: bool = True,
                 progress: bool = False, overwrite: bool = False, accept_data_change: bool = False) -> AnalysisResult:
     """Audit a trained run and write ``samples.csv``, ``clusters.csv``, ``metrics.json`` and ``report.html``.
@@ -216,6 +217,9 @@ def analyze_run(run_dir: str | Path, out_dir: str | Path | None = None, manifest
             (``style_stability`` in ``samples.csv``); 0 skips it.
         linkage: how mixture components are merged into styles, ``"complete"`` or ``"average"``
             (:class:`~HyperSORTLib.analysis.styles.StyleThresholds`).
+        small_components: ``"attach"``: style-sized components merge first, and smaller ones
+            then join the style of their nearest alike neighbour; ``"merge"``: all on the same
+            terms (:class:`~HyperSORTLib.analysis.styles.StyleThresholds`).
         min_cluster_size: smallest cluster counted as a mode; default ``max(3, ceil(2% of N))``.
         cache_dir: preprocessing cache that training filled (read only); default the user cache
             folder (``$HYPERSORT_CACHE_DIR``).
@@ -280,7 +284,7 @@ def analyze_run(run_dir: str | Path, out_dir: str | Path | None = None, manifest
     probes = [ProbeCase(p.case_id, p.image, p.voxel_ml, p.spacing)
               for p in training_patches(case_list, run.config.data, cache, only=probe_ids)]
     min_style = min_cluster_size or default_min_cluster_size(len(case_ids))
-    thresholds = StyleThresholds(linkage=linkage)
+    thresholds = StyleThresholds(linkage=linkage, small_components=small_components)
     clusters = _find_styles(run, latents, fine_partition(latents, mixture_seed), probes, class_names, min_style,
                             mixture_seed, progress, thresholds)
     stability = _stability(run, latents, clusters, probes, class_names, mixture_seed,

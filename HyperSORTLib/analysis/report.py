@@ -58,10 +58,13 @@ def _e(value: Any) -> str:
 def _merge_rule(thresholds: dict[str, Any]) -> str:
     """How neighbouring components were merged into styles, in words (analyses written before the
     linkage was recorded used complete linkage)."""
+    order = ("; components of a style's size merge first, and a smaller one then joins the style of its nearest "
+             "neighbour when it segments like it" if thresholds.get("small_components", "merge") == "attach" else "")
     if thresholds.get("linkage", "complete") == "average":
-        return ("Neighbouring components are merged (average linkage) while no pair of them differs in kind and "
-                "they segment alike on average over their cases")
-    return "Neighbouring components are merged (complete linkage) while every pair of them segments alike"
+        return ("Neighbouring components are merged (average linkage" + order + ") while no pair of them differs "
+                "in kind and they segment alike on average over their cases")
+    return ("Neighbouring components are merged (complete linkage" + order + ") while every pair of them segments "
+            "alike")
 
 
 def _num(value: Any, digits: int = 3) -> str:

@@ -14,7 +14,12 @@ may merge, the two whose component centres lie nearest each other merge first. T
 matters for a component that segments like two styles that differ from each other (on the
 demo: clean cases with large livers, whose UNets draw the liver larger, about as much as the
 dilated style draws it larger still): it joins whichever it merges with first, and the map
-places it beside the style it belongs to. Groups
+places it beside the style it belongs to. Components too small to be a style (fewer than
+``min_style_size`` cases: a pair at the edge of a style, whose centre sits where few cases are)
+wait until the style-sized ones are merged; then each joins the style of its nearest neighbour
+if it segments like that neighbour (``StyleThresholds.small_components``). Merged in the order
+of the map they could take a style-sized component first and keep it from the rest of its style
+(demo seed 1: the clean cases split 12 + 10 through a 2-case component). Groups
 holding fewer than ``min_style_size`` cases are not styles: they are reported as isolated
 cases, candidate errors. The largest style is the main mode (the consensus), with the evidence
 for it: its share of the cases, and how many of its members, decoded from their own latents,
@@ -39,7 +44,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from HyperSORTLib.analysis.behaviour import BehaviourThresholds, compare_to_reference
-from HyperSORTLib.config import STYLE_LINKAGES as LINKAGES
+from HyperSORTLib.config import STYLE_LINKAGES as LINKAGES, STYLE_SMALL_COMPONENTS as SMALL_COMPONENTS
 from HyperSORTLib.latentmap.clusters import ClusterResult, cluster_latents
 from HyperSORTLib.rundir import style_name
 
@@ -64,8 +69,10 @@ class StyleThresholds:
             is; ``"average"``, every pair across them has the same classes (none missing,
             appearing or swapped) and their behaviour distance, averaged over the pairs with the
             components' weights (the cases they hold), is within the thresholds.
-        large_first: components holding at least the smallest style's cases merge among
-            themselves before smaller ones may join them (see :func:`merge_components`).
+        small_components: ``"attach"``: components holding at least the smallest style's cases
+            merge among themselves first, and a smaller component then joins the style of its
+            nearest neighbour when it segments like it (see :func:`merge_components`);
+            ``"merge"``: every component merges on the same terms.
     """
 
     volume: float = 0.15
@@ -74,7 +81,7 @@ class StyleThresholds:
     consensus_ratio: float = 2.0
     max_members: int = 12
     linkage: str = LINKAGES[0]
-    large_first: bool = False
+    small_components: str = SMALL_COMPONENTS[0]
 
     def __post_init__(self) -> None:
         if not 0.0 < float(self.volume) < 1.0:
@@ -89,6 +96,9 @@ class StyleThresholds:
             raise ValueError(f"StyleThresholds.max_members must be an integer >= 0; found {self.max_members!r}")
         if self.linkage not in LINKAGES:
             raise ValueError(f"StyleThresholds.linkage must be one of {', '.join(LINKAGES)}; found {self.linkage!r}")
+        if self.small_components not in SMALL_COMPONENTS:
+            raise ValueError(f"StyleThresholds.small_components must be one of {', '.join(SMALL_COMPONENTS)}; found "
+                             f"{self.small_components!r}")
 
 
 # eq=False: array fields make generated __eq__/__hash__ ambiguous.
@@ -216,12 +226,13 @@ def merge_components(distance: np.ndarray, adjacency: np.ndarray,
     differ from each other: it joins the one it merges with first, and the other can then no
     longer join.
 
-    With ``first_weight``, the groups holding at least that weight (e.g. the smallest style's
-    cases) merge among themselves first, and only then may smaller components join any group:
-    a component too small to be a style (a pair of cases at the edge of a style, whose centre
-    sits where few cases are) then cannot keep two style-sized components apart by merging
-    with one of them first. It joins a group only on the same terms (alike to all of it under
-    complete linkage), or stays apart, a candidate error.
+    With ``first_weight``, the components holding at least that weight (the smallest style's
+    cases) merge among themselves first. Then each smaller component (largest first) joins the
+    group of the nearest component it touches, when it segments like that component and like
+    nothing different in kind in its group: a pair of cases at the edge of a style, whose centre
+    sits where few cases are, can then neither keep two style-sized components apart (by merging
+    with one of them first) nor stay out of the style it continues. What is left merges as above;
+    a small component alike to no neighbour stays apart, a candidate error.
 
     Example:
         >>> d = np.array([[0, .5, 3], [.5, 0, .8], [3, .8, 0]])
@@ -239,7 +250,7 @@ def merge_components(distance: np.ndarray, adjacency: np.ndarray,
         [[0], [1, 2]]
         >>> merge_components(chain, np.ones((3, 3), bool), closeness=near, weights=np.array([10, 8, 2]),
         ...                  first_weight=3)
-        [[0, 1], [2]]
+        [[0, 1, 2]]
     """
     distance = np.asarray(distance, dtype=np.float64)
     adjacency = np.asarray(adjacency, dtype=bool)
@@ -266,28 +277,44 @@ def merge_components(distance: np.ndarray, adjacency: np.ndarray,
             pair_weights = np.ones_like(pair_weights)
         return float((pair_weights * across).sum() / pair_weights.sum()) <= 1.0
 
-    groups = [[i] for i in range(distance.shape[0])]
-    large_first = first_weight > 0
-    while True:
-        best: tuple[float, int, int] | None = None
-        for a in range(len(groups)):
-            for b in range(a + 1, len(groups)):
-                if large_first and min(weights[groups[a]].sum(), weights[groups[b]].sum()) < first_weight:
+    def rank(across_index: tuple[np.ndarray, np.ndarray]) -> float:
+        return float(order[across_index].max() if closeness is None else order[across_index].min())
+
+    def agglomerate(groups: list[list[int]], eligible: np.ndarray) -> list[list[int]]:
+        while True:
+            best: tuple[float, int, int] | None = None
+            for a in range(len(groups)):
+                for b in range(a + 1, len(groups)):
+                    if not (eligible[groups[a]].all() and eligible[groups[b]].all()):
+                        continue
+                    across = np.ix_(groups[a], groups[b])
+                    if not adjacency[across].any() or not alike(groups[a], groups[b], across):
+                        continue
+                    if best is None or rank(across) < best[0]:
+                        best = (rank(across), a, b)
+            if best is None:
+                return groups
+            _, a, b = best
+            groups[a] = groups[a] + groups[b]
+            del groups[b]
+
+    k = distance.shape[0]
+    groups = [[i] for i in range(k)]
+    if first_weight > 0:
+        large = weights >= first_weight
+        groups = agglomerate(groups, large)
+        grouped = [g for g in groups if large[g].all()]
+        for small in sorted(np.flatnonzero(~large), key=lambda c: (-weights[c], c)):
+            neighbours = [(rank((np.array([small]), np.array([c]))), n, c)
+                          for n, g in enumerate(grouped) for c in g if adjacency[small, c]]
+            if neighbours:
+                _, n, nearest = min(neighbours)
+                if distance[small, nearest] <= 1.0 and np.isfinite(distance[small, grouped[n]]).all():
+                    grouped[n].append(int(small))
                     continue
-                across = np.ix_(groups[a], groups[b])
-                if not adjacency[across].any() or not alike(groups[a], groups[b], across):
-                    continue
-                rank = float(order[across].max() if closeness is None else order[across].min())
-                if best is None or rank < best[0]:
-                    best = (rank, a, b)
-        if best is None and large_first:
-            large_first = False  # the large groups are merged: now the smaller components may join
-            continue
-        if best is None:
-            return [sorted(g) for g in groups]
-        _, a, b = best
-        groups[a] = groups[a] + groups[b]
-        del groups[b]
+            grouped.append([int(small)])
+        groups = grouped
+    return sorted(sorted(g) for g in agglomerate(groups, np.ones(k, dtype=bool)))
 
 
 # --------------------------------------------------------------------------- styles
@@ -334,7 +361,7 @@ def find_styles(latents: np.ndarray, mixture: ClusterResult, decode: Callable[[n
     apart = np.linalg.norm(component_centres[:, None] - component_centres[None], axis=-1)
     groups = merge_components(distance, adjacency, closeness=apart, linkage=thresholds.linkage,
                               weights=np.asarray(mixture.sizes, dtype=np.float64),
-                              first_weight=min_style_size if thresholds.large_first else 0)
+                              first_weight=min_style_size if thresholds.small_components == "attach" else 0)
 
     sizes = [int(sum(mixture.sizes[c] for c in g)) for g in groups]
     styles = sorted((g for g, s in zip(groups, sizes) if s >= min_style_size), key=lambda g: -_size(mixture, g))
@@ -397,7 +424,7 @@ def style_summary(result: StyleResult) -> dict[str, Any]:
             "thresholds": {"volume": result.thresholds.volume, "dice": result.thresholds.dice,
                            "consensus_share": result.thresholds.consensus_share,
                            "consensus_ratio": result.thresholds.consensus_ratio,
-                           "linkage": result.thresholds.linkage},
+                           "linkage": result.thresholds.linkage, "small_components": result.thresholds.small_components},
             "min_style_size": result.min_style_size}
 
 

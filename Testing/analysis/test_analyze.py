@@ -165,6 +165,7 @@ def test_report_is_self_contained_with_plots_and_tables(tiny_run):
                     "Detection against the manifest", "Samples, most suspicious first"):
         assert f"<h2>{heading}" in text
     assert text.count("<table>") >= 4
+    assert "(complete linkage; components of a style's size merge first" in text  # the default merge, in words
     for i in range(N_CASES):
         assert f"case_{i:03d}" in text
     figures = sorted(p.name for p in (tiny_run["out"] / "figures").iterdir())
@@ -198,7 +199,7 @@ def test_default_output_manifest_from_dataset_and_given_probes(tiny_run, tmp_pat
 def test_cli_writes_report_and_prints_summary(tiny_run, tmp_path, capsys):
     code = main(["analyze", "--run", str(tiny_run["run"]), "--out", str(tmp_path / "cli"), "--manifest",
                  str(tiny_run["manifest"]), "--probe", "case_001", "--device", "cpu", "--no-progress", "--no-cache",
-                 "--stability-seeds", "2", "--linkage", "average"])
+                 "--stability-seeds", "2", "--linkage", "average", "--small-components", "merge"])
     assert code == 0
     out = capsys.readouterr().out
     assert "most suspicious" in out and "main mode: " in out and str(tmp_path / "cli" / "report.html") in out
@@ -212,6 +213,7 @@ def test_cli_writes_report_and_prints_summary(tiny_run, tmp_path, capsys):
     assert metrics["style_stability"]["mean"] == pytest.approx(stability.mean(), abs=1e-5)
     assert metrics["seeds"] == {"training": 0, "mixture": 0, "stability_refits": 2}
     assert metrics["main_mode"]["thresholds"]["linkage"] == "average"
+    assert metrics["main_mode"]["thresholds"]["small_components"] == "merge"
     assert "(average linkage)" in (tmp_path / "cli" / "report.html").read_text()
     # Without refits the column is there and empty.
     _, plain = _read_csv(tiny_run["out"] / "samples.csv")

@@ -93,6 +93,31 @@ def test_average_linkage_keeps_a_drifting_style_whole_but_never_merges_a_differe
         merge_components(distance, touch, linkage="average", weights=np.ones(3))
 
 
+def test_style_sized_components_merge_before_a_small_one_can_keep_them_apart():
+    # The demo's over-split (seed 1): components of 12 and 8 clean cases are alike (0.65), the 8
+    # and a 2-case component at the cloud's edge too (0.73), the 12 and the 2 not (1.38). Merged
+    # in the order of the map, the 8 takes the 2 first and the 12 can no longer join: two clean
+    # styles. With style-sized components first, the 12 and the 8 merge, and the 2 joins the
+    # style of its nearest neighbour, the 8, which it segments like.
+    distance = np.array([[0, .65, 1.38, 3.0], [.65, 0, .73, 2.5], [1.38, .73, 0, 2.0], [3.0, 2.5, 2.0, 0]])
+    apart = np.array([[0, .3, .4, 1.0], [.3, 0, .1, .8], [.4, .1, 0, .7], [1.0, .8, .7, 0]])
+    sizes = np.array([12, 8, 2, 8])
+    touch = np.ones((4, 4), bool)
+    assert merge_components(distance, touch, closeness=apart, weights=sizes) == [[0], [1, 2], [3]]
+    assert merge_components(distance, touch, closeness=apart, weights=sizes, first_weight=3) == [[0, 1, 2], [3]]
+    # ... but not when it segments unlike that neighbour, or unlike one of its style in kind
+    unlike = distance.copy()
+    unlike[1, 2] = unlike[2, 1] = 1.1
+    assert merge_components(unlike, touch, closeness=apart, weights=sizes, first_weight=3) == [[0, 1], [2], [3]]
+    missing = distance.copy()
+    missing[0, 2] = missing[2, 0] = np.inf
+    assert merge_components(missing, touch, closeness=apart, weights=sizes, first_weight=3) == [[0, 1], [2], [3]]
+    # ... nor when it touches no component of the style (it stays apart, a candidate error)
+    alone = touch.copy()
+    alone[2, :2] = alone[:2, 2] = False
+    assert merge_components(distance, alone, closeness=apart, weights=sizes, first_weight=3) == [[0, 1], [2], [3]]
+
+
 def _liver_maps(extent: int) -> list[np.ndarray]:
     label = np.zeros(SHAPE, np.uint8)
     label[4:4 + extent, 2:10, 2:10] = 1

@@ -60,7 +60,10 @@ class ExploreServer:
                  token: str | None = None, extra: Sequence[str] = ()) -> None:
         self.run, self.scan, self.dataset, self.token = Path(run), Path(scan), dataset, token
         self.port = free_port()
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+        # One thread, as the tests' own process runs (conftest): the page's labels are compared voxel for
+        # voxel with the library's, and a bfloat16 preview rounds differently at another thread count.
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+               "OMP_NUM_THREADS": "1"}
         env.pop("DISPLAY", None)
         command = [sys.executable, "-m", "HyperSORTLib.cli", "explore", "--run", str(self.run), "--ct",
                    str(self.scan), "--port", str(self.port), "--device", "cpu",
