@@ -2,9 +2,9 @@
 
 For every scan and every latent point (the run's style centres from ``analysis/clusters.csv``, or
 the mixture's, and a few training cases' own latents), the same :class:`InteractiveSegmenter`
-path segments the scan twice, once with ``mixed_precision=False`` (float32) and once with the
-default (bfloat16 on CPUs with bfloat16 instructions, bfloat16 or float16 on CUDA), at preview
-and full resolution. Prints one markdown table: per class, the Dice between the two label maps
+path segments the scan twice, once with ``mixed_precision=False`` (float32) and once with
+``mixed_precision=True`` (bfloat16 on CPUs with bfloat16 instructions, bfloat16 or float16 on
+CUDA), at preview and full resolution. Prints one markdown table: per class, the Dice between the two label maps
 (the worst over the points), the share of differing voxels, and the UNet time of each.
 
     python benchmarks/mixed_precision_agreement.py --run demo_out/run \\
@@ -39,14 +39,14 @@ def main() -> None:
     device = resolve_device(args.device)
     run = TrainedRun.load(args.run, device=str(device))
     exact = InteractiveSegmenter(run, mixed_precision=False, max_cached_results=0)
-    mixed = InteractiveSegmenter(run, max_cached_results=0)
+    mixed = InteractiveSegmenter(run, mixed_precision=True, max_cached_results=0)
     points = {f"cluster {c.cluster}": c.centre for c in mixed.clusters()}
     step = max(1, len(run.case_ids) // max(args.samples, 1))
     points.update({f"case {i}": run.latent_of(i) for i in run.case_ids[::step][:args.samples]})
     names = run.class_names
-    print(f"Run {args.run} ({len(points)} latent points); {describe(device)}; mixed precision: {mixed.precision}\n")
+    print(f"Run {args.run} ({len(points)} latent points); {describe(device)}; mixed precision: {mixed.precision(True)}\n")
     print("| scan | mode | grid | worst Dice per class (" + ", ".join(names[1:]) + ") | voxels differing, median "
-          "(max) | UNet float32 (s) | UNet " + mixed.precision + " (s) | ratio |")
+          "(max) | UNet float32 (s) | UNet " + mixed.precision(True) + " (s) | ratio |")
     print("|---|---|---|---|---|---|---|---|")
     for scan in args.scans:
         array, affine, _ = load_scan(scan)
