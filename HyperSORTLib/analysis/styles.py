@@ -305,8 +305,8 @@ def merge_components(distance: np.ndarray, adjacency: np.ndarray,
         groups = agglomerate(groups, large)
         grouped = [g for g in groups if large[g].all()]
         for small in sorted(np.flatnonzero(~large), key=lambda c: (-weights[c], c)):
-            neighbours = [(rank((np.array([small]), np.array([c]))), n, c)
-                          for n, g in enumerate(grouped) for c in g if adjacency[small, c]]
+            neighbours = [(float(order[small, c]), n, c) for n, g in enumerate(grouped) for c in g
+                          if adjacency[small, c]]
             if neighbours:
                 _, n, nearest = min(neighbours)
                 if distance[small, nearest] <= 1.0 and np.isfinite(distance[small, grouped[n]]).all():
