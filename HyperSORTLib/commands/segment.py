@@ -38,7 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                 "except --preview in bfloat16 on processors with bfloat16 instructions)")
     precision.add_argument("--mixed-precision", action="store_true",
                            help="run the UNet in the device's native 16-bit type where it has one (CUDA GPUs, CPUs with "
-                                "bfloat16 instructions): 2.5-3x faster on such a CPU; labels differ at 0.01-0.1 %% of "
+                                "bfloat16 instructions): 2.5-3x faster on such a CPU; labels differ at 0.01-0.05 %% of "
                                 "the voxels")
     add_device_option(parser)
     add_progress_option(parser)

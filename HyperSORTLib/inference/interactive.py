@@ -4,9 +4,10 @@ This is the API behind the Slicer module and ``hypersort segment``. Loading the 
 preprocessing the scan happen once; every new latent point then costs one hyper-network pass
 (generating the UNet's weights) and one UNet pass, plus the resampling of the result onto the
 grid the caller wants. The UNet runs only over the box that holds the patient (the air around
-it is background), in inference mode, with batched sliding windows, in the memory layout and
-precision fastest on the device; decoded UNets and finished label maps of recent latent points
-are kept, so returning to a point costs nothing.
+it is background), in inference mode, with batched sliding windows, in the memory layout fastest
+on the device and in its 16-bit type (on CPU for previews only, so that full-resolution labels
+are the float32 ones); decoded UNets and finished label maps of recent latent points are kept,
+so returning to a point costs nothing.
 
 Example:
     >>> seg = InteractiveSegmenter.load("runs/amos")  # doctest: +SKIP
@@ -102,8 +103,9 @@ class InteractiveSegmenter:
             instructions, where it is 2.5-3x faster; a device without one runs float32): ``True``
             for every segmentation, ``False`` for none (exactly the float32 labels). ``None``: every
             one on CUDA; on CPU the previews only, so that full-resolution labels (``Accept``,
-            ``hypersort segment``) stay the float32 ones (bfloat16 changes 0.01-0.1 % of the
-            voxels, which can be a large part of a structure only a few voxels big).
+            ``hypersort segment``) stay the float32 ones (bfloat16 changes 0.01-0.05 % of the
+            voxels at full resolution, up to 0.4 % on a coarse preview grid, which can be a large
+            part of a structure only a few voxels big).
         single_pass_voxels: run a (cropped) volume of at most this many voxels in one UNet pass
             instead of sliding windows (see :meth:`TrainedRun.predict_logits`: faster, slightly
             different labels); 0: windows as in training.

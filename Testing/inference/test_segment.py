@@ -289,8 +289,9 @@ def test_fast_path_labels_equal_the_reference_path(tiny_run, preview):
 
 @pytest.mark.parametrize("preview", [False, True], ids=["full", "preview"])
 def test_mixed_precision_labels_agree_with_float32(tiny_run, preview):
-    """By default the UNet runs in the device's native 16-bit type (bfloat16 on CPUs that have
-    it): the logits change by rounding only, and the labels agree with the float32 ones."""
+    """Under mixed precision the UNet runs in the device's native 16-bit type (bfloat16 on CPUs that
+    have it; by default for previews only on CPU): the logits change by rounding only, and the
+    labels agree with the float32 ones."""
     run = TrainedRun.load(tiny_run, device="cpu")
     ct, affine = _patient()
     z = run.latent_of("case_002")
