@@ -110,22 +110,26 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeats", type=int, default=3, help="latent points per path and mode (median)")
-    parser.add_argument("--full-repeats", type=int, default=1, help="latent points at full resolution")
+    parser.add_argument("--full-repeats", type=int, default=1,
+                        help="latent points at full resolution (0: previews only)")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--sw-batch-size", type=int, default=None, help="windows per UNet call of the fast path")
     parser.add_argument("--full-reference", action="store_true", help="also the reference UNet at full resolution")
     parser.add_argument("--demo-only", action="store_true", help="only the demo UNet")
     args = parser.parse_args()
+    if args.repeats < 1 or args.full_repeats < 0:
+        parser.error(f"--repeats must be >= 1 and --full-repeats >= 0 (got {args.repeats} and {args.full_repeats})")
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     ct, affine = _synthetic_ct()
     reference, demo = _configs()  # 2 mm, 168^3 windows
     rows = measure("demo", demo, device, ct, affine, ["preview"], args.repeats, args.sw_batch_size)
-    rows += measure("demo", demo, device, ct, affine, ["full"], args.full_repeats, args.sw_batch_size)
+    if args.full_repeats:
+        rows += measure("demo", demo, device, ct, affine, ["full"], args.full_repeats, args.sw_batch_size)
     if not args.demo_only:
         rows += measure("reference", reference, device, ct, affine, ["preview"], args.repeats, args.sw_batch_size)
-    if args.full_reference:
+    if args.full_reference and args.full_repeats:
         rows += measure("reference", reference, device, ct, affine, ["full"], args.full_repeats, args.sw_batch_size)
     print(f"\nScan 512x512x200 at 0.78x0.78x2.0 mm, 5 classes; {describe(device)}; median of {args.repeats} "
           f"latent points (preview) and {args.full_repeats} (full).\n")
