@@ -54,7 +54,9 @@ from HyperSORTLib.config import RunConfig
 from HyperSORTLib.data import PreprocessedCases, read_nnunet_folder
 from HyperSORTLib.demo.semireal import SEMIREAL_CONFIG_FILE
 from HyperSORTLib.training import Trainer
+from HyperSORTLib.utils.allocator import keep_freed_memory
 from HyperSORTLib.utils.versions import software_versions
+keep_freed_memory()  # as every hypersort command does (train, analyze)
 cohort, run, seed, device = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 start = time.perf_counter()
 cases = read_nnunet_folder(cohort)
