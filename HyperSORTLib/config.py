@@ -74,7 +74,8 @@ class UNetConfig:
 
     @property
     def divisor(self) -> int:
-        """Every spatial size fed to the UNet must be a multiple of this."""
+        """Training patch sizes are multiples of this, so that no level of the UNet drops a voxel
+        (inference takes any size: :func:`HyperSORTLib.model.unet.match_skip`)."""
         return 2 ** (len(self.channels) - 1)
 
 

@@ -96,9 +96,9 @@ class TrainedRun:
                        single_pass_voxels: int = 0) -> torch.Tensor:
         """Logits [B, K, X, Y, Z] on a preprocessed batch [B, C, X, Y, Z], segmented as ``z`` annotates.
 
-        A volume that fits in the training patch is padded to the UNet's divisor and run in one
-        pass; a larger one goes through MONAI's sliding-window inference with the training patch
-        size (Gaussian-weighted overlap). A run whose decision is the marginal threshold returns
+        A volume that fits in the training patch runs in one pass, as it is (the UNet takes any
+        size, :func:`~HyperSORTLib.model.unet.match_skip`); a larger one goes through MONAI's
+        sliding-window inference with the training patch size (Gaussian-weighted overlap). A run whose decision is the marginal threshold returns
         :func:`marginal_threshold_logits` of the whole image's logits.
 
         Args:
@@ -114,7 +114,7 @@ class TrainedRun:
                 float16; CPU: bfloat16 on processors that compute it natively, else ignored). The
                 logits are float32; labels differ from float32 ones at a few boundary voxels.
             single_pass_voxels: a volume larger than the patch but of at most this many voxels
-                (after padding) also runs in one pass. The UNet is fully convolutional, but its
+                also runs in one pass. The UNet is fully convolutional, but its
                 instance normalisation then sees the whole volume instead of one window, so the
                 labels differ slightly from the windowed ones; in exchange no voxel is computed
                 twice (a 186x146x200 body box at 2 mm: one pass of 5.8 M voxels instead of four
@@ -128,14 +128,11 @@ class TrainedRun:
         run_unet = _unet_caller(unet, channels_last, autocast_dtype(self.device) if mixed_precision else None)
         image = image.to(self.device, torch.float32)
         patch = tuple(self.config.data.patch_size)
-        divisor = self.config.model.unet.divisor
         spatial = tuple(image.shape[2:])
-        padded = [-(-s // divisor) * divisor for s in spatial]
-        if all(s <= p for s, p in zip(spatial, patch)) or 0 < int(np.prod(padded)) <= single_pass_voxels:
+        if all(s <= p for s, p in zip(spatial, patch)) or 0 < int(np.prod(spatial)) <= single_pass_voxels:
             if cancel is not None and cancel():
                 raise InterruptedError("Segmentation cancelled.")
-            pad = [p for s, t in zip(reversed(spatial), reversed(padded)) for p in (0, t - s)]
-            logits = run_unet(torch.nn.functional.pad(image, pad))[..., :spatial[0], :spatial[1], :spatial[2]]
+            logits = run_unet(image)
             if progress is not None:
                 progress(1.0)
             return self._decide(logits)

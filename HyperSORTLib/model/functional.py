@@ -24,7 +24,7 @@ from torch import nn
 from torch.func import functional_call, vmap
 
 from HyperSORTLib.config import FORWARD_STRATEGIES
-from HyperSORTLib.model.unet import ConvBlock, UNet3D, UpBlock
+from HyperSORTLib.model.unet import ConvBlock, UNet3D, UpBlock, match_skip
 
 
 def _check(weights: Mapping[str, torch.Tensor], x: torch.Tensor) -> int:
@@ -125,7 +125,8 @@ def grouped_unet_forward(net: UNet3D, weights: Mapping[str, torch.Tensor], x: to
         skips.append(h)
     skips.pop()  # the coarsest level feeds the decoder directly
     for level, (upsample, decoder) in enumerate(zip(net.upsamplers, net.decoders)):
-        h = concat(block(f"upsamplers.{level}", upsample, h), skips.pop())
+        skip = skips.pop()
+        h = concat(match_skip(block(f"upsamplers.{level}", upsample, h), skip), skip)
         for index, module in enumerate(decoder):
             h = block(f"decoders.{level}.{index}", module, h)
     logits = conv("head", net.head, h)

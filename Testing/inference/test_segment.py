@@ -564,8 +564,8 @@ def test_preview_spacing_that_would_not_fit_in_memory_is_refused(tiny_run):
 
 
 def test_single_pass_runs_a_volume_larger_than_the_patch_in_one_unet_call(tiny_run):
-    """Up to ``single_pass_voxels`` a volume beyond the patch size is padded and run once, as a
-    volume inside the patch is; above it (and by default) it goes through sliding windows."""
+    """Up to ``single_pass_voxels`` a volume beyond the patch size runs once as it is, as a volume
+    inside the patch does; above it (and by default) it goes through sliding windows."""
     run = TrainedRun.load(tiny_run, device="cpu")
     patch = run.config.data.patch_size
     divisor = run.config.model.unet.divisor
@@ -575,14 +575,11 @@ def test_single_pass_runs_a_volume_larger_than_the_patch_in_one_unet_call(tiny_r
     calls = []
     original = unet.forward
     unet.forward = lambda x: (calls.append(tuple(x.shape[2:])), original(x))[1]
-    padded = [-(-s // divisor) * divisor for s in shape]
-    one = run.predict_logits(image, unet, single_pass_voxels=int(np.prod(padded)))
-    assert calls == [tuple(padded)]
-    pad = [p for s, t in zip(reversed(shape), reversed(padded)) for p in (0, t - s)]
-    expected = original(torch.nn.functional.pad(image, pad))[..., :shape[0], :shape[1], :shape[2]]
-    torch.testing.assert_close(one, expected)
+    one = run.predict_logits(image, unet, single_pass_voxels=int(np.prod(shape)))
+    assert calls == [shape]  # not padded to a multiple of the divisor
+    torch.testing.assert_close(one, original(image))
     calls.clear()
-    windowed = run.predict_logits(image, unet, single_pass_voxels=int(np.prod(padded)) - 1)
+    windowed = run.predict_logits(image, unet, single_pass_voxels=int(np.prod(shape)) - 1)
     assert len(calls) == 2 and all(c == tuple(patch) for c in calls)
     assert windowed.shape == one.shape
     calls.clear()

@@ -42,6 +42,29 @@ def test_instance_norm_of_one_volume_keeps_its_layout_and_its_values():
     assert isinstance(UNet3D(channels=(4, 8), convs_per_level=1).encoders[0][0].norm, InstanceNorm3d)
 
 
+def test_instance_norm_without_autograd_keeps_layout_and_values():
+    """Inference on the CPU normalises through group_norm (one group per channel): instance_norm's
+    values to rounding, for one volume and several, in either layout, the layout kept."""
+    from torch.nn import functional as F
+    from HyperSORTLib.model.unet import InstanceNorm3d
+
+    torch.manual_seed(1)
+    norm = InstanceNorm3d(6, affine=True)
+    torch.nn.init.normal_(norm.weight)
+    torch.nn.init.normal_(norm.bias)
+    for batch in (1, 3):
+        x = torch.randn(batch, 6, 10, 8, 12) * 4 + 2
+        expected = F.instance_norm(x, weight=norm.weight.detach(), bias=norm.bias.detach(), eps=norm.eps)
+        for layout in (torch.contiguous_format, torch.channels_last_3d):
+            with torch.inference_mode():
+                out = norm(x.contiguous(memory_format=layout))
+            assert out.is_contiguous(memory_format=layout)
+            torch.testing.assert_close(out, expected, rtol=0, atol=1e-5)
+    with torch.inference_mode():  # a different function would be caught: not the batch's statistics
+        pooled = F.batch_norm(x, None, None, norm.weight, norm.bias, True, 0.0, norm.eps)
+        assert not torch.allclose(norm(x), pooled, atol=1e-3)
+
+
 @pytest.mark.parametrize("channels,convs,classes,shape", [
     ((4,), 1, 2, (5, 7, 3)),
     ((4, 8), 2, 3, (8, 12, 16)),
@@ -52,12 +75,14 @@ def test_unet_output_shape(channels, convs, classes, shape):
     assert net(torch.randn(2, 1, *shape)).shape == (2, classes, *shape)
 
 
-def test_unet_rejects_bad_shapes_and_configs():
+def test_unet_takes_any_size_and_rejects_bad_shapes_and_configs():
     net = UNet3D(channels=(4, 8, 16))
-    with pytest.raises(ValueError, match="multiples of 4"):
-        net.check_input_shape((1, 1, 16, 16, 10))
+    net.check_input_shape((1, 1, 16, 16, 10))  # not multiples of 4: fine
+    assert net(torch.randn(1, 1, 13, 9, 6)).shape == (1, 2, 13, 9, 6)
     with pytest.raises(ValueError, match=r"\[B, 1, X, Y, Z\]"):
         net.check_input_shape((1, 2, 16, 16, 16))
+    with pytest.raises(ValueError, match=r"\[B, 1, X, Y, Z\]"):
+        net.check_input_shape((1, 1, 16, 0, 16))
     with pytest.raises(ConfigError, match="num_classes"):
         UNet3D(num_classes=1)
     with pytest.raises(ConfigError, match="channels"):
@@ -132,11 +157,12 @@ class _SubclassedUNet(UNet3D):
     """A UNet3D subclass: batched_forward runs it through vmap, the generic path."""
 
 
+@pytest.mark.parametrize("shape", [(8, 16, 8), (7, 13, 6)], ids=["divisible", "odd"])
 @pytest.mark.parametrize("batch", [1, 3])
 @pytest.mark.parametrize("forward", [batched_forward, _batched_layout(True), _batched_layout(False), vmap_forward,
                                      "subclass"],
                          ids=["batched_forward", "channels_last", "default_layout", "vmap", "subclass"])
-def test_batched_forward_equals_per_sample_loop(batch, forward):
+def test_batched_forward_equals_per_sample_loop(batch, forward, shape):
     # float64, so the comparison measures the algorithm rather than float32 rounding, which a
     # grouped and a plain convolution accumulate in different orders
     net, gen = _generator()
@@ -145,8 +171,9 @@ def test_batched_forward_equals_per_sample_loop(batch, forward):
         net.load_state_dict(_generator()[0].state_dict())
     net, gen = net.double(), gen.double()
     z = torch.randn(batch, 3, dtype=torch.float64, requires_grad=True)
-    x = torch.randn(batch, 1, 8, 16, 8, dtype=torch.float64)
+    x = torch.randn(batch, 1, *shape, dtype=torch.float64)
     batched = forward(net, gen(z), x)
+    assert batched.shape[2:] == shape
     looped = looped_forward(net, gen(z), x)
     assert batched.is_contiguous()
     torch.testing.assert_close(batched, looped, rtol=1e-10, atol=1e-10)
