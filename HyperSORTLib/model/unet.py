@@ -23,19 +23,12 @@ class InstanceNorm3d(nn.InstanceNorm3d):
     For one volume (batch size 1), instance statistics are batch statistics, so it runs as
     ``batch_norm``, which normalises a ``channels_last_3d`` tensor in place of layout, where
     ``instance_norm`` first copies it to the contiguous layout and back (a third of a CPU
-    inference pass). Without autograd on the CPU (inference), any batch runs as ``group_norm``
-    with one group per channel, the same per-volume statistics, whose CPU kernel is faster than
-    ``batch_norm``'s in either layout (float32 values agree to rounding, about 1e-6). Training
-    keeps ``batch_norm`` for one volume, whose channels-last backward the loop/batched equality
-    tests check, and ``instance_norm`` for several. Same parameters, same function.
+    inference pass). Larger batches run as ``instance_norm``. Same parameters, same function.
     """
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
-        if input.dim() == 5 and not self.track_running_stats:
-            if input.device.type == "cpu" and not torch.is_grad_enabled():
-                return F.group_norm(input, input.shape[1], self.weight, self.bias, self.eps)
-            if input.shape[0] == 1:
-                return F.batch_norm(input, None, None, self.weight, self.bias, True, 0.0, self.eps)
+        if input.dim() == 5 and input.shape[0] == 1 and not self.track_running_stats:
+            return F.batch_norm(input, None, None, self.weight, self.bias, True, 0.0, self.eps)
         return super().forward(input)
 
 

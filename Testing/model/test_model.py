@@ -42,29 +42,6 @@ def test_instance_norm_of_one_volume_keeps_its_layout_and_its_values():
     assert isinstance(UNet3D(channels=(4, 8), convs_per_level=1).encoders[0][0].norm, InstanceNorm3d)
 
 
-def test_instance_norm_without_autograd_keeps_layout_and_values():
-    """Inference on the CPU normalises through group_norm (one group per channel): instance_norm's
-    values to rounding, for one volume and several, in either layout, the layout kept."""
-    from torch.nn import functional as F
-    from HyperSORTLib.model.unet import InstanceNorm3d
-
-    torch.manual_seed(1)
-    norm = InstanceNorm3d(6, affine=True)
-    torch.nn.init.normal_(norm.weight)
-    torch.nn.init.normal_(norm.bias)
-    for batch in (1, 3):
-        x = torch.randn(batch, 6, 10, 8, 12) * 4 + 2
-        expected = F.instance_norm(x, weight=norm.weight.detach(), bias=norm.bias.detach(), eps=norm.eps)
-        for layout in (torch.contiguous_format, torch.channels_last_3d):
-            with torch.inference_mode():
-                out = norm(x.contiguous(memory_format=layout))
-            assert out.is_contiguous(memory_format=layout)
-            torch.testing.assert_close(out, expected, rtol=0, atol=1e-5)
-    with torch.inference_mode():  # a different function would be caught: not the batch's statistics
-        pooled = F.batch_norm(x, None, None, norm.weight, norm.bias, True, 0.0, norm.eps)
-        assert not torch.allclose(norm(x), pooled, atol=1e-3)
-
-
 @pytest.mark.parametrize("channels,convs,classes,shape", [
     ((4,), 1, 2, (5, 7, 3)),
     ((4, 8), 2, 3, (8, 12, 16)),
