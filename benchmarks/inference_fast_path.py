@@ -27,6 +27,7 @@ reference HyperSORT UNet (16/32/64/128, three per level), at the reference data 
 Run:
     python benchmarks/inference_fast_path.py                          # demo UNet, preview + full; reference UNet, preview
     python benchmarks/inference_fast_path.py --full-reference         # also the reference UNet at full resolution (minutes)
+    python benchmarks/inference_fast_path.py --keep-freed-memory      # as in hypersort explore / segment
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ import torch
 from HyperSORTLib.config import RunConfig
 from HyperSORTLib.device import resolve_device
 from HyperSORTLib.inference import InteractiveSegmenter
+from HyperSORTLib.utils.allocator import keep_freed_memory
 from machine import describe
 from segment_latency import _configs, _segmenter, _synthetic_ct
 
@@ -116,9 +118,14 @@ def main() -> None:
     parser.add_argument("--sw-batch-size", type=int, default=None, help="windows per UNet call of the fast path")
     parser.add_argument("--full-reference", action="store_true", help="also the reference UNet at full resolution")
     parser.add_argument("--demo-only", action="store_true", help="only the demo UNet")
+    parser.add_argument("--keep-freed-memory", action="store_true",
+                        help="the memory settings of a hypersort command's process (explore, segment: "
+                             "HyperSORTLib.utils.allocator); without it, those of a host such as Slicer")
     args = parser.parse_args()
     if args.repeats < 1 or args.full_repeats < 0:
         parser.error(f"--repeats must be >= 1 and --full-repeats >= 0 (got {args.repeats} and {args.full_repeats})")
+    if args.keep_freed_memory and not keep_freed_memory():
+        parser.error("--keep-freed-memory: the settings cannot apply here (not glibc, or a MALLOC_* variable is set)")
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
@@ -131,8 +138,9 @@ def main() -> None:
         rows += measure("reference", reference, device, ct, affine, ["preview"], args.repeats, args.sw_batch_size)
     if args.full_reference and args.full_repeats:
         rows += measure("reference", reference, device, ct, affine, ["full"], args.full_repeats, args.sw_batch_size)
-    print(f"\nScan 512x512x200 at 0.78x0.78x2.0 mm, 5 classes; {describe(device)}; median of {args.repeats} "
-          f"latent points (preview) and {args.full_repeats} (full).\n")
+    memory = "a hypersort command's memory settings" if args.keep_freed_memory else "the default memory settings"
+    print(f"\nScan 512x512x200 at 0.78x0.78x2.0 mm, 5 classes; {describe(device)}; {memory}; median of "
+          f"{args.repeats} latent points (preview) and {args.full_repeats} (full).\n")
     print(f"Fast and one pass in {rows[0]['precision'] if rows else '-'} (autocast); freshly initialised weights, so "
           f"the label agreement under mixed precision is a lower bound (a trained UNet's logits are far from ties).\n")
     print("| UNet | mode | preprocessed grid | body box | reference (s) | fast, float32 (s) | fast (s) | speed-up | "
