@@ -98,8 +98,9 @@ class TrainedRun:
 
         A volume that fits in the training patch runs in one pass, as it is (the UNet takes any
         size, :func:`~HyperSORTLib.model.unet.match_skip`); a larger one goes through MONAI's
-        sliding-window inference with the training patch size (Gaussian-weighted overlap). A run whose decision is the marginal threshold returns
-        :func:`marginal_threshold_logits` of the whole image's logits.
+        sliding-window inference with the training patch size (Gaussian-weighted overlap). A run
+        whose decision is the marginal threshold returns :func:`marginal_threshold_logits` of the
+        whole image's logits.
 
         Args:
             z: a latent point, or a UNet already decoded from one.
@@ -114,9 +115,9 @@ class TrainedRun:
                 float16; CPU: bfloat16 on processors that compute it natively, else ignored). The
                 logits are float32; labels differ from float32 ones at a few boundary voxels.
             single_pass_voxels: a volume larger than the patch but of at most this many voxels
-                also runs in one pass. The UNet is fully convolutional, but its
-                instance normalisation then sees the whole volume instead of one window, so the
-                labels differ slightly from the windowed ones; in exchange no voxel is computed
+                also runs in one pass. The UNet is fully convolutional, but its instance
+                normalisation then sees the whole volume instead of one window, so the labels
+                differ slightly from the windowed ones; in exchange no voxel is computed
                 twice (a 186x146x200 body box at 2 mm: one pass of 5.8 M voxels instead of four
                 168^3 windows of 4.7 M each). 0 (the default): windows as in training.
         """
