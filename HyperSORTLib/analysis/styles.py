@@ -50,7 +50,7 @@ from HyperSORTLib.rundir import style_name
 
 __all__ = ["StyleThresholds", "StyleResult", "behaviour_distance", "component_adjacency", "merge_components",
            "find_styles", "fine_components", "fine_partition", "style_summary", "row_name", "describe_main_mode",
-           "style_stability"]
+           "style_stability", "company_agreement"]
 
 
 @dataclass(frozen=True)
@@ -471,11 +471,22 @@ def style_stability(latents: np.ndarray, result: StyleResult, refit: Callable[[i
     n = len(latents)
     if not seeds:
         return np.full(n, np.nan)
-    base = result.labels[:, None] == result.labels[None, :]
     agree = np.zeros(n)
-    off_diagonal = ~np.eye(n, dtype=bool)
     for seed in seeds:
-        again = refit(int(seed)).labels
-        same = again[:, None] == again[None, :]
-        agree += ((same == base) & off_diagonal).sum(1) / max(n - 1, 1)
+        agree += company_agreement(result.labels, refit(int(seed)).labels)
     return agree / len(seeds)
+
+
+def company_agreement(labels: np.ndarray, other: np.ndarray) -> np.ndarray:
+    """Per case, the share of the other cases with which it is together (the same label) in both
+    groupings or apart in both; the label values themselves need not match.
+
+    Example:
+        >>> company_agreement(np.array([0, 0, 1, 1]), np.array([5, 5, 5, 7]))
+        array([0.66666667, 0.66666667, 0.        , 0.66666667])
+    """
+    labels, other = np.asarray(labels), np.asarray(other)
+    n = len(labels)
+    same = (labels[:, None] == labels[None, :]) == (other[:, None] == other[None, :])
+    np.fill_diagonal(same, False)
+    return same.sum(1) / max(n - 1, 1)

@@ -16,7 +16,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-COMMANDS = ("demo", "train", "baseline", "check_data", "perturb", "analyze", "segment", "evaluate", "export", "explore")
+COMMANDS = ("demo", "train", "baseline", "check_data", "perturb", "analyze", "compare", "segment", "evaluate", "export",
+            "explore")
 
 #: Options whose value is a comma-separated list of numbers, which may start with a minus sign
 #: (``--latent -0.4,0.1``); :func:`HyperSORTLib.cli.main` joins such a value to its option so
