@@ -65,10 +65,13 @@ def read_run_styles(run_dir: str | Path) -> tuple[list[str], np.ndarray, list[st
     """``(case_ids, labels, names)`` of a run's current audit (``RUN/analysis``).
 
     Raises:
-        ValueError: no audit, or one made from other weights than the run's ``model.safetensors``,
-            or a ``samples.csv`` without the ``cluster`` column.
+        ValueError: not a run directory, no audit, or one made from other weights than the run's
+            ``model.safetensors``, or a ``samples.csv`` without the ``cluster`` column.
     """
     run_dir = Path(run_dir)
+    if not rundir.is_run_dir(run_dir):
+        raise ValueError(f"{run_dir} is not a HyperSORT run directory (expected a {rundir.CONFIG_FILE} written by "
+                         f"hypersort train).")
     out = rundir.analysis_dir(run_dir)
     samples_path, clusters_path = out / rundir.SAMPLES_FILE, out / rundir.CLUSTERS_FILE
     if not samples_path.is_file() or not clusters_path.is_file():

@@ -109,6 +109,9 @@ def test_inputs_that_cannot_be_compared_are_refused(two_runs, tmp_path):
     with pytest.raises(ValueError, match="are the same run"):
         compare_runs([first, link])
 
+    with pytest.raises(ValueError, match="not a HyperSORT run directory"):
+        compare_runs([first, tmp_path / "typo"])
+
     bare = _copy(first, tmp_path / "bare")
     shutil.rmtree(bare / "analysis")
     with pytest.raises(ValueError, match=r"no audit .*hypersort analyze --run"):
