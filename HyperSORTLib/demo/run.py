@@ -84,6 +84,8 @@ class DemoResult:
             f"  main-mode UNet vs clean labels: Dice {m['main_mode_dice']:.3f}   HD95 {_fmt(m['main_mode_hd95'])} mm",
             f"  latent map: {self.out_dir / 'latent_map.png'}   metrics: {self.out_dir / 'metrics.json'}",
             f"  audit report: {m['report']}",
+            f"  styles of a second training: the demo again with another --seed (e.g. {int(m['seed']) + 1}) and "
+            f"--out, then hypersort compare --runs {self.out_dir / RUN_DIR} OTHER_OUT/{RUN_DIR}",
         ]
         return "\n".join(lines)
 

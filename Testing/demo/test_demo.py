@@ -29,6 +29,7 @@ def test_demo_command_writes_map_and_metrics(tmp_path):
                           capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert done.returncode == 0, done.stderr
     assert "ARI" in done.stdout and "AUROC" in done.stdout
+    assert f"hypersort compare --runs {out / 'run'}" in done.stdout  # how to check the styles with a second seed
     metrics = json.loads((out / "metrics.json").read_text())
     for key in ("ari", "nmi", "auroc", "average_precision", "wall_time_s", "main_mode_dice", "main_mode_hd95"):
         assert key in metrics, key
