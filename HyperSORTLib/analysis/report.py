@@ -245,7 +245,11 @@ def _method_section(result: Any) -> str:
             f"cases, not styles. The main mode is the largest style; it is called the consensus when it holds at "
             f"least {t['consensus_share']:.0%} of all cases, or {t['consensus_ratio']:g} times as many as the next "
             "style and a third of all cases. The words in the style table name classes whose volume changes by 5% or more, whose Dice with "
-            "the main mode drops below 0.85, that vanish or appear, or that trade places.</p>")
+            "the main mode drops below 0.85, that vanish or appear, or that trade places.</p>"
+            "<p>The styles are those of one training's map, and a map can hold two styles together when their "
+            "decoded UNets differ little (on the demo, some training seeds place a few dilated-liver cases inside "
+            "the clean main mode). To check them, train the dataset again with another seed, audit it, and "
+            "compare the two audits case by case: <code>hypersort compare --runs RUN OTHER_RUN</code>.</p>")
 
 
 def render_report(result: Any, figures: dict[str, Path], run_dir: Path) -> str:

@@ -166,6 +166,7 @@ def test_report_is_self_contained_with_plots_and_tables(tiny_run):
         assert f"<h2>{heading}" in text
     assert text.count("<table>") >= 4
     assert "(complete linkage; components of a style's size merge first" in text  # the default merge, in words
+    assert "<code>hypersort compare --runs RUN OTHER_RUN</code>" in text  # how to check the styles
     for i in range(N_CASES):
         assert f"case_{i:03d}" in text
     figures = sorted(p.name for p in (tiny_run["out"] / "figures").iterdir())
