@@ -104,7 +104,7 @@ def _check_same_data(first: Path, other: Path) -> None:
 
 
 def compare_runs(run_dirs: Sequence[str | Path], out_dir: str | Path | None = None,
-                 overwrite: bool = False) -> StyleAgreement:
+                 overwrite: bool = False, below: float = 0.9) -> StyleAgreement:
     """Compare the audits of two or more runs of the same dataset, case by case.
 
     Args:
@@ -113,6 +113,7 @@ def compare_runs(run_dirs: Sequence[str | Path], out_dir: str | Path | None = No
             and ``style_agreement.json`` (the runs, their weights, the pairwise ARI); ``None``
             writes nothing. Files of these names that ``hypersort compare`` did not write are
             refused unless ``overwrite``.
+        below: the JSON lists the cases whose agreement is below this (:meth:`StyleAgreement.unsettled`).
 
     Raises:
         ValueError: fewer than two distinct runs, a run without a current audit, runs over
@@ -153,7 +154,7 @@ def compare_runs(run_dirs: Sequence[str | Path], out_dir: str | Path | None = No
     agreement /= n_runs * (n_runs - 1) / 2
     result = StyleAgreement(runs, tuple(case_ids), labels, tuple(names), ari, agreement)
     if out_dir is not None:
-        _write(result, Path(out_dir))
+        _write(result, Path(out_dir), below)
     return result
 
 
@@ -166,7 +167,7 @@ def _written_by_compare(out: Path) -> bool:
     return isinstance(doc, dict) and doc.get("format") == _FORMAT
 
 
-def _write(result: StyleAgreement, out: Path) -> None:
+def _write(result: StyleAgreement, out: Path, below: float) -> None:
     out.mkdir(parents=True, exist_ok=True)
     header = ["case_id"] + [f"style_run{k + 1}" for k in range(len(result.runs))] + ["agreement"]
     rows = [[case, *(names[i] for names in result.names), f"{result.agreement[i]:.4f}"]
@@ -179,6 +180,7 @@ def _write(result: StyleAgreement, out: Path) -> None:
         "n_cases": len(result.case_ids),
         "ari": [[round(float(v), 6) for v in row] for row in result.ari],
         "mean_agreement": float(result.agreement.mean()),
-        "unsettled_cases": [result.case_ids[i] for i in result.unsettled()],
+        "unsettled_below": below,
+        "unsettled_cases": [result.case_ids[i] for i in result.unsettled(below)],
     }
     atomic_write_json(out / AGREEMENT_JSON, doc)

@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
 
     if not 0.0 <= args.below <= 1.0:
         raise ValueError(f"--below must be within 0..1; found {args.below}.")
-    result = compare_runs(args.runs, out_dir=args.out, overwrite=args.overwrite)
+    result = compare_runs(args.runs, out_dir=args.out, overwrite=args.overwrite, below=args.below)
     print(f"{len(result.case_ids)} cases, {len(result.runs)} runs:")
     for k, run_dir in enumerate(result.runs):
         print(f"  run {k + 1}: {run_dir}")

@@ -74,6 +74,9 @@ def test_two_trainings_compared_case_by_case(two_runs, tmp_path, capsys):
     doc = json.loads((out / "style_agreement.json").read_text())
     assert doc["ari"][0][1] == doc["ari"][1][0] == pytest.approx(expected_ari, abs=1e-6)
     assert [r["run"] for r in doc["runs"]] == [str(first), str(second)]
+    agreement = _pairwise_agreement(a, b)
+    assert doc["unsettled_below"] == 0.9
+    assert set(doc["unsettled_cases"]) == {c for c, v in zip(ids, agreement) if v < 0.9 - 1e-9}
     # the command's own files are replaced by a second comparison without --overwrite
     assert main(["compare", "--runs", str(second), str(first), "--out", str(out)]) == 0
 
