@@ -351,20 +351,19 @@ class RunConfig:
     def from_file(cls, path: str | Path) -> "RunConfig":
         """Read a YAML (or JSON) file; errors name the file."""
         path = Path(path)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ConfigError(f"Cannot read configuration file {path}: {exc.strerror}.") from exc
-        import yaml  # local: only needed when reading files
-
-        try:
-            data = yaml.safe_load(text) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
-        if not isinstance(data, Mapping):
-            raise ConfigError(f"{path}: expected a mapping at the top level, found {type(data).__name__}.")
+        data = _read_mapping(path)
         try:
             return cls.from_dict(data)
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {exc}") from exc
+
+    def merged_with_file(self, path: str | Path) -> "RunConfig":
+        """This configuration with a YAML file's settings merged over it, section by section: the
+        file may name only the keys it changes (e.g. ``train: {epochs: 30}``); errors name the file."""
+        path = Path(path)
+        update = _read_mapping(path)
+        try:
+            return self.from_dict(_deep_merge(self.to_dict(), update))
         except ConfigError as exc:
             raise ConfigError(f"{path}: {exc}") from exc
 
@@ -393,6 +392,32 @@ class RunConfig:
         return dataclasses.replace(self, model=dataclasses.replace(self.model, unet=unet),
                                    data=dataclasses.replace(self.data, class_names=names),
                                    train=dataclasses.replace(self.train, **train_overrides))
+
+
+def _read_mapping(path: Path) -> Mapping[str, Any]:
+    """The top-level mapping of a YAML (or JSON) configuration file; errors name the file."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"Cannot read configuration file {path}: {exc.strerror}.") from exc
+    import yaml  # local: only needed when reading files
+
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{path}: expected a mapping at the top level, found {type(data).__name__}.")
+    return data
+
+
+def _deep_merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` with ``update`` merged over it: nested mappings key by key, anything else replaced."""
+    out = dict(base)
+    for key, value in update.items():
+        nested = isinstance(value, Mapping) and isinstance(base.get(key), Mapping)
+        out[key] = _deep_merge(base[key], value) if nested else value
+    return out
 
 
 def to_dict(obj: Any) -> Any:

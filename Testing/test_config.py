@@ -83,6 +83,23 @@ def test_bad_file_is_named(tmp_path):
         RunConfig.from_file(tmp_path / "missing.yaml")
 
 
+def test_a_file_merged_over_a_configuration_changes_only_the_keys_it_names(tmp_path):
+    base = RunConfig.from_file(CONFIGS / "cpu_small.yaml")
+    path = tmp_path / "zoom.yaml"
+    path.write_text("data:\n  scale_augmentation: 0.15\ntrain:\n  epochs: 7\n")
+    merged = base.merged_with_file(path)
+    assert merged.data.scale_augmentation == 0.15 and merged.train.epochs == 7
+    # every other key, nested ones included, is the base's
+    assert merged.replace(data=base.data, train=base.train) == base
+    assert merged.data.patch_size == base.data.patch_size and merged.train.lr == base.train.lr
+    path.write_text("train:\n  epocs: 2\n")
+    with pytest.raises(ConfigError, match=r"zoom.yaml: Unknown configuration key 'train.epocs'"):
+        base.merged_with_file(path)
+    path.write_text("- a list\n")
+    with pytest.raises(ConfigError, match="zoom.yaml: expected a mapping at the top level"):
+        base.merged_with_file(path)
+
+
 def test_for_dataset_sets_classes_and_training_overrides():
     from HyperSORTLib.data.cases import CaseList
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from HyperSORTLib.config import RunConfig, from_dict
+from HyperSORTLib.config import RunConfig
 from HyperSORTLib.utils.io import atomic_write_json, check_output_folder
 from HyperSORTLib.utils.versions import software_versions
 
@@ -98,19 +98,8 @@ def demo_config(options: DemoOptions, class_names: tuple[str, ...]) -> RunConfig
     """The demo configuration, with a user YAML and command-line overrides applied."""
     config = DEMO_CONFIG
     if options.config_path is not None:
-        import yaml
-
-        user = yaml.safe_load(Path(options.config_path).read_text(encoding="utf-8")) or {}
-        merged = _deep_merge(config.to_dict(), user)
-        config = from_dict(RunConfig, merged)
+        config = config.merged_with_file(options.config_path)
     return config.for_dataset(class_names=class_names, **options.train_overrides)
-
-
-def _deep_merge(base: dict, update: dict) -> dict:
-    out = dict(base)
-    for key, value in update.items():
-        out[key] = _deep_merge(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) else value
-    return out
 
 
 def run_demo(options: DemoOptions) -> DemoResult:
