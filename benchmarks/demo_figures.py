@@ -3,7 +3,9 @@
 For every seed, in its own process: the phantom demo (``hypersort demo``, same phantom cohort,
 training seed varied) or the semi-real liver cohort (built once from the real scans of the
 shared data folder by :func:`~HyperSORTLib.demo.semireal.build_semireal_cohort`, then trained with
-``HyperSORTLib/demo/semireal.yaml`` and audited by ``hypersort analyze``). Prints one markdown
+``HyperSORTLib/demo/semireal.yaml`` and audited by ``hypersort analyze``). ``--config FILE`` merges
+a YAML over the cohort's configuration (as ``hypersort demo --config`` does), so a candidate setting
+is measured over the same seeds as the defaults. Prints one markdown
 table per cohort: styles found, ARI / NMI of the styles against the true groups, AUROC / AP of
 the suspicion ranking, the main mode's size, clean share and whether it is a consensus,
 main-mode Dice (demo), wall time and peak memory, with the commit, torch version and machine.
@@ -12,6 +14,7 @@ commit, and a change that moves them is noticed.
 
     python benchmarks/demo_figures.py --cohort demo --seeds 0 1 2 --out /tmp/demo_figures
     python benchmarks/demo_figures.py --cohort semireal --shared ../shared/data --seeds 0 1 2 --out /tmp/semireal
+    python benchmarks/demo_figures.py --cohort demo --seeds 2 3 --config zoom.yaml --out /tmp/zoom
 """
 
 from __future__ import annotations
@@ -57,10 +60,11 @@ from HyperSORTLib.training import Trainer
 from HyperSORTLib.utils.allocator import keep_freed_memory
 from HyperSORTLib.utils.versions import software_versions
 keep_freed_memory()  # as every hypersort command does (train, analyze)
-cohort, run, seed, device = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+cohort, run, seed, device, extra = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5]
 start = time.perf_counter()
 cases = read_nnunet_folder(cohort)
-config = RunConfig.from_file(SEMIREAL_CONFIG_FILE).for_dataset(class_names=cases.class_names, seed=seed,
+config = RunConfig.from_file(SEMIREAL_CONFIG_FILE)
+config = (config.merged_with_file(extra) if extra else config).for_dataset(class_names=cases.class_names, seed=seed,
                                                                device=device)
 Trainer(config, PreprocessedCases(cases, config.data, progress=False), cases.case_ids, run, progress=False,
         data_source={"path": str(cohort), "format": "nnunet"}).fit()
@@ -80,23 +84,24 @@ def _child(code: str, args: list[str]) -> tuple[float, float]:
     return wall, int(done.stderr.rsplit("PEAK_KB", 1)[1].split()[0]) / 1024
 
 
-def run_demo_seed(seed: int, out: Path, device: str) -> dict:
+def run_demo_seed(seed: int, out: Path, device: str, config: Path | None = None) -> dict:
     """One demo run in its own process: its metrics, wall time and that process's peak RSS."""
+    extra = ["--config", str(config)] if config else []
     wall, peak = _child(_DEMO_CHILD, ["demo", "--out", str(out), "--seed", str(seed), "--device", device,
-                                      "--no-progress", "--overwrite"])
+                                      "--no-progress", "--overwrite", *extra])
     metrics = json.loads((out / "metrics.json").read_text())
     size, clean = main_mode_composition(out / "run", out / "cohort" / "manifest.csv")
     return {"seed": seed, "metrics": metrics, "wall_s": wall, "main_size": size, "main_clean": clean,
             "peak_mb": peak}
 
 
-def run_semireal_seed(seed: int, cohort: Path, out: Path, device: str) -> dict:
+def run_semireal_seed(seed: int, cohort: Path, out: Path, device: str, config: Path | None = None) -> dict:
     """One semi-real training + audit in its own process."""
     if out.exists():
         import shutil
 
         shutil.rmtree(out)
-    wall, peak = _child(_SEMIREAL_CHILD, [str(cohort), str(out), str(seed), device])
+    wall, peak = _child(_SEMIREAL_CHILD, [str(cohort), str(out), str(seed), device, str(config or "")])
     metrics = json.loads((out / "benchmark_metrics.json").read_text())
     size, clean = main_mode_composition(out, cohort / "manifest.csv")
     return {"seed": seed, "metrics": metrics, "wall_s": wall, "main_size": size, "main_clean": clean,
@@ -130,18 +135,24 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--out", type=Path, default=Path("demo_figures"), help="one folder per seed below it")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--config", type=Path, default=None,
+                        help="YAML merged over the cohort's configuration (e.g. one changed training setting)")
     args = parser.parse_args()
+    config = args.config.resolve() if args.config else None
     if args.cohort == "demo":
-        rows = [run_demo_seed(seed, args.out / f"seed_{seed}", args.device) for seed in args.seeds]
+        rows = [run_demo_seed(seed, args.out / f"seed_{seed}", args.device, config) for seed in args.seeds]
     else:
         from HyperSORTLib.demo.semireal import SemirealSpec, build_semireal_cohort, default_sources
 
         cohort = args.out / "cohort"
         build_semireal_cohort(default_sources(args.shared), cohort, SemirealSpec(), seed=0, overwrite=True)
-        rows = [run_semireal_seed(seed, cohort, args.out / f"seed_{seed}", args.device) for seed in args.seeds]
+        rows = [run_semireal_seed(seed, cohort, args.out / f"seed_{seed}", args.device, config) for seed in args.seeds]
     software = rows[0]["metrics"].get("software") or rows[0]["metrics"].get("provenance", {}).get("software", {})
-    print(f"### {args.cohort}: {describe(args.device)}, code {software.get('code')}, torch {software.get('torch')} "
-          f"({time.strftime('%Y-%m-%d')})\n")
+    changed = f", with {args.config.name} merged over its configuration" if args.config else ""
+    print(f"### {args.cohort}{changed}: {describe(args.device)}, code {software.get('code')}, "
+          f"torch {software.get('torch')} ({time.strftime('%Y-%m-%d')})\n")
+    if args.config:
+        print("```yaml\n" + args.config.read_text(encoding="utf-8").strip() + "\n```\n")
     print(table(rows))
 
 
