@@ -149,8 +149,8 @@ def main() -> None:
         rows = [run_semireal_seed(seed, cohort, args.out / f"seed_{seed}", args.device, config) for seed in args.seeds]
     software = rows[0]["metrics"].get("software") or rows[0]["metrics"].get("provenance", {}).get("software", {})
     changed = f", with {args.config.name} merged over its configuration" if args.config else ""
-    print(f"### {args.cohort}{changed}: {describe(args.device)}, code {software.get('code')}, "
-          f"torch {software.get('torch')} ({time.strftime('%Y-%m-%d')})\n")
+    print(f"### {args.cohort}{changed}: {describe(args.device)}, code {software.get('code')} "
+          f"({time.strftime('%Y-%m-%d')})\n")
     if args.config:
         print("```yaml\n" + args.config.read_text(encoding="utf-8").strip() + "\n```\n")
     print(table(rows))
