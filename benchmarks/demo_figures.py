@@ -64,8 +64,9 @@ cohort, run, seed, device, extra = Path(sys.argv[1]), Path(sys.argv[2]), int(sys
 start = time.perf_counter()
 cases = read_nnunet_folder(cohort)
 config = RunConfig.from_file(SEMIREAL_CONFIG_FILE)
-config = (config.merged_with_file(extra) if extra else config).for_dataset(class_names=cases.class_names, seed=seed,
-                                                               device=device)
+if extra:
+    config = config.merged_with_file(extra)
+config = config.for_dataset(class_names=cases.class_names, seed=seed, device=device)
 Trainer(config, PreprocessedCases(cases, config.data, progress=False), cases.case_ids, run, progress=False,
         data_source={"path": str(cohort), "format": "nnunet"}).fit()
 result = analyze_run(run, manifest=cohort / "manifest.csv", device=device, progress=False)
