@@ -91,7 +91,6 @@ def test_a_file_merged_over_a_configuration_changes_only_the_keys_it_names(tmp_p
     assert merged.data.scale_augmentation == 0.15 and merged.train.epochs == 7
     # every other key, nested ones included, is the base's
     assert merged.replace(data=base.data, train=base.train) == base
-    assert merged.data.patch_size == base.data.patch_size and merged.train.lr == base.train.lr
     path.write_text("train:\n  epocs: 2\n")
     with pytest.raises(ConfigError, match=r"zoom.yaml: Unknown configuration key 'train.epocs'"):
         base.merged_with_file(path)
