@@ -158,6 +158,11 @@ class DataConfig:
             different size at every visit while an annotation style (a margin, an omitted
             class) stays. 0 (default, the reference) cuts the same patch at every visit. The
             analysis always reads the un-zoomed patch.
+        noise_augmentation: standard deviation of Gaussian noise added to the normalised image
+            of a training patch at every visit (drawn like the placement, from train.seed, epoch
+            and case index), so the network cannot recognise a case by the noise it was
+            scanned with; the label is untouched. 0 (default, the reference) adds none. The
+            analysis always reads the patch without it.
     """
 
     class_names: tuple[str, ...] = ()
@@ -169,6 +174,7 @@ class DataConfig:
     patch_sampling: str = "center"
     foreground_probability: float = 1.0
     scale_augmentation: float = 0.0
+    noise_augmentation: float = 0.0
 
     def __post_init__(self) -> None:
         _require(self.spacing is None or all(s > 0 for s in self.spacing), "data.spacing",
@@ -188,6 +194,8 @@ class DataConfig:
                  self.foreground_probability)
         _require(0.0 <= self.scale_augmentation < 1.0, "data.scale_augmentation", "a number in [0, 1)",
                  self.scale_augmentation)
+        _require(0.0 <= self.noise_augmentation < 1.0, "data.noise_augmentation", "a number in [0, 1)",
+                 self.noise_augmentation)
 
 
 @dataclass(frozen=True)

@@ -118,11 +118,12 @@ def nearest_cases(case_ids: Sequence[str], latents: np.ndarray, centre: np.ndarr
 def analysis_patch_config(config: Any) -> Any:
     """The data configuration whose patch every analysis pass uses: the training patch when it is
     deterministic (``center``, ``label_center``), else (``label``, ``random``) the patch centred on
-    the annotation, which covers what training saw most; never zoomed (``scale_augmentation`` 0)."""
+    the annotation, which covers what training saw most; never zoomed or noised (``scale_augmentation``
+    and ``noise_augmentation`` 0)."""
     sampling = config.patch_sampling if config.patch_sampling in ("center", "label_center") else "label_center"
-    if sampling == config.patch_sampling and not config.scale_augmentation:
+    if sampling == config.patch_sampling and not config.scale_augmentation and not config.noise_augmentation:
         return config
-    return dataclasses.replace(config, patch_sampling=sampling, scale_augmentation=0.0)
+    return dataclasses.replace(config, patch_sampling=sampling, scale_augmentation=0.0, noise_augmentation=0.0)
 
 
 def training_patches(case_list: Any, config: Any, cache: Any = None, progress: bool = False,

@@ -300,8 +300,8 @@ def patch_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
 
 
 def needs_patch_rng(config: DataConfig) -> bool:
-    """Whether cutting a training patch draws random numbers (random placement or scale augmentation)."""
-    return config.patch_sampling in ("label", "random") or config.scale_augmentation > 0
+    """Whether cutting a training patch draws random numbers (random placement, scale or noise augmentation)."""
+    return config.patch_sampling in ("label", "random") or config.scale_augmentation > 0 or config.noise_augmentation > 0
 
 
 def sample_patch(image: np.ndarray, label: np.ndarray, config: DataConfig, rng: np.random.Generator | None,
@@ -313,7 +313,9 @@ def sample_patch(image: np.ndarray, label: np.ndarray, config: DataConfig, rng: 
     [1 - s, 1 + s] (from ``rng``, before the placement): a window of ``patch_size / f`` voxels is
     cut with the same placement rule and resized to ``patch_size`` with MONAI's ``Resize``
     (image trilinear, label nearest on the same voxel centres), so the anatomy appears f times
-    its size while the patch keeps its shape.
+    its size while the patch keeps its shape. With ``config.noise_augmentation`` = sigma > 0,
+    MONAI's ``RandGaussianNoise`` (standard deviation sigma, seeded from ``rng`` after the zoom and
+    the placement) is added to the image patch.
     """
     size = tuple(int(p) for p in config.patch_size)
     window = size
@@ -326,12 +328,18 @@ def sample_patch(image: np.ndarray, label: np.ndarray, config: DataConfig, rng: 
     start = patch_start(image.shape, window, config.patch_sampling, rng, foreground,
                         config.foreground_probability, foreground_box)
     image_patch, label_patch = extract_patch(image, start, window), extract_patch(label, start, window)
-    if window == size:
-        return image_patch, label_patch
-    zoomed = mt.Resize(size, mode="trilinear", align_corners=False)(torch.from_numpy(image_patch)[None])
-    labels = mt.Resize(size, mode="nearest-exact")(torch.from_numpy(label_patch.astype(np.float32))[None])
-    return (np.asarray(zoomed[0], dtype=np.float32),
-            np.rint(np.asarray(labels[0])).astype(label_patch.dtype))
+    if window != size:
+        zoomed = mt.Resize(size, mode="trilinear", align_corners=False)(torch.from_numpy(image_patch)[None])
+        labels = mt.Resize(size, mode="nearest-exact")(torch.from_numpy(label_patch.astype(np.float32))[None])
+        image_patch = np.asarray(zoomed[0], dtype=np.float32)
+        label_patch = np.rint(np.asarray(labels[0])).astype(label_patch.dtype)
+    if config.noise_augmentation > 0:
+        if rng is None:
+            raise ValueError("noise augmentation needs a random generator.")
+        noise = mt.RandGaussianNoise(prob=1.0, std=float(config.noise_augmentation), sample_std=False)
+        noise.set_random_state(seed=int(rng.integers(2**31)))
+        image_patch = np.asarray(noise(image_patch[None]), dtype=np.float32)[0]
+    return image_patch, label_patch
 
 
 # ------------------------------------------------------------------------------ back to the scan

@@ -157,6 +157,39 @@ def test_scale_augmentation_zooms_image_and_label_together(tmp_path):
         DataConfig(scale_augmentation=1.0)
 
 
+def test_noise_augmentation_changes_the_image_per_visit_and_never_the_label(tmp_path):
+    """Noise augmentation: fresh noise of the configured strength at every visit, a function of
+    (seed, epoch, index), the label untouched, and the analysis reads the patch without it."""
+    from HyperSORTLib.analysis.inputs import analysis_patch_config
+    from HyperSORTLib.data.preprocessing import sample_patch
+
+    shape = (20, 16, 12)
+    label = np.zeros(shape, np.uint8)
+    label[5:15, 4:12, 3:9] = 2
+    image = np.where(label > 0, 0.6, 0.2).astype(np.float32)
+    config = dataclasses.replace(CT_CONFIG, patch_size=shape, patch_sampling="center", noise_augmentation=0.05)
+    with pytest.raises(ValueError, match="random generator"):
+        sample_patch(image, label, config, None)
+    first = sample_patch(image, label, config, patch_rng(1, 4, 7))
+    np.testing.assert_array_equal(first[1], label)  # the annotation never changes
+    np.testing.assert_array_equal(first[0], sample_patch(image, label, config, patch_rng(1, 4, 7))[0])
+    residual = first[0] - image
+    assert first[0].dtype == np.float32 and abs(residual.mean()) < 0.005 and 0.045 < residual.std() < 0.055
+    later = sample_patch(image, label, config, patch_rng(1, 5, 7))[0]  # another epoch: other noise
+    assert np.corrcoef(residual.ravel(), (later - image).ravel())[0, 1] < 0.1
+    analysis = analysis_patch_config(config)
+    assert analysis.noise_augmentation == 0.0 and analysis.patch_sampling == "center"
+    # the training dataset draws it per visit with the deterministic centre patch too
+    root = write_sphere_dataset(tmp_path / "spheres", n_cases=2)
+    data = dataclasses.replace(tiny_config().data, noise_augmentation=0.1)
+    dataset = PreprocessedCases(read_dataset(root), data)
+    visit, other = dataset[(0, 1, 0)], dataset[(0, 2, 0)]
+    assert torch.equal(visit["label"], other["label"]) and not torch.equal(visit["image"], other["image"])
+    assert torch.equal(visit["image"], dataset[(0, 1, 0)]["image"])
+    with pytest.raises(ValueError, match="noise_augmentation"):
+        DataConfig(noise_augmentation=-0.1)
+
+
 def test_preprocessed_cases_equal_segmentation_cases(tmp_path):
     root = write_sphere_dataset(tmp_path / "spheres", n_cases=3)
     cl = read_dataset(root)
