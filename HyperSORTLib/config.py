@@ -160,9 +160,10 @@ class DataConfig:
             analysis always reads the un-zoomed patch.
         noise_augmentation: standard deviation of Gaussian noise added to the normalised image
             of a training patch at every visit (drawn like the placement, from train.seed, epoch
-            and case index), so the network cannot recognise a case by the noise it was
-            scanned with; the label is untouched. 0 (default, the reference) adds none. The
-            analysis always reads the patch without it.
+            and case index), so a case's image differs slightly at every visit; the label is
+            untouched. 0 (default, the reference) adds none. The analysis always reads the
+            patch without it. On the demo it did not keep the styles apart (benchmarks/RESULTS.md,
+            "Noise on each training patch").
     """
 
     class_names: tuple[str, ...] = ()

@@ -301,7 +301,8 @@ def patch_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
 
 def needs_patch_rng(config: DataConfig) -> bool:
     """Whether cutting a training patch draws random numbers (random placement, scale or noise augmentation)."""
-    return config.patch_sampling in ("label", "random") or config.scale_augmentation > 0 or config.noise_augmentation > 0
+    return (config.patch_sampling in ("label", "random") or config.scale_augmentation > 0
+            or config.noise_augmentation > 0)
 
 
 def sample_patch(image: np.ndarray, label: np.ndarray, config: DataConfig, rng: np.random.Generator | None,
