@@ -387,20 +387,31 @@ class RunConfig:
         """This configuration fitted to a dataset: the UNet's class count and ``data.class_names``
         from the case list's classes (background first), plus ``train`` overrides.
 
+        An ``epochs`` override without a ``latent_warmup_epochs`` one keeps the warm-up's share of
+        the epochs (rounded down), so a shorter run of a configuration with a warm-up still trains
+        its latents.
+
         Example:
             >>> cfg = RunConfig().for_dataset(class_names=("background", "liver"), epochs=5)
             >>> cfg.model.unet.num_classes, cfg.train.epochs
             (2, 5)
+            >>> warm = RunConfig(train=TrainConfig(epochs=60, latent_warmup_epochs=20))
+            >>> warm.for_dataset(class_names=("background", "liver"), epochs=9).train.latent_warmup_epochs
+            3
         """
         if class_names is None:
             if case_list is None:
                 raise ValueError("for_dataset needs a case list or class_names.")
             class_names = case_list.class_names
         names = tuple(class_names)
+        overrides = dict(train_overrides)
+        warmup = self.train.latent_warmup_epochs
+        if "epochs" in overrides and "latent_warmup_epochs" not in overrides and warmup:
+            overrides["latent_warmup_epochs"] = warmup * int(overrides["epochs"]) // self.train.epochs
         unet = dataclasses.replace(self.model.unet, num_classes=len(names))
         return dataclasses.replace(self, model=dataclasses.replace(self.model, unet=unet),
                                    data=dataclasses.replace(self.data, class_names=names),
-                                   train=dataclasses.replace(self.train, **train_overrides))
+                                   train=dataclasses.replace(self.train, **overrides))
 
 
 def _read_mapping(path: Path) -> Mapping[str, Any]:

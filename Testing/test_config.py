@@ -21,6 +21,21 @@ def test_reference_faithful_differs_from_the_defaults_only_in_the_latent_budget(
     assert (faithful.train.latent_lr, faithful.train.l1_weight, faithful.train.absent_class_volume) == (1e-3, 1.0, 0.0)
 
 
+def test_an_epochs_override_keeps_the_warm_ups_share_of_the_epochs():
+    from HyperSORTLib.config import TrainConfig
+
+    warm = RunConfig(train=TrainConfig(epochs=60, latent_warmup_epochs=20))
+    names = ("background", "liver")
+    assert warm.for_dataset(class_names=names, epochs=30).train.latent_warmup_epochs == 10
+    assert warm.for_dataset(class_names=names, epochs=1).train.latent_warmup_epochs == 0  # a one-epoch check runs
+    assert warm.for_dataset(class_names=names, epochs=120).train.latent_warmup_epochs == 40
+    # an explicit warm-up is kept as given, and a configuration without one gets none
+    assert warm.for_dataset(class_names=names, epochs=30, latent_warmup_epochs=5).train.latent_warmup_epochs == 5
+    assert RunConfig().for_dataset(class_names=names, epochs=3).train.latent_warmup_epochs == 0
+    with pytest.raises(ValueError, match="latent_warmup_epochs"):
+        warm.for_dataset(class_names=names, epochs=30, latent_warmup_epochs=30)
+
+
 def test_the_default_latent_learning_rate_follows_the_epoch_budget():
     from HyperSORTLib.config import LATENT_TRAVEL, MAX_LATENT_LR, TrainConfig
 
