@@ -74,6 +74,9 @@ def test_demo_configuration_is_the_shipped_yaml():
     assert DEMO_CONFIG.data.spacing == (7.0, 7.0, 8.0) and DEMO_CONFIG.model.unet.num_classes == 5
     # the released UNet widths: narrower UNets mix the demo's dilated-liver style into the clean cases
     assert DEMO_CONFIG.model.unet.channels == (16, 32, 64, 128) and DEMO_CONFIG.model.unet.convs_per_level == 1
+    # a generator-first third and a per-visit zoom: without them dilated cases mix into the clean majority
+    assert DEMO_CONFIG.train.latent_warmup_epochs * 3 == DEMO_CONFIG.train.epochs
+    assert DEMO_CONFIG.data.scale_augmentation > 0 and DEMO_CONFIG.train.latent_init_std == 0.0
 
 
 def test_demo_config_rejects_unknown_keys(tmp_path):
