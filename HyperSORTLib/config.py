@@ -387,9 +387,10 @@ class RunConfig:
         """This configuration fitted to a dataset: the UNet's class count and ``data.class_names``
         from the case list's classes (background first), plus ``train`` overrides.
 
-        An ``epochs`` override without a ``latent_warmup_epochs`` one keeps the warm-up's share of
-        the epochs (rounded down), so a shorter run of a configuration with a warm-up still trains
-        its latents.
+        An ``epochs`` override below the configured epochs, without a ``latent_warmup_epochs``
+        one, keeps the warm-up's share of the epochs (rounded down), so a shorter run of a
+        configuration with a warm-up still trains its latents. A longer one keeps the warm-up as it
+        is, so a run resumed with more epochs has the configuration it was trained with.
 
         Example:
             >>> cfg = RunConfig().for_dataset(class_names=("background", "liver"), epochs=5)
@@ -406,7 +407,8 @@ class RunConfig:
         names = tuple(class_names)
         overrides = dict(train_overrides)
         warmup = self.train.latent_warmup_epochs
-        if "epochs" in overrides and "latent_warmup_epochs" not in overrides and warmup:
+        shorter = "epochs" in overrides and int(overrides["epochs"]) < self.train.epochs
+        if shorter and "latent_warmup_epochs" not in overrides and warmup:
             overrides["latent_warmup_epochs"] = warmup * int(overrides["epochs"]) // self.train.epochs
         unet = dataclasses.replace(self.model.unet, num_classes=len(names))
         return dataclasses.replace(self, model=dataclasses.replace(self.model, unet=unet),

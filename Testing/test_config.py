@@ -28,7 +28,8 @@ def test_an_epochs_override_keeps_the_warm_ups_share_of_the_epochs():
     names = ("background", "liver")
     assert warm.for_dataset(class_names=names, epochs=30).train.latent_warmup_epochs == 10
     assert warm.for_dataset(class_names=names, epochs=1).train.latent_warmup_epochs == 0  # a one-epoch check runs
-    assert warm.for_dataset(class_names=names, epochs=120).train.latent_warmup_epochs == 40
+    # more epochs (a run resumed to train longer) keep the warm-up it was trained with
+    assert warm.for_dataset(class_names=names, epochs=120).train.latent_warmup_epochs == 20
     # an explicit warm-up is kept as given, and a configuration without one gets none
     assert warm.for_dataset(class_names=names, epochs=30, latent_warmup_epochs=5).train.latent_warmup_epochs == 5
     assert RunConfig().for_dataset(class_names=names, epochs=3).train.latent_warmup_epochs == 0

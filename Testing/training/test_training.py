@@ -100,6 +100,18 @@ def test_latent_warmup_trains_only_the_generator_first(sphere_dataset, tmp_path)
     assert (trainer.model.latents.weight.detach().abs().sum(dim=1) > 0).all()
 
 
+def test_a_warm_up_run_resumes_with_more_epochs(sphere_dataset, tmp_path):
+    """A run trained with a warm-up can be resumed to train longer with an epochs override: the
+    warm-up it was trained with is kept, so the configuration check on resume accepts it."""
+    cases = read_nnunet_folder(sphere_dataset)
+    config = tiny_config(epochs=3, latent_warmup_epochs=2).for_dataset(cases)
+    _train(sphere_dataset, tmp_path / "run", config)
+    longer = config.for_dataset(cases, epochs=6)
+    assert longer.train.latent_warmup_epochs == 2  # scaled, it would be 4 and the resume refused
+    result = _train(sphere_dataset, tmp_path / "run", longer)
+    assert result.resumed_from == 3 and result.epochs == 6
+
+
 def test_resume_after_kill_matches_uninterrupted(sphere_dataset, tmp_path):
     _train(sphere_dataset, tmp_path / "full", tiny_config(epochs=4))
     with pytest.raises(Killed):
