@@ -314,9 +314,11 @@ def sample_patch(image: np.ndarray, label: np.ndarray, config: DataConfig, rng: 
     [1 - s, 1 + s] (from ``rng``, before the placement): a window of ``patch_size / f`` voxels is
     cut with the same placement rule and resized to ``patch_size`` with MONAI's ``Resize``
     (image trilinear, label nearest on the same voxel centres), so the anatomy appears f times
-    its size while the patch keeps its shape. With ``config.noise_augmentation`` = sigma > 0,
-    MONAI's ``RandGaussianNoise`` (standard deviation sigma, seeded from ``rng`` after the zoom and
-    the placement) is added to the image patch.
+    its size while the patch keeps its shape. The image is interpolated in float64 and rounded to
+    float32: torch's float32 trilinear kernels round differently from one release to the next, and
+    training amplifies a last-bit difference into another latent map. With
+    ``config.noise_augmentation`` = sigma > 0, MONAI's ``RandGaussianNoise`` (standard deviation
+    sigma, seeded from ``rng`` after the zoom and the placement) is added to the image patch.
     """
     size = tuple(int(p) for p in config.patch_size)
     window = size
@@ -330,7 +332,8 @@ def sample_patch(image: np.ndarray, label: np.ndarray, config: DataConfig, rng: 
                         config.foreground_probability, foreground_box)
     image_patch, label_patch = extract_patch(image, start, window), extract_patch(label, start, window)
     if window != size:
-        zoomed = mt.Resize(size, mode="trilinear", align_corners=False)(torch.from_numpy(image_patch)[None])
+        zoomed = mt.Resize(size, mode="trilinear", align_corners=False, dtype=torch.float64)(
+            torch.from_numpy(image_patch.astype(np.float64))[None])
         labels = mt.Resize(size, mode="nearest-exact")(torch.from_numpy(label_patch.astype(np.float32))[None])
         image_patch = np.asarray(zoomed[0], dtype=np.float32)
         label_patch = np.rint(np.asarray(labels[0])).astype(label_patch.dtype)

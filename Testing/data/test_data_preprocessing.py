@@ -157,6 +157,38 @@ def test_scale_augmentation_zooms_image_and_label_together(tmp_path):
         DataConfig(scale_augmentation=1.0)
 
 
+
+def _linear_resize(volume: np.ndarray, size: tuple[int, ...]) -> np.ndarray:
+    """Trilinear resize with half-voxel centres (``align_corners=False``), axis by axis in float64."""
+    out = volume.astype(np.float64)
+    for axis, n_out in enumerate(size):
+        n_in = out.shape[axis]
+        source = np.maximum((np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5, 0.0)
+        low = np.floor(source).astype(int)
+        high = np.minimum(low + 1, n_in - 1)
+        weight = (source - low).reshape([-1 if a == axis else 1 for a in range(out.ndim)])
+        out = np.take(out, low, axis=axis) * (1.0 - weight) + np.take(out, high, axis=axis) * weight
+    return out
+
+
+def test_the_zoomed_image_is_interpolated_in_float64_and_rounded_once():
+    """The zoom's trilinear interpolation does not depend on the rounding of torch's float32
+    kernels (which changes between torch releases): the patch is the float64 interpolation
+    rounded to float32, bit for bit."""
+    from HyperSORTLib.data.preprocessing import sample_patch
+
+    image = np.random.default_rng(0).normal(0.0, 100.0, size=(30, 26, 20)).astype(np.float32)
+    label = np.zeros(image.shape, np.uint8)
+    config = dataclasses.replace(CT_CONFIG, patch_size=(24, 20, 16), patch_sampling="center",
+                                 scale_augmentation=0.3)
+    for epoch in range(4):
+        patch, _ = sample_patch(image, label, config, patch_rng(5, epoch, 1))
+        rng = patch_rng(5, epoch, 1)
+        window = tuple(int(round(p / f)) for p, f in zip(config.patch_size, rng.uniform(0.7, 1.3, size=3)))
+        cut = extract_patch(image, patch_start(image.shape, window, "center", rng), window)
+        assert window != config.patch_size
+        np.testing.assert_array_equal(patch, _linear_resize(cut, config.patch_size).astype(np.float32))
+
 def test_noise_augmentation_changes_the_image_per_visit_and_never_the_label(tmp_path):
     """Noise augmentation: fresh noise of the configured strength at every visit, a function of
     (seed, epoch, index), the label untouched, and the analysis reads the patch without it."""
