@@ -157,7 +157,6 @@ def test_scale_augmentation_zooms_image_and_label_together(tmp_path):
         DataConfig(scale_augmentation=1.0)
 
 
-
 def _linear_resize(volume: np.ndarray, size: tuple[int, ...]) -> np.ndarray:
     """Trilinear resize with half-voxel centres (``align_corners=False``), axis by axis in float64."""
     out = volume.astype(np.float64)
@@ -188,6 +187,7 @@ def test_the_zoomed_image_is_interpolated_in_float64_and_rounded_once():
         cut = extract_patch(image, patch_start(image.shape, window, "center", rng), window)
         assert window != config.patch_size
         np.testing.assert_array_equal(patch, _linear_resize(cut, config.patch_size).astype(np.float32))
+
 
 def test_noise_augmentation_changes_the_image_per_visit_and_never_the_label(tmp_path):
     """Noise augmentation: fresh noise of the configured strength at every visit, a function of

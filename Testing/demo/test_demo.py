@@ -79,7 +79,6 @@ def test_demo_configuration_is_the_shipped_yaml():
     assert DEMO_CONFIG.data.scale_augmentation > 0 and DEMO_CONFIG.train.latent_init_std == 0.0
 
 
-
 def test_the_semireal_configuration_trains_with_the_demos_warm_up_and_zoom():
     from HyperSORTLib.config import RunConfig
     from HyperSORTLib.demo.run import DEMO_CONFIG
@@ -90,6 +89,7 @@ def test_the_semireal_configuration_trains_with_the_demos_warm_up_and_zoom():
     assert semireal.train.latent_warmup_epochs * 3 == semireal.train.epochs == DEMO_CONFIG.train.epochs
     assert semireal.data.scale_augmentation == DEMO_CONFIG.data.scale_augmentation > 0
     assert semireal.train.latent_init_std == DEMO_CONFIG.train.latent_init_std == 0.0
+
 
 def test_demo_config_rejects_unknown_keys(tmp_path):
     from HyperSORTLib.config import ConfigError
