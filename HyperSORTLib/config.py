@@ -328,6 +328,11 @@ STYLE_LINKAGES = ("complete", "average")
 #: neighbour; "merge" merges every component on the same terms (see
 #: :func:`HyperSORTLib.analysis.styles.merge_components`).
 STYLE_SMALL_COMPONENTS = ("attach", "merge")
+#: What the audit measures two decoded UNets' difference in a class against, default first:
+#: "typical", the class's usual volume across the map when both draw it at under half of that
+#: (two remnants of a mostly omitted class are alike), else the two volumes; "pair", the two
+#: volumes alone (see :func:`HyperSORTLib.analysis.styles.behaviour_distance`).
+STYLE_VOLUME_SCALES = ("typical", "pair")
 #: Latent units a latent can travel over a run under the default latent learning rate.
 LATENT_TRAVEL = 1.2
 #: The largest default latent learning rate (runs of fewer than 60 epochs).

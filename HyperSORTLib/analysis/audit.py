@@ -196,6 +196,7 @@ def analyze_run(run_dir: str | Path, out_dir: str | Path | None = None, manifest
                 device: str = "auto", n_probes: int = 3, max_components: int = 8, seed: int | None = None,
                 stability_seeds: int = 0, linkage: str = StyleThresholds.linkage,
                 small_components: str = StyleThresholds.small_components,
+                volume_scale: str = StyleThresholds.volume_scale,
                 min_cluster_size: int | None = None, cache_dir: str | Path | None = None, use_cache: bool = True,
                 progress: bool = False, overwrite: bool = False, accept_data_change: bool = False) -> AnalysisResult:
     """Audit a trained run and write ``samples.csv``, ``clusters.csv``, ``metrics.json`` and ``report.html``.
@@ -220,6 +221,9 @@ def analyze_run(run_dir: str | Path, out_dir: str | Path | None = None, manifest
         small_components: ``"attach"``: style-sized components merge first, and smaller ones
             then join the style of their nearest alike neighbour; ``"merge"``: all on the same
             terms (:class:`~HyperSORTLib.analysis.styles.StyleThresholds`).
+        volume_scale: ``"typical"``: a class that two decoded UNets both draw at under half its
+            usual volume across the map is compared against that volume; ``"pair"``: against the
+            two volumes alone (:class:`~HyperSORTLib.analysis.styles.StyleThresholds`).
         min_cluster_size: smallest cluster counted as a mode; default ``max(3, ceil(2% of N))``.
         cache_dir: preprocessing cache that training filled (read only); default the user cache
             folder (``$HYPERSORT_CACHE_DIR``).
@@ -284,7 +288,7 @@ def analyze_run(run_dir: str | Path, out_dir: str | Path | None = None, manifest
     probes = [ProbeCase(p.case_id, p.image, p.voxel_ml, p.spacing)
               for p in training_patches(case_list, run.config.data, cache, only=probe_ids)]
     min_style = min_cluster_size or default_min_cluster_size(len(case_ids))
-    thresholds = StyleThresholds(linkage=linkage, small_components=small_components)
+    thresholds = StyleThresholds(linkage=linkage, small_components=small_components, volume_scale=volume_scale)
     clusters = _find_styles(run, latents, fine_partition(latents, mixture_seed), probes, class_names, min_style,
                             mixture_seed, progress, thresholds)
     stability = _stability(run, latents, clusters, probes, class_names, mixture_seed,

@@ -67,6 +67,15 @@ def _merge_rule(thresholds: dict[str, Any]) -> str:
             "alike")
 
 
+def _scale_words(thresholds: dict[str, Any]) -> str:
+    """How a class's difference is scaled, in words (analyses written before the scale was recorded
+    measured it against the two volumes alone)."""
+    if thresholds.get("volume_scale", "pair") == "typical":
+        return (" (a class both draw at under half its usual volume across the map is measured against that "
+                "volume, so two UNets that keep only remnants of a class count as alike)")
+    return ""
+
+
 def _num(value: Any, digits: int = 3) -> str:
     if value is None:
         return "n/a"
@@ -240,8 +249,8 @@ def _method_section(result: Any) -> str:
             f"{m['kde_bandwidth']:.3g} (least-squares cross-validation).</p>"
             f"<p>Styles: the centre of every mixture component is decoded into a UNet that segments the probe cases. "
             f"{_merge_rule(t)}: each "
-            f"class's volume within {t['volume']:.0%} and Dice at least {t['dice']:.2f} between the two UNets, no "
-            f"class missing, appearing or swapped. Groups of fewer than {m['min_cluster_size']} cases are isolated "
+            f"class's volume within {t['volume']:.0%} and Dice at least {t['dice']:.2f} between the two UNets"
+            f"{_scale_words(t)}, no class missing, appearing or swapped. Groups of fewer than {m['min_cluster_size']} cases are isolated "
             f"cases, not styles. The main mode is the largest style; it is called the consensus when it holds at "
             f"least {t['consensus_share']:.0%} of all cases, or {t['consensus_ratio']:g} times as many as the next "
             "style and a third of all cases. The words in the style table name classes whose volume changes by 5% or more, whose Dice with "

@@ -8,7 +8,11 @@ components belong to one style when their UNets segment those cases alike.
 :func:`find_styles` merges neighbouring mixture components, complete-linkage, while every pair
 of components in the merged group segments alike (:class:`StyleThresholds`: each class's
 volume within ``volume`` of the other's, Dice between them at least ``dice``, no class missing,
-appearing, swapped or relabelled). It never merges across a behavioural difference. Behaviour
+appearing, swapped or relabelled). A class that both UNets draw at under half its usual volume
+across the map is compared against that usual volume (``StyleThresholds.volume_scale``): a style
+that omits a class can decode to UNets that keep remnants of it of different sizes (demo seed 2:
+a spleen 69 % and 77 % smaller than the main mode's), and two remnants differ by a few percent of
+a spleen, not by a third of the smaller remnant. It never merges across a behavioural difference. Behaviour
 decides *whether* two groups may merge; the map decides *in which order*: of the groups that
 may merge, the two whose component centres lie nearest each other merge first. The order
 matters for a component that segments like two styles that differ from each other (on the
@@ -45,10 +49,12 @@ import numpy as np
 
 from HyperSORTLib.analysis.behaviour import BehaviourThresholds, compare_to_reference
 from HyperSORTLib.config import STYLE_LINKAGES as LINKAGES, STYLE_SMALL_COMPONENTS as SMALL_COMPONENTS
+from HyperSORTLib.config import STYLE_VOLUME_SCALES as VOLUME_SCALES
 from HyperSORTLib.latentmap.clusters import ClusterResult, cluster_latents
 from HyperSORTLib.rundir import style_name
 
-__all__ = ["StyleThresholds", "StyleResult", "behaviour_distance", "component_adjacency", "merge_components",
+__all__ = ["StyleThresholds", "StyleResult", "REMNANT", "behaviour_distance", "class_volumes", "typical_volumes",
+           "component_adjacency", "merge_components",
            "find_styles", "fine_components", "fine_partition", "style_summary", "row_name", "describe_main_mode",
            "style_stability", "company_agreement"]
 
@@ -73,6 +79,11 @@ class StyleThresholds:
             merge among themselves first, and a smaller component then joins the style of its
             nearest neighbour when it segments like it (see :func:`merge_components`);
             ``"merge"``: every component merges on the same terms.
+        volume_scale: ``"typical"``: a class that two UNets both draw at under half its usual
+            volume across the map (:func:`typical_volumes`), remnants of a class they mostly omit,
+            is compared against that usual volume, so two remnants a few percent of the organ
+            apart are alike; ``"pair"``: against the two volumes alone (see
+            :func:`behaviour_distance`).
     """
 
     volume: float = 0.15
@@ -82,6 +93,7 @@ class StyleThresholds:
     max_members: int = 12
     linkage: str = LINKAGES[0]
     small_components: str = SMALL_COMPONENTS[0]
+    volume_scale: str = VOLUME_SCALES[0]
 
     def __post_init__(self) -> None:
         if not 0.0 < float(self.volume) < 1.0:
@@ -99,6 +111,9 @@ class StyleThresholds:
         if self.small_components not in SMALL_COMPONENTS:
             raise ValueError(f"StyleThresholds.small_components must be one of {', '.join(SMALL_COMPONENTS)}; found "
                              f"{self.small_components!r}")
+        if self.volume_scale not in VOLUME_SCALES:
+            raise ValueError(f"StyleThresholds.volume_scale must be one of {', '.join(VOLUME_SCALES)}; found "
+                             f"{self.volume_scale!r}")
 
 
 # eq=False: array fields make generated __eq__/__hash__ ambiguous.
@@ -162,32 +177,90 @@ class StyleResult:
 
 
 # --------------------------------------------------------------------------- pairwise behaviour
+#: A class drawn at less than this share of its usual volume is a remnant (see :func:`behaviour_distance`).
+REMNANT = 0.5
+
+
 def behaviour_distance(maps_a: Sequence[np.ndarray], maps_b: Sequence[np.ndarray], voxel_ml: Sequence[float],
-                       class_names: Sequence[str], thresholds: StyleThresholds = StyleThresholds()) -> float:
+                       class_names: Sequence[str], thresholds: StyleThresholds = StyleThresholds(),
+                       typical_ml: Sequence[float] | None = None) -> float:
     """How differently two UNets segment the same probe cases, in units of the thresholds.
 
-    The largest, over the foreground classes, of ``|volume change| / volume`` (either way round)
-    and ``(1 - Dice) / (1 - dice)``; infinite when a class is missing, appears, is swapped or is
-    labelled as another in either direction. At most 1 means "alike".
+    The largest, over the foreground classes, of the volume difference over the smaller volume
+    (``|volume change|``, either way round) in units of ``volume``, and of the voxels the two
+    label maps disagree on over their summed volume (``1 - Dice``) in units of ``1 - dice``;
+    infinite when a class is missing, appears, is swapped or is labelled as another in either
+    direction. At most 1 means "alike".
+
+    With ``typical_ml`` (per class, background first: the class's usual volume per probe case
+    across the map, :func:`typical_volumes`), a class that both UNets draw at less than
+    :data:`REMNANT` of its usual volume is measured against that volume: two UNets that each keep
+    a remnant of a class they mostly omit (a spleen 70% and 77% smaller than usual) differ by 7%
+    of a spleen, not by a third of the remnant, and their remnants' poor overlap is a handful of
+    voxels. Every other comparison is the same as without it.
 
     Example:
         >>> ref = np.zeros((10, 10, 10), np.uint8); ref[2:6, 2:6, 2:6] = 1
         >>> big = np.zeros_like(ref); big[2:7, 2:6, 2:6] = 1
         >>> round(behaviour_distance([ref], [big], [0.008], ["background", "liver"]), 2)  # 25% larger, 15% allowed
         1.67
+        >>> # ... but both are remnants of an organ usually 4 ml large: they differ by 3% of it
+        >>> round(behaviour_distance([ref], [big], [0.008], ["background", "liver"], typical_ml=[0, 4.0]), 2)
+        0.21
     """
     words = BehaviourThresholds(volume=thresholds.volume, dice=thresholds.dice)
+    typical = None if typical_ml is None else np.asarray(typical_ml, dtype=np.float64).reshape(-1)
+    if typical is not None and (typical.size != len(class_names) or not np.all(np.isfinite(typical))
+                                or np.any(typical < 0)):
+        raise ValueError(f"typical_ml must hold one volume >= 0 (ml) per class, {len(class_names)} in all; found "
+                         f"{typical.tolist()}")
     worst = 0.0
     for ref, other in ((maps_a, maps_b), (maps_b, maps_a)):
-        for c in compare_to_reference(ref, other, voxel_ml, class_names, words).classes:
+        for k, c in enumerate(compare_to_reference(ref, other, voxel_ml, class_names, words).classes, start=1):
             if c.missing or c.appears or c.swapped_with or c.labelled_as:
                 return float("inf")
-            if np.isfinite(c.volume_change):
-                worst = max(worst, abs(c.volume_change) / thresholds.volume)
-            elif c.volume_ml > 0:  # empty in one, present (below the "appears" floor) in the other
+            usual = 0.0
+            if typical is not None and max(c.volume_ml, c.reference_volume_ml) < REMNANT * typical[k]:
+                usual = float(typical[k])  # both keep only a remnant of the class
+            smaller = max(min(c.volume_ml, c.reference_volume_ml), usual)
+            summed = max(c.volume_ml + c.reference_volume_ml, 2.0 * usual)
+            if smaller > 0:
+                worst = max(worst, abs(c.volume_ml - c.reference_volume_ml) / smaller / thresholds.volume)
+            elif c.volume_ml > 0 or c.reference_volume_ml > 0:  # empty in one, present (below the "appears" floor)
                 worst = max(worst, 1.0 / thresholds.volume)
-            worst = max(worst, (1.0 - c.dice) / (1.0 - thresholds.dice))
+            disagree = (1.0 - c.dice) * (c.volume_ml + c.reference_volume_ml) / summed if summed > 0 else 0.0
+            worst = max(worst, disagree / (1.0 - thresholds.dice))
     return float(worst)
+
+
+def class_volumes(maps: Sequence[np.ndarray], voxel_ml: Sequence[float], n_classes: int) -> np.ndarray:
+    """Mean volume (ml) per probe case of every class, background first, in one UNet's label maps."""
+    volumes = np.zeros(n_classes)
+    for label_map, ml in zip(maps, voxel_ml):
+        volumes += np.bincount(np.asarray(label_map, dtype=np.int64).ravel(), minlength=n_classes)[:n_classes] * ml
+    return volumes / max(len(maps), 1)
+
+
+def typical_volumes(component_maps: Sequence[Sequence[np.ndarray]], weights: Sequence[float],
+                    voxel_ml: Sequence[float], n_classes: int) -> np.ndarray:
+    """Every class's usual volume per probe case across the map: the median, over the components'
+    decoded UNets weighted by the cases each holds, of the class's volume under that UNet.
+
+    Example:
+        >>> full = [np.array([0, 1, 1, 1])]; remnant = [np.array([0, 0, 0, 1])]
+        >>> typical_volumes([full, full, remnant], [5, 4, 6], [1.0], 2).tolist()  # 9 of 15 cases draw it whole
+        [1.0, 3.0]
+    """
+    volumes = np.asarray([class_volumes(m, voxel_ml, n_classes) for m in component_maps], dtype=np.float64)
+    w = np.asarray(weights, dtype=np.float64)
+    if volumes.shape[0] != w.size or w.size == 0 or np.any(w < 0) or w.sum() <= 0:
+        raise ValueError(f"need one weight >= 0 per component ({volumes.shape[0]}), not all zero; found {w.tolist()}")
+    typical = np.empty(n_classes)
+    for k in range(n_classes):
+        order = np.argsort(volumes[:, k], kind="stable")
+        cumulative = np.cumsum(w[order])
+        typical[k] = volumes[order[np.searchsorted(cumulative, 0.5 * cumulative[-1])], k]
+    return typical
 
 
 def component_adjacency(mixture: ClusterResult, n_points: int = 21) -> np.ndarray:
@@ -352,10 +425,13 @@ def find_styles(latents: np.ndarray, mixture: ClusterResult, decode: Callable[[n
     latents = np.asarray(latents, dtype=np.float64)
     k = mixture.n_clusters
     maps = list(component_maps) if component_maps is not None else [decode(mixture.centers[c]) for c in range(k)]
+    typical = (typical_volumes(maps, mixture.sizes, voxel_ml, len(class_names))
+               if thresholds.volume_scale == "typical" else None)
     distance = np.zeros((k, k))
     for i in range(k):
         for j in range(i + 1, k):
-            distance[i, j] = distance[j, i] = behaviour_distance(maps[i], maps[j], voxel_ml, class_names, thresholds)
+            distance[i, j] = distance[j, i] = behaviour_distance(maps[i], maps[j], voxel_ml, class_names, thresholds,
+                                                                 typical)
     adjacency = component_adjacency(mixture)
     component_centres = np.asarray(mixture.centers, dtype=np.float64)
     apart = np.linalg.norm(component_centres[:, None] - component_centres[None], axis=-1)
@@ -396,8 +472,8 @@ def find_styles(latents: np.ndarray, mixture: ClusterResult, decode: Callable[[n
         if len(members) > thresholds.max_members:
             members = np.sort(rng.choice(members, thresholds.max_members, replace=False))
         centre_maps = maps[heaviest[r]]
-        alike = [behaviour_distance(centre_maps, decode(latents[i]), voxel_ml, class_names, thresholds) <= 1.0
-                 for i in members]
+        alike = [behaviour_distance(centre_maps, decode(latents[i]), voxel_ml, class_names, thresholds,
+                                    typical) <= 1.0 for i in members]
         checked[r] = len(alike)
         consistency[r] = float(np.mean(alike)) if alike else np.nan
 
@@ -424,7 +500,8 @@ def style_summary(result: StyleResult) -> dict[str, Any]:
             "thresholds": {"volume": result.thresholds.volume, "dice": result.thresholds.dice,
                            "consensus_share": result.thresholds.consensus_share,
                            "consensus_ratio": result.thresholds.consensus_ratio,
-                           "linkage": result.thresholds.linkage, "small_components": result.thresholds.small_components},
+                           "linkage": result.thresholds.linkage, "small_components": result.thresholds.small_components,
+                           "volume_scale": result.thresholds.volume_scale},
             "min_style_size": result.min_style_size}
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from HyperSORTLib.commands import (add_data_option, add_device_option, add_overwrite_option, add_progress_option,
                                    add_run_option)
-from HyperSORTLib.config import STYLE_LINKAGES, STYLE_SMALL_COMPONENTS
+from HyperSORTLib.config import STYLE_LINKAGES, STYLE_SMALL_COMPONENTS, STYLE_VOLUME_SCALES
 
 NAME = "analyze"
 HELP = "audit a trained run: suspicious samples, clusters described in words, HTML report"
@@ -47,6 +47,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                         help="attach: mixture components of at least a style's size merge first, and a smaller "
                              "one then joins the style of its nearest neighbour when it segments like it; merge: "
                              f"every component merges on the same terms (default {STYLE_SMALL_COMPONENTS[0]})")
+    parser.add_argument("--volume-scale", choices=STYLE_VOLUME_SCALES, default=STYLE_VOLUME_SCALES[0],
+                        help="typical: a class that two decoded UNets both draw at under half its usual volume "
+                             "across the map is compared against that volume (two remnants of a class both mostly "
+                             "omit are alike); pair: against their two volumes alone (default "
+                             f"{STYLE_VOLUME_SCALES[0]})")
     parser.add_argument("--cache-dir", type=Path, default=None,
                         help="preprocessing cache written by training, read to skip preprocessing "
                              "(default $HYPERSORT_CACHE_DIR or the user cache folder)")
@@ -67,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
     result = analyze_run(args.run, out_dir=args.out, manifest=args.manifest, probe_cases=args.probe,
                          data=args.data, device=args.device, max_components=args.max_components,
                          stability_seeds=args.stability_seeds, linkage=args.linkage,
-                         small_components=args.small_components,
+                         small_components=args.small_components, volume_scale=args.volume_scale,
                          cache_dir=args.cache_dir, use_cache=not args.no_cache, progress=not args.no_progress,
                          overwrite=args.overwrite, accept_data_change=args.accept_data_change)
     print(result.summary())

@@ -200,7 +200,8 @@ def test_default_output_manifest_from_dataset_and_given_probes(tiny_run, tmp_pat
 def test_cli_writes_report_and_prints_summary(tiny_run, tmp_path, capsys):
     code = main(["analyze", "--run", str(tiny_run["run"]), "--out", str(tmp_path / "cli"), "--manifest",
                  str(tiny_run["manifest"]), "--probe", "case_001", "--device", "cpu", "--no-progress", "--no-cache",
-                 "--stability-seeds", "2", "--linkage", "average", "--small-components", "merge"])
+                 "--stability-seeds", "2", "--linkage", "average", "--small-components", "merge",
+                 "--volume-scale", "pair"])
     assert code == 0
     out = capsys.readouterr().out
     assert "most suspicious" in out and "main mode: " in out and str(tmp_path / "cli" / "report.html") in out
@@ -215,7 +216,10 @@ def test_cli_writes_report_and_prints_summary(tiny_run, tmp_path, capsys):
     assert metrics["seeds"] == {"training": 0, "mixture": 0, "stability_refits": 2}
     assert metrics["main_mode"]["thresholds"]["linkage"] == "average"
     assert metrics["main_mode"]["thresholds"]["small_components"] == "merge"
-    assert "(average linkage)" in (tmp_path / "cli" / "report.html").read_text()
+    assert metrics["main_mode"]["thresholds"]["volume_scale"] == "pair"
+    report = (tmp_path / "cli" / "report.html").read_text()
+    assert "(average linkage)" in report and "usual volume" not in report
+    assert "measured against that volume" in (tiny_run["out"] / "report.html").read_text()
     # Without refits the column is there and empty.
     _, plain = _read_csv(tiny_run["out"] / "samples.csv")
     assert all(r["style_stability"] == "" for r in plain)

@@ -10,11 +10,13 @@ import pytest
 from HyperSORTLib.analysis.styles import (
     StyleThresholds,
     behaviour_distance,
+    class_volumes,
     describe_main_mode,
     find_styles,
     merge_components,
     row_name,
     style_stability,
+    typical_volumes,
 )
 from HyperSORTLib.latentmap import cluster_latents
 
@@ -22,13 +24,14 @@ NAMES = ("background", "liver", "spleen")
 SHAPE = (24, 24, 24)
 
 
-def _maps(liver_half: int = 6, spleen: bool = True, swap: bool = False) -> list[np.ndarray]:
-    """One probe case: a liver cube of half-width ``liver_half`` and a spleen cube."""
+def _maps(liver_half: int = 6, spleen: bool = True, swap: bool = False, spleen_depth: int = 8) -> list[np.ndarray]:
+    """One probe case: a liver cube of half-width ``liver_half`` and a spleen cube (its first
+    ``spleen_depth`` of 8 slices: fewer draw a remnant of it)."""
     label = np.zeros(SHAPE, np.uint8)
     liver, other = (2, 1) if swap else (1, 2)
     label[12 - liver_half:12 + liver_half, 2:10, 2:10] = liver
     if spleen:
-        label[6:14, 14:22, 14:22] = other
+        label[6:6 + spleen_depth, 14:22, 14:22] = other
     return [label]
 
 
@@ -46,6 +49,48 @@ def test_behaviour_distance_in_units_of_the_thresholds():
     assert behaviour_distance(base, _maps(6, spleen=False), [0.001], NAMES, loose) == float("inf")
     assert behaviour_distance(_maps(6, spleen=False), base, [0.001], NAMES, loose) == float("inf")
     assert behaviour_distance(base, _maps(6, swap=True), [0.001], NAMES, loose) == float("inf")
+
+
+def test_two_remnants_of_a_mostly_omitted_class_are_alike_measured_against_its_usual_volume():
+    full, most, more = _maps(6), _maps(6, spleen_depth=2), _maps(6, spleen_depth=3)  # spleen 100, 25, 37.5 %
+    typical = typical_volumes([full, full, most, more], [20, 10, 5, 5], [0.001], len(NAMES))
+    np.testing.assert_allclose(typical, class_volumes(full, [0.001], len(NAMES)))  # 30 of 40 cases draw it whole
+    # Against each other the remnants differ by half the smaller one (and overlap poorly) ...
+    assert behaviour_distance(most, more, [0.001], NAMES) == pytest.approx(0.5 / 0.15)
+    # ... against the usual spleen by 1/8 of it: 0.83 units of 15 %, and alike.
+    assert behaviour_distance(most, more, [0.001], NAMES, typical_ml=typical) == pytest.approx(0.125 / 0.15)
+    # A class of its usual size is measured as before, and a remnant is never alike the whole class.
+    assert behaviour_distance(full, _maps(7), [0.001], NAMES, typical_ml=typical) == pytest.approx(1 / 6 / 0.15)
+    assert behaviour_distance(full, more, [0.001], NAMES, typical_ml=typical) > 4.0
+    # Classes below their usual size but not remnants (a liver 5/7 and 6/7 of the usual one) too.
+    larger = typical_volumes([_maps(7)], [1], [0.001], len(NAMES))
+    assert behaviour_distance(_maps(5), full, [0.001], NAMES, typical_ml=larger) == behaviour_distance(
+        _maps(5), full, [0.001], NAMES)
+    with pytest.raises(ValueError, match="typical_ml must hold one volume >= 0 .* per class, 3 in all"):
+        behaviour_distance(most, more, [0.001], NAMES, typical_ml=[1.0, 2.0])
+    with pytest.raises(ValueError, match="one weight >= 0 per component"):
+        typical_volumes([full, most], [0, 0], [0.001], len(NAMES))
+
+
+def test_a_style_that_keeps_remnants_of_an_omitted_class_is_one_style():
+    # 24 clean cases; 12 that omit the spleen, in two touching halves whose decoded UNets keep a
+    # remnant of a quarter and of three eighths of it (a style not yet trained to omit it whole).
+    rng = np.random.default_rng(3)
+    latents = np.concatenate([rng.normal([0.0, 0.0], 0.1, (24, 2)), rng.normal([2.0, -0.3], 0.1, (6, 2)),
+                              rng.normal([2.0, 0.3], 0.1, (6, 2))])
+
+    def decode(z: np.ndarray) -> list[np.ndarray]:
+        if z[0] < 1.0:
+            return _maps(6)
+        return _maps(6, spleen_depth=2 if z[1] < 0.0 else 3)
+
+    mixture = cluster_latents(latents, max_components=4, min_components=4, seed=0)
+    assert len(set(mixture.labels[24:])) >= 2  # the omitting cases span several components
+    usual, _ = find_styles(latents, mixture, decode, [0.001], NAMES, min_style_size=3)
+    pair, _ = find_styles(latents, mixture, decode, [0.001], NAMES, min_style_size=3,
+                          thresholds=StyleThresholds(volume_scale="pair"))
+    assert usual.n_styles == 2 and set(usual.labels[24:]) == {1} and set(usual.labels[:24]) == {0}
+    assert pair.n_styles == 3 and len(set(pair.labels[24:])) == 2
 
 
 def test_merge_components_is_complete_linkage_over_touching_components():
@@ -237,6 +282,8 @@ def test_style_thresholds_are_checked():
         StyleThresholds(max_members=-1)
     with pytest.raises(ValueError, match="linkage must be one of complete, average; found 'single'"):
         StyleThresholds(linkage="single")
+    with pytest.raises(ValueError, match="volume_scale must be one of typical, pair; found 'max'"):
+        StyleThresholds(volume_scale="max")
 
 
 def test_style_stability_is_one_when_refits_agree_and_drops_for_the_cases_that_move():
