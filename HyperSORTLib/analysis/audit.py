@@ -16,7 +16,10 @@
     distance in latent units to the nearest large cluster centre); ``knn_score`` (mean distance
     to the k nearest samples over its median, see
     :func:`~HyperSORTLib.latentmap.clusters.outlier_scores`); ``suspicion`` (combined score
-    in [0, 1], higher = more suspicious); ``rank`` (1 = most suspicious); with a manifest also
+    in [0, 1], higher = more suspicious); ``rank`` (1 = most suspicious); ``label_vs_main_<class>``
+    (per foreground class, the sample's annotated volume over the volume the main mode's UNet draws
+    on its scan: 1.0 alike, 1.2 an annotation 20% larger, 0 an omitted class, ``inf`` a class
+    the UNet does not draw, empty when neither has it); with a manifest also
     ``group`` and ``erroneous`` (1/0).
 ``clusters.csv``, one row per annotation style (largest first), then one per isolated group:
     ``cluster``; ``kind`` (``style``, or ``isolated``: fewer cases than a style, segmenting unlike
@@ -47,6 +50,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -124,6 +128,8 @@ class AnalysisResult:
         stability: per case, how often it keeps its style company over other mixture fits
             (NaN when not measured).
         density_mixture: the BIC-chosen mixture the density signals use (``large`` refers to it).
+        label_vs_main: ``[N, C - 1]``, each case's annotated volume of every foreground class over
+            the volume the main mode's UNet draws on its scan (:func:`label_vs_main`).
     """
 
     out_dir: Path
@@ -141,6 +147,7 @@ class AnalysisResult:
     class_names: tuple[str, ...] = ()
     stability: np.ndarray | None = None
     density_mixture: ClusterResult | None = None
+    label_vs_main: np.ndarray | None = None
 
     @property
     def mixture(self) -> ClusterResult:
@@ -174,9 +181,11 @@ class AnalysisResult:
         top = ", ".join(self.case_ids[i] for i in self.ranking[:5])
         styles = self.clusters
         isolated = int(styles.sizes[~styles.is_style].sum())
+        annotations = describe_annotations(self, styles.thresholds.volume)
         lines = [f"HyperSORT analysis of {m['n_samples']} samples: {styles.n_styles} annotation style(s), "
                  f"{isolated} isolated case(s)",
                  f"  main mode: {describe_main_mode(styles)}",
+                 *([f"  main mode's annotations: {annotations}"] if annotations else []),
                  f"  most suspicious: {top}"]
         for c, behaviour in sorted(self.behaviours.items()):
             if c != styles.main_cluster:
@@ -294,7 +303,7 @@ def analyze_run(run_dir: str | Path, out_dir: str | Path | None = None, manifest
     stability = _stability(run, latents, clusters, probes, class_names, mixture_seed,
                            stability_seeds, progress)
     main = clusters.main_cluster
-    main_loss = _main_mode_loss(run, case_list, clusters.centers[main], cache, progress)
+    main_loss, annotated = _main_mode_loss(run, case_list, clusters.centers[main], cache, progress)
     latent_signals, kde_bandwidth = _latent_signals(latents, mixture, large)
     measured = {**latent_signals, "own_loss": own_loss, "main_mode_loss": main_loss}
     signals = {name: np.asarray(measured[name], dtype=np.float64) for name in SIGNALS}
@@ -306,7 +315,7 @@ def analyze_run(run_dir: str | Path, out_dir: str | Path | None = None, manifest
                                           [p.voxel_ml for p in probes], class_names)
                   for c in range(clusters.n_clusters)}
     result = AnalysisResult(out, tuple(case_ids), latents, clusters, large, signals, suspicion, rank, behaviours,
-                            probes, truth, {}, class_names, stability, mixture)
+                            probes, truth, {}, class_names, stability, mixture, annotated)
     result.metrics = _metrics(result, run_dir, data_path, kde_bandwidth,
                               min_cluster_size or default_min_cluster_size(len(case_ids)))
     result.metrics["seeds"] = {"training": int(config.train.seed), "mixture": int(mixture_seed),
@@ -314,6 +323,16 @@ def analyze_run(run_dir: str | Path, out_dir: str | Path | None = None, manifest
     result.metrics["provenance"] = rundir.analysis_provenance(run_dir, weights_before)
     _write_outputs(result, run_dir, start)
     return result
+
+
+def _annotation_summary(result: AnalysisResult, volume: float) -> dict[str, Any]:
+    """The main mode's members' annotations against its UNet (for ``metrics.json``)."""
+    if result.label_vs_main is None:
+        return {}
+    alike, unlike = annotations_alike(result, volume)
+    return {"annotations_alike": alike, "annotations_unlike": [
+        {"case_id": case, "class": name, "label_vs_main": value if np.isfinite(value) else None}
+        for case, name, value in unlike]}
 
 
 def _stability_summary(result: AnalysisResult) -> dict[str, Any] | None:
@@ -349,8 +368,10 @@ def _latent_signals(latents: np.ndarray, clusters: ClusterResult,
 
 
 @torch.no_grad()
-def _main_mode_loss(run: Any, case_list: Any, centre: np.ndarray, cache: Any, progress: bool) -> np.ndarray:
-    """Every case's Dice + CE loss under the main mode's UNet.
+def _main_mode_loss(run: Any, case_list: Any, centre: np.ndarray, cache: Any,
+                    progress: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Every case's Dice + CE loss under the main mode's UNet, and how its annotation's volume of
+    each foreground class compares with that UNet's on the same scan (:func:`label_vs_main`).
 
     Cases stream through one at a time and are batched ``train.batch_size`` at a time for the
     UNet, so memory does not grow with the dataset.
@@ -360,14 +381,22 @@ def _main_mode_loss(run: Any, case_list: Any, centre: np.ndarray, cache: Any, pr
     train = run.config.train
     loss_fn = DiceCELoss.from_config(train)
     z = np.asarray(centre, dtype=np.float32)
+    n_classes = len(run.class_names)
     losses = np.full(len(case_list.cases), np.nan)
+    labelled = np.zeros((len(case_list.cases), n_classes))
+    drawn = np.zeros((len(case_list.cases), n_classes))
     batch: list[PatchCase] = []
 
     def flush() -> None:
         image = torch.from_numpy(np.stack([p.image for p in batch]))[:, None]
         label = torch.from_numpy(np.stack([p.label for p in batch]).astype(np.int64))[:, None]
         logits = run.predict_logits(image, z)
-        losses[[p.index for p in batch]] = loss_fn(logits, label.to(logits.device)).total.cpu().numpy()
+        index = [p.index for p in batch]
+        losses[index] = loss_fn(logits, label.to(logits.device)).total.cpu().numpy()
+        predicted = logits.argmax(dim=1).flatten(1).cpu()
+        for row, case, p in zip(predicted, index, batch):
+            drawn[case] = torch.bincount(row, minlength=n_classes)[:n_classes].numpy()
+            labelled[case] = np.bincount(p.label.ravel().astype(np.int64), minlength=n_classes)[:n_classes]
         batch.clear()
 
     for patch in training_patches(case_list, run.config.data, cache, progress):
@@ -378,7 +407,79 @@ def _main_mode_loss(run: Any, case_list: Any, centre: np.ndarray, cache: Any, pr
             flush()
     if batch:
         flush()
-    return losses
+    return losses, label_vs_main(labelled[:, 1:], drawn[:, 1:])
+
+
+def label_vs_main(labelled: np.ndarray, drawn: np.ndarray) -> np.ndarray:
+    """Each annotation's volume of a class over the volume the main mode's UNet draws on the same
+    scan: 1.0 when they agree, 1.2 for an annotation 20% larger, 0 for a class the annotation
+    omits; infinite when the UNet draws none of a class the annotation has, NaN when neither has it.
+
+    Example:
+        >>> label_vs_main(np.array([[120, 0, 0]]), np.array([[100, 50, 0]])).tolist()
+        [[1.2, 0.0, nan]]
+    """
+    labelled, drawn = np.asarray(labelled, dtype=np.float64), np.asarray(drawn, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return labelled / drawn
+
+
+def annotations_alike(result: AnalysisResult, volume: float) -> tuple[int, list[tuple[str, str, float]]]:
+    """How many of the main mode's members annotate like its typical member.
+
+    Each member's annotation is measured against the main mode's UNet on the member's own scan
+    (``label_vs_main``), and that ratio against the members' median ratio of the class: what the
+    UNet draws larger or smaller on every scan (a small organ at a coarse spacing) cancels, and
+    what remains is how the annotation differs from the mode's usual one. A member is alike when
+    every class lies within ``volume`` (relative, either way). Classes the mode's members usually
+    omit are not compared.
+
+    Returns:
+        The number of members alike, and for every other member its case id, its most different
+        class and that class's ratio to the usual one (most different first).
+    """
+    if result.label_vs_main is None:
+        return 0, []
+    members = np.flatnonzero(result.clusters.labels == result.clusters.main_cluster)
+    if len(members) == 0:
+        return 0, []
+    with warnings.catch_warnings():  # a class no member has: an all-NaN column
+        warnings.simplefilter("ignore", RuntimeWarning)
+        usual = np.nanmedian(result.label_vs_main[members], axis=0)
+    usual = np.where(np.isfinite(usual) & (usual > 0), usual, np.nan)
+    alike, unlike = 0, []
+    for i in members:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            ratios = result.label_vs_main[i] / usual
+        change = np.where(np.isnan(ratios), 0.0, np.abs(ratios - 1.0))  # an omitted class: 1, a new one: inf
+        worst = int(np.argmax(change))
+        if change[worst] <= volume:
+            alike += 1
+        else:
+            unlike.append((result.case_ids[i], result.class_names[worst + 1], float(ratios[worst])))
+    unlike.sort(key=lambda item: -abs(item[2] - 1.0))
+    return alike, unlike
+
+
+def describe_annotations(result: AnalysisResult, volume: float, shown: int = 5) -> str:
+    """The main mode's members' own annotations against its UNet, in one sentence."""
+    if result.label_vs_main is None:
+        return ""
+    alike, unlike = annotations_alike(result, volume)
+    size = alike + len(unlike)
+    text = (f"{alike} of its {size} members annotate every class like its usual member, within {volume:.0%} (each "
+            f"annotation measured against its UNet on the same scan)")
+    if unlike:
+        def ratio(value: float) -> str:
+            if not np.isfinite(value):
+                return "annotated where its UNet draws none"  # the usual member has none there
+            if value == 0:
+                return "omitted"
+            return f"{abs(value - 1):.0%} {'larger' if value > 1 else 'smaller'}"
+        named = ", ".join(f"{case} ({name.replace('_', ' ')} {ratio(value)})" for case, name, value in unlike[:shown])
+        more = f" and {len(unlike) - shown} more" if len(unlike) > shown else ""
+        text += f"; the others: {named}{more}"
+    return text
 
 
 @torch.no_grad()
@@ -457,7 +558,7 @@ def _metrics(result: AnalysisResult, run_dir: Path, data_path: Path, bandwidth: 
         "cluster_sizes": [int(s) for s in clusters.sizes],
         "main_mode": {"cluster": int(main), "centre": _floats(clusters.centers[main]),
                       "weight": float(clusters.weights[main]), "size": int(clusters.sizes[main]),
-                      **style_summary(clusters)},
+                      **style_summary(clusters), **_annotation_summary(result, clusters.thresholds.volume)},
         "fine_partition": {"n_components": int(mixture.n_clusters),
                            "component_sizes": [int(s) for s in mixture.sizes]},
         "density_mixture": None if density is None else {
@@ -521,6 +622,9 @@ def samples_table(result: AnalysisResult) -> tuple[list[str], list[list[str]]]:
     dims = result.latents.shape[1]
     header = ["case_id", *[f"z{i + 1}" for i in range(dims)], "cluster", "component", "style_stability",
               *SIGNALS, "suspicion", "rank"]
+    ratios = result.label_vs_main
+    if ratios is not None:
+        header += [f"label_vs_main_{name}" for name in result.class_names[1:]]
     if result.manifest is not None:
         header += ["group", "erroneous"]
     rows = []
@@ -530,6 +634,8 @@ def samples_table(result: AnalysisResult) -> tuple[list[str], list[list[str]]]:
                str(int(result.mixture.labels[i])), _fmt(stability[i]),
                *[_fmt(result.signals[name][i]) for name in SIGNALS], f"{result.suspicion[i]:.6g}",
                str(int(result.rank[i]))]
+        if ratios is not None:
+            row += [_fmt(v) if not np.isposinf(v) else "inf" for v in ratios[i]]
         if result.manifest is not None:
             row += [result.manifest.groups[i], str(int(result.manifest.erroneous[i]))]
         rows.append(row)

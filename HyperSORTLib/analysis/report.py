@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from HyperSORTLib import __version__
+from HyperSORTLib.analysis.audit import describe_annotations
 from HyperSORTLib.analysis.styles import describe_main_mode, row_name
 from HyperSORTLib.latentmap.scores import SIGNALS
 
@@ -144,12 +145,14 @@ def _summary(result: Any) -> str:
     m, c = result.metrics, result.clusters
     ids = result.case_ids
     isolated = int(c.sizes[~c.is_style].sum())
+    annotations = describe_annotations(result, c.thresholds.volume)
     items = [
         f"{m['n_samples']} training samples, latent dimension {m['latent_dim']}.",
         f"{c.n_styles} annotation style(s), merged from {c.mixture.n_clusters} mixture components whose decoded "
         f"UNets segment alike; {isolated} isolated case(s) segment unlike every style (candidate errors).",
         f"Main mode: {_e(describe_main_mode(c))}; centre "
         f"({', '.join(f'{v:.3g}' for v in c.centers[c.main_cluster])}).",
+        *([f"The main mode's own annotations: {_e(annotations)}."] if annotations else []),
         "Most suspicious: " + ", ".join(f"<b>{_e(ids[i])}</b>" for i in result.ranking[:5]) + ".",
     ]
     for k in range(c.n_clusters):

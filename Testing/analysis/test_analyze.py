@@ -71,8 +71,10 @@ def _read_csv(path: Path) -> tuple[list[str], list[dict[str, str]]]:
 @pytest.mark.slow
 def test_samples_csv_columns_rows_and_scores(tiny_run):
     header, rows = _read_csv(tiny_run["out"] / "samples.csv")
+    names = tiny_run["result"].class_names[1:]
     assert header == ["case_id", "z1", "z2", "cluster", "component", "style_stability", "density_gmm", "density_kde", "own_loss", "main_mode_loss",
-                      "mode_distance", "knn_score", "suspicion", "rank", "group", "erroneous"]
+                      "mode_distance", "knn_score", "suspicion", "rank", *[f"label_vs_main_{n}" for n in names],
+                      "group", "erroneous"]
     assert [r["case_id"] for r in rows] == [f"case_{i:03d}" for i in range(N_CASES)]
     assert sorted(int(r["rank"]) for r in rows) == list(range(1, N_CASES + 1))
     suspicion = np.array([float(r["suspicion"]) for r in rows])
@@ -103,6 +105,50 @@ def test_main_mode_loss_matches_a_direct_evaluation(tiny_run):
         logits = run.decode(centre)(item["image"][None])
     expected = DiceCELoss()(logits, item["label"][None].long()).total.item()
     assert result.signals["main_mode_loss"][5] == pytest.approx(expected, rel=1e-4)
+    # The annotation's volume of every class over the volume that UNet draws on the same scan.
+    n = len(result.class_names)
+    drawn = np.bincount(logits.argmax(1).ravel().numpy(), minlength=n)[1:]
+    labelled = np.bincount(item["label"].long().ravel().numpy(), minlength=n)[1:]
+    np.testing.assert_allclose(result.label_vs_main[5], labelled / drawn, rtol=1e-6)
+    assert np.all(np.isfinite(result.label_vs_main[5])) and not np.allclose(result.label_vs_main[5], 1.0)
+    # samples.csv and metrics.json carry it; the members unlike their UNet are named with their class.
+    _, rows = _read_csv(tiny_run["out"] / "samples.csv")
+    np.testing.assert_allclose([float(rows[5][f"label_vs_main_{c}"]) for c in result.class_names[1:]],
+                               result.label_vs_main[5], rtol=1e-5)
+    metrics = json.loads((tiny_run["out"] / "metrics.json").read_text())["main_mode"]
+    main_size = int((result.clusters.labels == result.clusters.main_cluster).sum())
+    assert metrics["annotations_alike"] + len(metrics["annotations_unlike"]) == main_size
+    main = result.clusters.labels == result.clusters.main_cluster
+    for entry in metrics["annotations_unlike"]:
+        i = result.case_ids.index(entry["case_id"])
+        k = result.class_names.index(entry["class"]) - 1
+        assert abs(result.label_vs_main[i, k] / np.nanmedian(result.label_vs_main[main, k]) - 1.0) > 0.15
+
+
+def test_the_main_modes_annotations_are_compared_with_its_unet_class_by_class():
+    from types import SimpleNamespace
+
+    from HyperSORTLib.analysis.audit import annotations_alike, describe_annotations, label_vs_main
+
+    ratios = label_vs_main(np.array([[100, 50], [125, 50], [100, 0], [100, 50], [90, 60], [80, 50]]),
+                           np.array([[100, 50], [100, 50], [100, 50], [100, 50], [100, 50], [100, 0]]))
+    result = SimpleNamespace(label_vs_main=ratios, case_ids=tuple(f"case_{i}" for i in range(6)),
+                             class_names=("background", "liver", "spleen"),
+                             clusters=SimpleNamespace(labels=np.array([0, 0, 0, 0, 1, 0]), main_cluster=0))
+    alike, unlike = annotations_alike(result, 0.15)
+    # case_4 is outside the main mode; case_1's liver is 25 % larger, case_2 omits the spleen, and
+    # case_5 annotates a spleen where the UNet draws none (and a liver 20 % smaller).
+    assert alike == 2
+    assert [(case, name) for case, name, _ in unlike] == [("case_5", "spleen"), ("case_2", "spleen"),
+                                                          ("case_1", "liver")]
+    text = describe_annotations(result, 0.15, shown=2)
+    assert text == ("2 of its 5 members annotate every class like its usual member, within 15% (each annotation "
+                    "measured against its UNet on the same scan); the others: case_5 (spleen annotated where its UNet "
+                    "draws none), case_2 (spleen omitted) and 1 more")
+    # What the UNet draws smaller on every scan cancels: members are compared with the usual ratio.
+    result.label_vs_main = ratios * np.array([1.0, 0.7])
+    assert annotations_alike(result, 0.15)[0] == 2
+    assert describe_annotations(SimpleNamespace(label_vs_main=None), 0.15) == ""
 
 
 @pytest.mark.slow
