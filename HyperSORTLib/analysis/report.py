@@ -145,7 +145,7 @@ def _summary(result: Any) -> str:
     m, c = result.metrics, result.clusters
     ids = result.case_ids
     isolated = int(c.sizes[~c.is_style].sum())
-    annotations = describe_annotations(result, c.thresholds.volume)
+    annotations = describe_annotations(result, c.thresholds.volume, shown=12)
     items = [
         f"{m['n_samples']} training samples, latent dimension {m['latent_dim']}.",
         f"{c.n_styles} annotation style(s), merged from {c.mixture.n_clusters} mixture components whose decoded "
