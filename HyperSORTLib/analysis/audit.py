@@ -195,6 +195,8 @@ class AnalysisResult:
                          f"precision@{m['k']} {m['precision_at_k']:.3f}")
         if m.get("ari") is not None:
             lines.append(f"  styles vs groups: ARI {m['ari']:.3f}  NMI {m['nmi']:.3f}")
+        if m.get("training", {}).get("note"):
+            lines.append(f"  note: {m['training']['note']}")
         lines.append(f"  report: {self.report_path}")
         return "\n".join(lines)
 
@@ -321,8 +323,26 @@ def analyze_run(run_dir: str | Path, out_dir: str | Path | None = None, manifest
     result.metrics["seeds"] = {"training": int(config.train.seed), "mixture": int(mixture_seed),
                                "stability_refits": int(stability_seeds)}
     result.metrics["provenance"] = rundir.analysis_provenance(run_dir, weights_before)
+    result.metrics["training"] = training_state(result.metrics["provenance"]["epoch"], config.train.epochs)
     _write_outputs(result, run_dir, start)
     return result
+
+
+def training_state(epoch: int | None, epochs: int) -> dict[str, Any]:
+    """Whether the audited weights are the end of the configured training, with a note when not
+    (for ``metrics.json``, the terminal and the report).
+
+    Example:
+        >>> training_state(30, 60)["note"]
+        'the weights are from epoch 30 of the 60 configured: training has not finished (still running, stopped or killed); the audit describes that state, re-run it when training has finished'
+    """
+    finished = epoch is None or epoch >= epochs
+    state: dict[str, Any] = {"epoch": epoch, "epochs": int(epochs), "finished": bool(finished)}
+    if not finished:
+        state["note"] = (f"the weights are from epoch {epoch} of the {epochs} configured: training has not finished "
+                         "(still running, stopped or killed); the audit describes that state, re-run it when training "
+                         "has finished")
+    return state
 
 
 def _annotation_summary(result: AnalysisResult, volume: float) -> dict[str, Any]:

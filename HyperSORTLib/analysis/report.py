@@ -147,6 +147,7 @@ def _summary(result: Any) -> str:
     isolated = int(c.sizes[~c.is_style].sum())
     annotations = describe_annotations(result, c.thresholds.volume, shown=12)
     items = [
+        *([f"<b>Note: {_e(m['training']['note'])}.</b>"] if m.get("training", {}).get("note") else []),
         f"{m['n_samples']} training samples, latent dimension {m['latent_dim']}.",
         f"{c.n_styles} annotation style(s), merged from {c.mixture.n_clusters} mixture components whose decoded "
         f"UNets segment alike; {isolated} isolated case(s) segment unlike every style (candidate errors).",

@@ -350,3 +350,23 @@ def test_cli_bad_input_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("hypersort analyze: error:") and "config.json is missing" in err
     assert "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_an_audit_of_unfinished_training_says_so(tiny_run, tmp_path, capsys):
+    assert tiny_run["result"].metrics["training"] == {"epoch": 3, "epochs": 3, "finished": True}
+    assert "note:" not in tiny_run["result"].summary()
+    # The same weights in a run configured for 6 epochs: training stopped (or is running) at epoch 3.
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run["run"], run)
+    doc = json.loads((run / "config.json").read_text())
+    doc["config"]["train"]["epochs"] = 6
+    (run / "config.json").write_text(json.dumps(doc))
+    code = main(["analyze", "--run", str(run), "--manifest", str(tiny_run["manifest"]), "--device", "cpu",
+                 "--no-progress", "--no-cache"])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "note: the weights are from epoch 3 of the 6 configured: training has not finished" in out
+    metrics = json.loads((run / "analysis" / "metrics.json").read_text())
+    assert metrics["training"]["finished"] is False and metrics["training"]["epoch"] == 3
+    assert "Note: the weights are from epoch 3 of the 6 configured" in (run / "analysis" / "report.html").read_text()
