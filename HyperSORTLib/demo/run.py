@@ -79,6 +79,7 @@ class DemoResult:
             f"HyperSORT demo: {m['n_cases']} cases, {m['epochs']} epochs on {m['device']} in {m['wall_time_s']:.0f} s",
             f"  styles found: {m['n_styles']}   ARI {m['ari']:.3f}   NMI {m['nmi']:.3f}  (vs the true groups)",
             f"  main mode: {m['main_mode_text']}",
+            *([f"  main mode's annotations: {m['main_mode_annotations']}"] if m.get("main_mode_annotations") else []),
             f"  erroneous cases: AUROC {_fmt(m['auroc'])}   average precision {_fmt(m['average_precision'])}   "
             f"top-{m['n_erroneous']} caught {m['erroneous_in_top_k']}/{m['n_erroneous']}",
             f"  main-mode UNet vs clean labels: Dice {m['main_mode_dice']:.3f}   HD95 {_fmt(m['main_mode_hd95'])} mm",
@@ -107,6 +108,7 @@ def run_demo(options: DemoOptions) -> DemoResult:
     from HyperSORTLib.analysis import analyze_run
     from HyperSORTLib.analysis.evaluation import main_mode_scores, with_clean_labels
     from HyperSORTLib.analysis.plots import plot_latent_maps
+    from HyperSORTLib.analysis.audit import describe_annotations
     from HyperSORTLib.analysis.styles import describe_main_mode
     from HyperSORTLib.data import PreprocessedCases, read_nnunet_folder
     from HyperSORTLib.data.manifest import MANIFEST_FILE
@@ -150,6 +152,7 @@ def run_demo(options: DemoOptions) -> DemoResult:
         "detection_by_signal": m.get("detection_by_signal"),
         "n_clusters": m["n_clusters"], "n_styles": m["n_styles"], "cluster_sizes": m["cluster_sizes"],
         "main_mode": m["main_mode"], "main_mode_text": describe_main_mode(audit.clusters),
+        "main_mode_annotations": describe_annotations(audit, audit.clusters.thresholds.volume),
         "cluster_descriptions": {str(c["cluster"]): c.get("description", "") for c in m["clusters"]},
         "main_mode_dice": scores["dice"], "main_mode_dice_per_class": scores["dice_per_class"],
         "main_mode_hd95": scores["hd95_mm"], "main_mode_hd95_per_class": scores["hd95_per_class"],

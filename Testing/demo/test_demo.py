@@ -34,6 +34,9 @@ def test_demo_command_writes_map_and_metrics(tmp_path):
     for key in ("ari", "nmi", "auroc", "average_precision", "wall_time_s", "main_mode_dice", "main_mode_hd95"):
         assert key in metrics, key
     assert "HD95" in done.stdout and set(metrics["main_mode_hd95_per_class"]) == set(metrics["main_mode_dice_per_class"])
+    # The main mode's members' own annotations, against its UNet, in the terminal and metrics.json.
+    assert f"main mode's annotations: {metrics['main_mode_annotations']}" in done.stdout
+    assert "members annotate every class like its usual member" in metrics["main_mode_annotations"]
     assert 0.0 <= metrics["main_mode_dice"] <= 1.0
     assert metrics["main_mode_hd95"] is None or metrics["main_mode_hd95"] >= 0.0
     assert metrics["n_cases"] == 10 and metrics["epochs"] == 2
