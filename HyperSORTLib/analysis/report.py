@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from HyperSORTLib import __version__
-from HyperSORTLib.analysis.audit import describe_annotations
+from HyperSORTLib.analysis.annotations import describe_annotations
 from HyperSORTLib.analysis.styles import describe_main_mode, row_name
 from HyperSORTLib.latentmap.scores import SIGNALS
 

@@ -108,7 +108,7 @@ def run_demo(options: DemoOptions) -> DemoResult:
     from HyperSORTLib.analysis import analyze_run
     from HyperSORTLib.analysis.evaluation import main_mode_scores, with_clean_labels
     from HyperSORTLib.analysis.plots import plot_latent_maps
-    from HyperSORTLib.analysis.audit import describe_annotations
+    from HyperSORTLib.analysis.annotations import describe_annotations
     from HyperSORTLib.analysis.styles import describe_main_mode
     from HyperSORTLib.data import PreprocessedCases, read_nnunet_folder
     from HyperSORTLib.data.manifest import MANIFEST_FILE

@@ -128,7 +128,7 @@ def test_main_mode_loss_matches_a_direct_evaluation(tiny_run):
 def test_the_main_modes_annotations_are_compared_with_its_unet_class_by_class():
     from types import SimpleNamespace
 
-    from HyperSORTLib.analysis.audit import annotations_alike, describe_annotations, label_vs_main
+    from HyperSORTLib.analysis.annotations import annotations_alike, describe_annotations, label_vs_main
 
     ratios = label_vs_main(np.array([[100, 50], [125, 50], [100, 0], [100, 50], [90, 60], [80, 50]]),
                            np.array([[100, 50], [100, 50], [100, 50], [100, 50], [100, 50], [100, 0]]))
