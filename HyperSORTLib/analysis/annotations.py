@@ -34,7 +34,7 @@ def label_vs_main(labelled: np.ndarray, drawn: np.ndarray) -> np.ndarray:
 
 
 def annotations_alike(result: Any, volume: float) -> tuple[int, list[tuple[str, str, float]]]:
-    """How many of the main mode's members annotate like its typical member.
+    """How many of the main mode's members annotate like its usual member.
 
     Each member's annotation is measured against the main mode's UNet on the member's own scan
     (``label_vs_main``), and that ratio against the members' median ratio of the class: what the
@@ -81,7 +81,7 @@ def describe_annotations(result: Any, volume: float, shown: int = 5) -> str:
     if unlike:
         def ratio(value: float) -> str:
             if not np.isfinite(value):
-                return "annotated where its UNet draws none"  # the usual member has none there
+                return "annotated where its UNet draws none"
             if value == 0:
                 return "omitted"
             return f"{abs(value - 1):.0%} {'larger' if value > 1 else 'smaller'}"
