@@ -36,8 +36,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import describe  # noqa: E402
 
 from HyperSORTLib import rundir  # noqa: E402
-from HyperSORTLib.analysis.audit import ProbeCase, _probe_decoder, style_labels  # noqa: E402
-from HyperSORTLib.analysis.inputs import nearest_cases, resolve_case_list, training_patches  # noqa: E402
+from HyperSORTLib.analysis.audit import ProbeCase, _probe_decoder, default_probe_ids, style_labels  # noqa: E402
+from HyperSORTLib.analysis.inputs import resolve_case_list, training_patches  # noqa: E402
 from HyperSORTLib.analysis.styles import StyleThresholds, find_styles, fine_partition  # noqa: E402
 from HyperSORTLib.config import STYLE_LINKAGES, STYLE_SMALL_COMPONENTS, STYLE_VOLUME_SCALES  # noqa: E402
 from HyperSORTLib.data.cache import PreprocessCache  # noqa: E402
@@ -86,8 +86,7 @@ def compare_rules(run_dir: Path, manifest: Path, device: str = "cpu") -> dict[st
     latents = run.latents.astype(np.float64)
     seed = config.train.seed
     mixture = cluster_latents(latents, max_components=8, seed=seed)  # as hypersort analyze's defaults
-    heaviest = mixture.main_cluster
-    probe_ids = nearest_cases(case_ids, latents, mixture.centers[heaviest], mixture.labels == heaviest, 3)
+    probe_ids = default_probe_ids(case_ids, latents, mixture, 3)
     probes = [ProbeCase(p.case_id, p.image, p.voxel_ml, p.spacing)
               for p in training_patches(case_list, run.config.data, PreprocessCache(None), only=probe_ids)]
     fine = fine_partition(latents, seed)

@@ -288,9 +288,7 @@ def analyze_run(run_dir: str | Path, out_dir: str | Path | None = None, manifest
     mixture_seed = config.train.seed if seed is None else seed
     mixture = cluster_latents(latents, max_components=max_components, seed=mixture_seed)
     large = large_clusters(mixture, min_cluster_size)
-    heaviest = mixture.main_cluster
-    probe_ids = given_probes or nearest_cases(case_ids, latents, mixture.centers[heaviest],
-                                              mixture.labels == heaviest, n_probes)
+    probe_ids = given_probes or default_probe_ids(case_ids, latents, mixture, n_probes)
     cache = None
     if use_cache:
         from HyperSORTLib.data.cache import PreprocessCache
@@ -326,6 +324,13 @@ def analyze_run(run_dir: str | Path, out_dir: str | Path | None = None, manifest
     result.metrics["training"] = training_state(result.metrics["provenance"]["epoch"], config.train.epochs)
     _write_outputs(result, run_dir, start)
     return result
+
+
+def default_probe_ids(case_ids: Sequence[str], latents: np.ndarray, mixture: ClusterResult, n_probes: int) -> list[str]:
+    """The probe cases the audit segments when none are given: the ``n_probes`` members of the
+    mixture's heaviest component nearest its centre."""
+    heaviest = mixture.main_cluster
+    return nearest_cases(case_ids, latents, mixture.centers[heaviest], mixture.labels == heaviest, n_probes)
 
 
 def training_state(epoch: int | None, epochs: int) -> dict[str, Any]:
