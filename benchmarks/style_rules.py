@@ -4,7 +4,7 @@ For every trained run given, the latent map is read the way ``hypersort analyze`
 same mixture seed, probe cases and fine partition), every mixture component's centre is decoded
 once, and the styles are then merged from those decoded centres under each rule: the default
 :class:`~HyperSORTLib.analysis.styles.StyleThresholds` with one setting changed at a time
-(``volume_scale``, ``linkage``, ``small_components``). Only the merge differs between the rules,
+(``volume_scale``, ``linkage``, ``small_components``, ``annotations``). Only the merge differs between the rules,
 so the comparison isolates it from training. The members' consistency check is skipped (it does
 not change the styles).
 
@@ -36,10 +36,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import describe  # noqa: E402
 
 from HyperSORTLib import rundir  # noqa: E402
-from HyperSORTLib.analysis.audit import ProbeCase, _probe_decoder, default_probe_ids, style_labels  # noqa: E402
+from HyperSORTLib.analysis.annotations import annotation_offsets, label_vs_main  # noqa: E402
+from HyperSORTLib.analysis.audit import (ProbeCase, _probe_decoder, _segment_cases, default_probe_ids,  # noqa: E402
+                                         style_labels)
 from HyperSORTLib.analysis.inputs import resolve_case_list, training_patches  # noqa: E402
 from HyperSORTLib.analysis.styles import StyleThresholds, find_styles, fine_partition  # noqa: E402
-from HyperSORTLib.config import STYLE_LINKAGES, STYLE_SMALL_COMPONENTS, STYLE_VOLUME_SCALES  # noqa: E402
+from HyperSORTLib.config import (STYLE_ANNOTATIONS, STYLE_LINKAGES, STYLE_SMALL_COMPONENTS,  # noqa: E402
+                                 STYLE_VOLUME_SCALES)
 from HyperSORTLib.data.cache import PreprocessCache  # noqa: E402
 from HyperSORTLib.latentmap.clusters import cluster_latents  # noqa: E402
 from HyperSORTLib.latentmap.scores import default_min_cluster_size  # noqa: E402
@@ -50,7 +53,8 @@ RULES = {"default": DEFAULT,
          **{f"volume_scale={v}": dataclasses.replace(DEFAULT, volume_scale=v) for v in STYLE_VOLUME_SCALES[1:]},
          **{f"linkage={v}": dataclasses.replace(DEFAULT, linkage=v) for v in STYLE_LINKAGES[1:]},
          **{f"small_components={v}": dataclasses.replace(DEFAULT, small_components=v)
-            for v in STYLE_SMALL_COMPONENTS[1:]}}
+            for v in STYLE_SMALL_COMPONENTS[1:]},
+         **{f"annotations={v}": dataclasses.replace(DEFAULT, annotations=v) for v in STYLE_ANNOTATIONS[1:]}}
 
 
 def find_maps(arguments: list[str]) -> list[tuple[Path, Path]]:
@@ -94,11 +98,13 @@ def compare_rules(run_dir: Path, manifest: Path, device: str = "cpu") -> dict[st
     with torch.no_grad():
         maps = [decode(fine.centers[c]) for c in range(fine.n_clusters)]
     voxel_ml = [p.voxel_ml for p in probes]
+    _, labelled, drawn = _segment_cases(run, case_list, fine.centers[fine.main_cluster], PreprocessCache(None), False)
+    offsets = annotation_offsets(label_vs_main(labelled, drawn), drawn)
     min_style = default_min_cluster_size(len(case_ids))
     out = {}
     for name, thresholds in RULES.items():
         styles, _ = find_styles(latents, fine, decode, voxel_ml, tuple(run.class_names), min_style, thresholds,
-                                seed, component_maps=maps)
+                                seed, component_maps=maps, offsets=offsets)
         main = Counter(t for t, row in zip(truth, styles.labels) if row == styles.main_cluster)
         out[name] = (float(adjusted_rand_score(truth, style_labels(styles))),  # as hypersort analyze scores
                      " + ".join(f"{n} {g}" for g, n in main.most_common()))

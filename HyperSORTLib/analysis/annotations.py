@@ -1,10 +1,16 @@
-"""Each annotation against the main mode's UNet: which way it differs, and which of the main mode's
-members annotate unlike its usual member.
+"""Each annotation against one UNet of the map: which way it differs, whether neighbouring parts of
+the map hold members that annotate alike, and which of the main mode's members annotate unlike
+its usual member.
 
-The audit segments every training case with the main mode's UNet (for ``main_mode_loss``);
-:func:`label_vs_main` turns the voxel counts of that segmentation and of the case's annotation
-into one ratio per class, and :func:`annotations_alike` compares the main mode's members with
-each other. ``result`` is an :class:`~HyperSORTLib.analysis.audit.AnalysisResult` (any object
+The audit segments every training case with one UNet of the map; :func:`label_vs_main` turns the
+voxel counts of that segmentation and of the case's annotation into one ratio per class.
+:func:`annotation_offsets` removes from those ratios what the UNet itself does with organ size:
+a network regresses towards the typical organ, drawing small organs a little too large and large
+ones a little too small, so a clean case with a large liver looks "annotated larger than the
+UNet" by a few percent. What remains is how each annotation differs from the usual one.
+:func:`component_annotation_distance` compares the members of two parts of the map by it (the
+styles are never merged across a difference in the members' own annotations), and
+:func:`annotations_alike` compares the main mode's members with each other. ``result`` is an :class:`~HyperSORTLib.analysis.audit.AnalysisResult` (any object
 with ``label_vs_main``, ``clusters.labels``, ``clusters.main_cluster``, ``case_ids`` and
 ``class_names``).
 """
@@ -16,7 +22,11 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["label_vs_main", "annotations_alike", "describe_annotations"]
+__all__ = ["label_vs_main", "annotation_offsets", "component_annotation_distance", "annotations_alike",
+           "describe_annotations", "OFFSET_RANGE"]
+
+#: Ratios beyond this factor either way count as this factor (an omitted class, a class drawn nowhere).
+OFFSET_RANGE = 4.0
 
 
 def label_vs_main(labelled: np.ndarray, drawn: np.ndarray) -> np.ndarray:
@@ -33,39 +43,123 @@ def label_vs_main(labelled: np.ndarray, drawn: np.ndarray) -> np.ndarray:
         return labelled / drawn
 
 
+def annotation_offsets(ratios: np.ndarray, drawn: np.ndarray) -> np.ndarray:
+    """How each annotation differs from the usual one, in log volume, with the UNet's size trend removed.
+
+    ``ratios`` (``[N, C]``, :func:`label_vs_main`) compares each case's annotated volume of a class
+    with what one UNet draws on the same scan (``drawn``, ``[N, C]``, voxels). A UNet regresses
+    towards the typical organ size, so the log ratio rises with the organ's size even where every
+    annotation follows one protocol. That trend is fitted per class across the cases (a Theil-Sen
+    line of the log ratio on the log drawn volume; robust to the minority that annotates
+    otherwise) and removed: an offset of 0 is an annotation like the usual one for that scan,
+    log(1.2) one about 20 % larger. Ratios are clipped to [1/:data:`OFFSET_RANGE`, :data:`OFFSET_RANGE`];
+    a class neither has gives 0. A class with fewer than 5 cases to fit keeps its plain log ratio.
+
+    Example:
+        >>> drawn = np.array([[50.], [100.], [200.], [400.], [800.], [400.]])
+        >>> ratios = (drawn / 200) ** 0.07  # small organs drawn too large, large ones too small ...
+        >>> ratios[5] *= 1.25  # ... and one annotated 25 % larger
+        >>> np.round(np.exp(annotation_offsets(ratios, drawn)).ravel(), 2).tolist()
+        [1.0, 1.0, 1.0, 1.0, 1.0, 1.25]
+    """
+    from scipy.stats import theilslopes
+
+    ratios, drawn = np.asarray(ratios, dtype=np.float64), np.asarray(drawn, dtype=np.float64)
+    if ratios.shape != drawn.shape or ratios.ndim != 2:
+        raise ValueError(f"ratios and drawn must be [cases, classes] of one shape; found {ratios.shape} and "
+                         f"{drawn.shape}")
+    bound = np.log(OFFSET_RANGE)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        logs = np.clip(np.log(ratios), -bound, bound)
+    logs = np.where(np.isnan(logs), 0.0, logs)
+    offsets = logs.copy()
+    for k in range(ratios.shape[1]):
+        fit = (drawn[:, k] > 0) & (np.abs(logs[:, k]) < bound)
+        if fit.sum() < 5 or np.ptp(np.log(drawn[fit, k])) == 0:
+            continue
+        slope, intercept, *_ = theilslopes(logs[fit, k], np.log(drawn[fit, k]))
+        trend = intercept + slope * np.log(np.where(drawn[:, k] > 0, drawn[:, k], np.median(drawn[fit, k])))
+        offsets[:, k] = np.clip(logs[:, k] - trend, -bound, bound)
+    return offsets
+
+
+def component_annotation_distance(offsets: np.ndarray, labels: np.ndarray, n_components: int, volume: float,
+                                  min_members: int) -> np.ndarray:
+    """How differently the members of two parts of the map annotate, in units of ``volume``.
+
+    Each component holding at least ``min_members`` cases is described by its members' median
+    :func:`annotation_offsets` per class; two such components are as far apart as their most
+    different class (the change in volume over ``volume``, as for decoded UNets). A component with
+    fewer members is 0 from every other: a pair's median is one annotation's noise.
+
+    Example:
+        >>> offsets = np.log([[1.0], [1.02], [0.99], [1.25], [1.22], [1.3]])
+        >>> np.round(component_annotation_distance(offsets, np.array([0, 0, 0, 1, 1, 1]), 2, 0.15, 3), 2).tolist()
+        [[0.0, 1.6], [1.6, 0.0]]
+    """
+    offsets = np.asarray(offsets, dtype=np.float64)
+    labels = np.asarray(labels, dtype=np.int64)
+    if offsets.ndim != 2 or labels.shape != (offsets.shape[0],):
+        raise ValueError(f"need one row of offsets per labelled case; found offsets {offsets.shape} and labels "
+                         f"{labels.shape}")
+    usual = np.full((n_components, offsets.shape[1]), np.nan)
+    for c in range(n_components):
+        if np.count_nonzero(labels == c) >= min_members:
+            usual[c] = np.median(offsets[labels == c], axis=0)
+    known = np.isfinite(usual).all(axis=1)
+    distance = np.zeros((n_components, n_components))
+    pairs = np.ix_(known, known)
+    distance[pairs] = (np.abs(usual[known][:, None] - usual[known][None]).max(axis=-1, initial=0.0)
+                       / np.log1p(volume))
+    return distance
+
+
 def annotations_alike(result: Any, volume: float) -> tuple[int, list[tuple[str, str, float]]]:
     """How many of the main mode's members annotate like its usual member.
 
-    Each member's annotation is measured against the main mode's UNet on the member's own scan
-    (``label_vs_main``), and that ratio against the members' median ratio of the class: what the
-    UNet draws larger or smaller on every scan (a small organ at a coarse spacing) cancels, and
+    Each member's annotation is measured against the main mode's UNet on the member's own scan,
+    with that UNet's trend with organ size removed (``annotation_offsets``; ``label_vs_main`` where
+    an analysis has no offsets), and against the members' median: what the UNet draws larger or
+    smaller on every scan (a small organ at a coarse spacing), or on larger organs, cancels, and
     what remains is how the annotation differs from the mode's usual one. A member is alike when
     every class lies within ``volume`` (relative, either way). Classes the mode's members usually
     omit are not compared.
 
     Returns:
         The number of members alike, and for every other member its case id, its most different
-        class and that class's ratio to the usual one (most different first).
+        class and that class's ratio to the usual one (0: omitted, infinite: annotated where the
+        UNet draws none; most different first).
     """
     if result.label_vs_main is None:
         return 0, []
     members = np.flatnonzero(result.clusters.labels == result.clusters.main_cluster)
     if len(members) == 0:
         return 0, []
+    ratios = np.asarray(result.label_vs_main, dtype=np.float64)
     with warnings.catch_warnings():  # a class no member has: an all-NaN column
         warnings.simplefilter("ignore", RuntimeWarning)
-        usual = np.nanmedian(result.label_vs_main[members], axis=0)
-    usual = np.where(np.isfinite(usual) & (usual > 0), usual, np.nan)
+        usual = np.nanmedian(ratios[members], axis=0)
+    compared = np.isfinite(usual) & (usual > 0)
+    offsets = getattr(result, "annotation_offsets", None)
+    if offsets is None:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            offsets = np.log(ratios)
+    offsets = np.asarray(offsets, dtype=np.float64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        usual_offset = np.nanmedian(np.where(np.isfinite(offsets), offsets, np.nan)[members], axis=0)
     alike, unlike = 0, []
     for i in members:
-        with np.errstate(invalid="ignore", divide="ignore"):
-            ratios = result.label_vs_main[i] / usual
-        change = np.where(np.isnan(ratios), 0.0, np.abs(ratios - 1.0))  # an omitted class: 1, a new one: inf
+        with np.errstate(invalid="ignore", over="ignore"):
+            relative = np.exp(offsets[i] - usual_offset)
+        relative = np.where(ratios[i] == 0, 0.0, np.where(np.isinf(ratios[i]), np.inf, relative))
+        relative = np.where(compared & ~np.isnan(ratios[i]), relative, 1.0)
+        change = np.abs(relative - 1.0)  # an omitted class: 1, a new one: inf
         worst = int(np.argmax(change))
         if change[worst] <= volume:
             alike += 1
         else:
-            unlike.append((result.case_ids[i], result.class_names[worst + 1], float(ratios[worst])))
+            unlike.append((result.case_ids[i], result.class_names[worst + 1], float(relative[worst])))
     unlike.sort(key=lambda item: -abs(item[2] - 1.0))
     return alike, unlike
 
@@ -77,7 +171,7 @@ def describe_annotations(result: Any, volume: float, shown: int = 5) -> str:
     alike, unlike = annotations_alike(result, volume)
     size = alike + len(unlike)
     text = (f"{alike} of its {size} members annotate every class like its usual member, within {volume:.0%} (each "
-            f"annotation measured against its UNet on the same scan)")
+            f"annotation measured against its UNet on the same scan, with the UNet's trend with organ size removed)")
     if unlike:
         def ratio(value: float) -> str:
             if not np.isfinite(value):

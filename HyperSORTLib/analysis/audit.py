@@ -57,7 +57,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from HyperSORTLib.analysis.annotations import annotations_alike, describe_annotations, label_vs_main
+from HyperSORTLib.analysis.annotations import annotation_offsets, annotations_alike, describe_annotations, label_vs_main
 from HyperSORTLib.analysis.behaviour import ClusterBehaviour, compare_to_reference
 from HyperSORTLib.analysis.styles import (
     StyleResult,
@@ -130,6 +130,8 @@ class AnalysisResult:
         density_mixture: the BIC-chosen mixture the density signals use (``large`` refers to it).
         label_vs_main: ``[N, C - 1]``, each case's annotated volume of every foreground class over
             the volume the main mode's UNet draws on its scan (:func:`~HyperSORTLib.analysis.annotations.label_vs_main`).
+        annotation_offsets: ``[N, C - 1]``, the same in log volume with that UNet's trend with organ
+            size removed (:func:`~HyperSORTLib.analysis.annotations.annotation_offsets`).
     """
 
     out_dir: Path
@@ -148,6 +150,7 @@ class AnalysisResult:
     stability: np.ndarray | None = None
     density_mixture: ClusterResult | None = None
     label_vs_main: np.ndarray | None = None
+    annotation_offsets: np.ndarray | None = None
 
     @property
     def mixture(self) -> ClusterResult:
@@ -208,6 +211,7 @@ def analyze_run(run_dir: str | Path, out_dir: str | Path | None = None, manifest
                 stability_seeds: int = 0, linkage: str = StyleThresholds.linkage,
                 small_components: str = StyleThresholds.small_components,
                 volume_scale: str = StyleThresholds.volume_scale,
+                annotations: str = StyleThresholds.annotations,
                 min_cluster_size: int | None = None, cache_dir: str | Path | None = None, use_cache: bool = True,
                 progress: bool = False, overwrite: bool = False, accept_data_change: bool = False) -> AnalysisResult:
     """Audit a trained run and write ``samples.csv``, ``clusters.csv``, ``metrics.json`` and ``report.html``.
@@ -235,6 +239,10 @@ def analyze_run(run_dir: str | Path, out_dir: str | Path | None = None, manifest
         volume_scale: ``"typical"``: a class that two decoded UNets both draw at under half its
             usual volume across the map is compared against that volume; ``"pair"``: against the
             two volumes alone (:class:`~HyperSORTLib.analysis.styles.StyleThresholds`).
+        annotations: ``"ignore"``: the decoded UNets alone decide which parts of the map are one
+            style; ``"members"``: parts whose members annotate a class differently (each annotation
+            against the UNet of the fine partition's heaviest component, that UNet's size trend
+            removed) are not merged (:class:`~HyperSORTLib.analysis.styles.StyleThresholds`).
         min_cluster_size: smallest cluster counted as a mode; default ``max(3, ceil(2% of N))``.
         cache_dir: preprocessing cache that training filled (read only); default the user cache
             folder (``$HYPERSORT_CACHE_DIR``).
@@ -297,13 +305,24 @@ def analyze_run(run_dir: str | Path, out_dir: str | Path | None = None, manifest
     probes = [ProbeCase(p.case_id, p.image, p.voxel_ml, p.spacing)
               for p in training_patches(case_list, run.config.data, cache, only=probe_ids)]
     min_style = min_cluster_size or default_min_cluster_size(len(case_ids))
-    thresholds = StyleThresholds(linkage=linkage, small_components=small_components, volume_scale=volume_scale)
-    clusters = _find_styles(run, latents, fine_partition(latents, mixture_seed), probes, class_names, min_style,
-                            mixture_seed, progress, thresholds)
+    thresholds = StyleThresholds(linkage=linkage, small_components=small_components, volume_scale=volume_scale,
+                                 annotations=annotations)
+    fine = fine_partition(latents, mixture_seed)
+    reference, reference_pass, offsets = None, None, None
+    if annotations == "members":
+        # Every annotation against the UNet of the map's heaviest part; the main mode's UNet is
+        # almost always that one, and the pass is then not repeated.
+        reference = fine.centers[fine.main_cluster]
+        reference_pass = _segment_cases(run, case_list, reference, cache, progress)
+        offsets = annotation_offsets(label_vs_main(*reference_pass[1:]), reference_pass[2])
+    clusters = _find_styles(run, latents, fine, probes, class_names, min_style, mixture_seed, progress, thresholds,
+                            offsets)
     stability = _stability(run, latents, clusters, probes, class_names, mixture_seed,
-                           stability_seeds, progress)
+                           stability_seeds, progress, offsets)
     main = clusters.main_cluster
-    main_loss, annotated = _main_mode_loss(run, case_list, clusters.centers[main], cache, progress)
+    main_pass = (reference_pass if reference is not None and np.array_equal(clusters.centers[main], reference)
+                 else _segment_cases(run, case_list, clusters.centers[main], cache, progress))
+    main_loss, annotated = main_pass[0], label_vs_main(*main_pass[1:])
     latent_signals, kde_bandwidth = _latent_signals(latents, mixture, large)
     measured = {**latent_signals, "own_loss": own_loss, "main_mode_loss": main_loss}
     signals = {name: np.asarray(measured[name], dtype=np.float64) for name in SIGNALS}
@@ -315,7 +334,8 @@ def analyze_run(run_dir: str | Path, out_dir: str | Path | None = None, manifest
                                           [p.voxel_ml for p in probes], class_names)
                   for c in range(clusters.n_clusters)}
     result = AnalysisResult(out, tuple(case_ids), latents, clusters, large, signals, suspicion, rank, behaviours,
-                            probes, truth, {}, class_names, stability, mixture, annotated)
+                            probes, truth, {}, class_names, stability, mixture, annotated,
+                            annotation_offsets(annotated, main_pass[2]))
     result.metrics = _metrics(result, run_dir, data_path, kde_bandwidth,
                               min_cluster_size or default_min_cluster_size(len(case_ids)))
     result.metrics["seeds"] = {"training": int(config.train.seed), "mixture": int(mixture_seed),
@@ -393,10 +413,10 @@ def _latent_signals(latents: np.ndarray, clusters: ClusterResult,
 
 
 @torch.no_grad()
-def _main_mode_loss(run: Any, case_list: Any, centre: np.ndarray, cache: Any,
-                    progress: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Every case's Dice + CE loss under the main mode's UNet, and how its annotation's volume of
-    each foreground class compares with that UNet's on the same scan (:func:`~HyperSORTLib.analysis.annotations.label_vs_main`).
+def _segment_cases(run: Any, case_list: Any, centre: np.ndarray, cache: Any,
+                   progress: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every case's Dice + CE loss under the UNet decoded at ``centre``, and per foreground class the
+    voxels its annotation holds and the voxels that UNet draws on the same scan (``[N, C - 1]`` each).
 
     Cases stream through one at a time and are batched ``train.batch_size`` at a time for the
     UNet, so memory does not grow with the dataset.
@@ -432,12 +452,12 @@ def _main_mode_loss(run: Any, case_list: Any, centre: np.ndarray, cache: Any,
             flush()
     if batch:
         flush()
-    return losses, label_vs_main(labelled[:, 1:], drawn[:, 1:])
+    return losses, labelled[:, 1:], drawn[:, 1:]
 
 
 @torch.no_grad()
 def _stability(run: Any, latents: np.ndarray, styles: StyleResult, probes: list[ProbeCase], class_names: Sequence[str],
-               seed: int, n_seeds: int, progress: bool) -> np.ndarray:
+               seed: int, n_seeds: int, progress: bool, offsets: np.ndarray | None = None) -> np.ndarray:
     """Per case, how often it keeps its style company when the mixture is fitted with other seeds."""
     if isinstance(n_seeds, bool) or not isinstance(n_seeds, int) or n_seeds < 0:
         raise ValueError(f"stability_seeds must be an integer >= 0; found {n_seeds!r}")
@@ -448,7 +468,7 @@ def _stability(run: Any, latents: np.ndarray, styles: StyleResult, probes: list[
 
     def refit(other: int) -> StyleResult:
         return find_styles(latents, fine_partition(latents, other), decode, voxel_ml, class_names,
-                           styles.min_style_size, quick, other)[0]
+                           styles.min_style_size, quick, other, offsets=offsets)[0]
 
     seeds = [seed + 1 + k for k in range(n_seeds)]
     if progress and seeds:
@@ -473,7 +493,7 @@ def _probe_decoder(run: Any, probes: list[ProbeCase], bar: Any = None) -> Any:
 @torch.no_grad()
 def _find_styles(run: Any, latents: np.ndarray, mixture: ClusterResult, probes: list[ProbeCase],
                  class_names: Sequence[str], min_style_size: int, seed: int, progress: bool,
-                 thresholds: StyleThresholds) -> StyleResult:
+                 thresholds: StyleThresholds, offsets: np.ndarray | None = None) -> StyleResult:
     """Decode every mixture component's centre on the probes, merge them into styles, and keep the
     label map of every style's (and isolated group's) centre on the probe cases."""
     bar = None
@@ -484,7 +504,7 @@ def _find_styles(run: Any, latents: np.ndarray, mixture: ClusterResult, probes: 
     try:
         styles, row_maps = find_styles(latents, mixture, _probe_decoder(run, probes, bar),
                                        [p.voxel_ml for p in probes], class_names,
-                                       min_style_size, thresholds, seed)
+                                       min_style_size, thresholds, seed, offsets=offsets)
     finally:
         if bar is not None:
             bar.close()

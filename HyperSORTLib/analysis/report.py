@@ -77,6 +77,17 @@ def _scale_words(thresholds: dict[str, Any]) -> str:
     return ""
 
 
+def _annotation_words(thresholds: dict[str, Any]) -> str:
+    """Whether the members' own annotations kept parts of the map apart, in words (analyses written
+    before this was recorded compared the decoded UNets alone)."""
+    if thresholds.get("annotations", "ignore") == "members":
+        return (f" Two components holding at least {thresholds.get('annotation_min_members', 3)} cases each are also "
+                f"kept apart when their members annotate some class differently by more than {thresholds['volume']:.0%}: "
+                "every annotation is measured against the UNet of the map's heaviest component on the same scan, "
+                "with that UNet's own trend with organ size removed, and the members' medians are compared.")
+    return ""
+
+
 def _num(value: Any, digits: int = 3) -> str:
     if value is None:
         return "n/a"
@@ -254,7 +265,7 @@ def _method_section(result: Any) -> str:
             f"<p>Styles: the centre of every mixture component is decoded into a UNet that segments the probe cases. "
             f"{_merge_rule(t)}: each "
             f"class's volume within {t['volume']:.0%} and Dice at least {t['dice']:.2f} between the two UNets"
-            f"{_scale_words(t)}, no class missing, appearing or swapped. Groups of fewer than {m['min_cluster_size']} cases are isolated "
+            f"{_scale_words(t)}, no class missing, appearing or swapped.{_annotation_words(t)} Groups of fewer than {m['min_cluster_size']} cases are isolated "
             f"cases, not styles. The main mode is the largest style; it is called the consensus when it holds at "
             f"least {t['consensus_share']:.0%} of all cases, or {t['consensus_ratio']:g} times as many as the next "
             "style and a third of all cases. The words in the style table name classes whose volume changes by 5% or more, whose Dice with "

@@ -47,13 +47,14 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from HyperSORTLib.analysis.annotations import component_annotation_distance
 from HyperSORTLib.analysis.behaviour import BehaviourThresholds, compare_to_reference
-from HyperSORTLib.config import STYLE_LINKAGES as LINKAGES, STYLE_SMALL_COMPONENTS as SMALL_COMPONENTS
-from HyperSORTLib.config import STYLE_VOLUME_SCALES as VOLUME_SCALES
+from HyperSORTLib.config import STYLE_ANNOTATIONS as ANNOTATIONS, STYLE_LINKAGES as LINKAGES
+from HyperSORTLib.config import STYLE_SMALL_COMPONENTS as SMALL_COMPONENTS, STYLE_VOLUME_SCALES as VOLUME_SCALES
 from HyperSORTLib.latentmap.clusters import ClusterResult, cluster_latents
 from HyperSORTLib.rundir import style_name
 
-__all__ = ["StyleThresholds", "StyleResult", "REMNANT", "behaviour_distance", "class_volumes", "typical_volumes",
+__all__ = ["StyleThresholds", "StyleResult", "REMNANT", "ANNOTATION_MIN_MEMBERS", "behaviour_distance", "class_volumes", "typical_volumes",
            "component_adjacency", "merge_components",
            "find_styles", "fine_components", "fine_partition", "style_summary", "row_name", "describe_main_mode",
            "style_stability", "company_agreement"]
@@ -84,6 +85,15 @@ class StyleThresholds:
             is compared against that usual volume, so two remnants a few percent of the organ
             apart are alike; ``"pair"``: against the two volumes alone (see
             :func:`behaviour_distance`).
+        annotations: ``"ignore"``: the decoded UNets alone decide; ``"members"``: two components,
+            each holding at least :data:`ANNOTATION_MIN_MEMBERS` cases, whose members annotate some
+            class differently by more than ``volume`` (their median annotation against one UNet of
+            the map, that UNet's size trend removed;
+            :func:`~HyperSORTLib.analysis.annotations.component_annotation_distance`) are not
+            alike, however alike their decoded UNets segment. It keeps a style apart that the
+            generator has not yet learnt to reproduce in full, but a dataset of few patients can
+            also be split by patient, where the UNet errs differently on each anatomy
+            (``benchmarks/RESULTS.md``, "The members' own annotations as a merge rule").
     """
 
     volume: float = 0.15
@@ -94,6 +104,7 @@ class StyleThresholds:
     linkage: str = LINKAGES[0]
     small_components: str = SMALL_COMPONENTS[0]
     volume_scale: str = VOLUME_SCALES[0]
+    annotations: str = ANNOTATIONS[0]
 
     def __post_init__(self) -> None:
         if not 0.0 < float(self.volume) < 1.0:
@@ -114,6 +125,9 @@ class StyleThresholds:
         if self.volume_scale not in VOLUME_SCALES:
             raise ValueError(f"StyleThresholds.volume_scale must be one of {', '.join(VOLUME_SCALES)}; found "
                              f"{self.volume_scale!r}")
+        if self.annotations not in ANNOTATIONS:
+            raise ValueError(f"StyleThresholds.annotations must be one of {', '.join(ANNOTATIONS)}; found "
+                             f"{self.annotations!r}")
 
 
 # eq=False: array fields make generated __eq__/__hash__ ambiguous.
@@ -141,7 +155,8 @@ class StyleResult:
         consistency: per row, the share of its checked members whose own UNet segments like the
             row's centre; NaN where none was checked.
         n_checked: members checked per row.
-        distance: behaviour distance between the mixture components (<= 1: alike).
+        distance: distance between the mixture components (<= 1: alike): their decoded UNets' behaviour
+            distance, or their members' annotations' when larger and compared.
         adjacency: which mixture components touch in the latent map.
         mixture: the fine partition the styles were merged from.
         thresholds: what "alike" meant.
@@ -179,6 +194,9 @@ class StyleResult:
 # --------------------------------------------------------------------------- pairwise behaviour
 #: A class drawn at less than this share of its usual volume is a remnant (see :func:`behaviour_distance`).
 REMNANT = 0.5
+#: Members a component needs before its members' annotations are compared with another's: the
+#: median of fewer is one annotation's noise (see :attr:`StyleThresholds.annotations`).
+ANNOTATION_MIN_MEMBERS = 3
 
 
 def behaviour_distance(maps_a: Sequence[np.ndarray], maps_b: Sequence[np.ndarray], voxel_ml: Sequence[float],
@@ -405,7 +423,8 @@ def fine_partition(latents: np.ndarray, seed: int = 0) -> ClusterResult:
 def find_styles(latents: np.ndarray, mixture: ClusterResult, decode: Callable[[np.ndarray], list[np.ndarray]],
                 voxel_ml: Sequence[float], class_names: Sequence[str], min_style_size: int,
                 thresholds: StyleThresholds = StyleThresholds(), seed: int = 0,
-                component_maps: Sequence[list[np.ndarray]] | None = None) -> tuple[StyleResult, list[list[np.ndarray]]]:
+                component_maps: Sequence[list[np.ndarray]] | None = None,
+                offsets: np.ndarray | None = None) -> tuple[StyleResult, list[list[np.ndarray]]]:
     """Merge the mixture's components into styles by what their decoded UNets segment.
 
     Args:
@@ -418,6 +437,10 @@ def find_styles(latents: np.ndarray, mixture: ClusterResult, decode: Callable[[n
         thresholds: what "alike" means.
         seed: which members are checked when a style has more than ``thresholds.max_members``.
         component_maps: the probe label maps of every component's centre, when already decoded.
+        offsets: ``[N, C - 1]``, how each case's annotation of every foreground class differs from
+            the usual one (:func:`~HyperSORTLib.analysis.annotations.annotation_offsets`); with
+            ``thresholds.annotations == "members"``, components whose members annotate
+            differently are not merged. ``None`` compares the decoded UNets alone.
 
     Returns:
         The :class:`StyleResult` and the probe label maps of every row's centre.
@@ -432,6 +455,13 @@ def find_styles(latents: np.ndarray, mixture: ClusterResult, decode: Callable[[n
         for j in range(i + 1, k):
             distance[i, j] = distance[j, i] = behaviour_distance(maps[i], maps[j], voxel_ml, class_names, thresholds,
                                                                  typical)
+    if offsets is not None and thresholds.annotations == "members":
+        offsets = np.asarray(offsets, dtype=np.float64)
+        if offsets.shape != (len(latents), len(class_names) - 1):
+            raise ValueError(f"offsets must be one row per case and one column per foreground class, "
+                             f"{(len(latents), len(class_names) - 1)}; found {offsets.shape}")
+        distance = np.maximum(distance, component_annotation_distance(offsets, mixture.labels, k, thresholds.volume,
+                                                                      ANNOTATION_MIN_MEMBERS))
     adjacency = component_adjacency(mixture)
     component_centres = np.asarray(mixture.centers, dtype=np.float64)
     apart = np.linalg.norm(component_centres[:, None] - component_centres[None], axis=-1)
@@ -501,7 +531,9 @@ def style_summary(result: StyleResult) -> dict[str, Any]:
                            "consensus_share": result.thresholds.consensus_share,
                            "consensus_ratio": result.thresholds.consensus_ratio,
                            "linkage": result.thresholds.linkage, "small_components": result.thresholds.small_components,
-                           "volume_scale": result.thresholds.volume_scale},
+                           "volume_scale": result.thresholds.volume_scale,
+                           "annotations": result.thresholds.annotations,
+                           "annotation_min_members": ANNOTATION_MIN_MEMBERS},
             "min_style_size": result.min_style_size}
 
 

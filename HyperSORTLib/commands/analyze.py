@@ -7,7 +7,7 @@ from pathlib import Path
 
 from HyperSORTLib.commands import (add_data_option, add_device_option, add_overwrite_option, add_progress_option,
                                    add_run_option)
-from HyperSORTLib.config import STYLE_LINKAGES, STYLE_SMALL_COMPONENTS, STYLE_VOLUME_SCALES
+from HyperSORTLib.config import STYLE_ANNOTATIONS, STYLE_LINKAGES, STYLE_SMALL_COMPONENTS, STYLE_VOLUME_SCALES
 
 NAME = "analyze"
 HELP = "audit a trained run: suspicious samples, clusters described in words, HTML report"
@@ -52,6 +52,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                              "across the map is compared against that volume (two remnants of a class both mostly "
                              "omit are alike); pair: against their two volumes alone (default "
                              f"{STYLE_VOLUME_SCALES[0]})")
+    parser.add_argument("--annotations", choices=STYLE_ANNOTATIONS, default=STYLE_ANNOTATIONS[0],
+                        help="ignore: the decoded UNets alone decide which parts of the map are one style; "
+                             "members: parts whose members annotate a class differently (each annotation against "
+                             "one UNet of the map, its trend with organ size removed) are not merged, which can also "
+                             f"split a dataset of few patients by patient (default {STYLE_ANNOTATIONS[0]})")
     parser.add_argument("--cache-dir", type=Path, default=None,
                         help="preprocessing cache written by training, read to skip preprocessing "
                              "(default $HYPERSORT_CACHE_DIR or the user cache folder)")
@@ -73,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
                          data=args.data, device=args.device, max_components=args.max_components,
                          stability_seeds=args.stability_seeds, linkage=args.linkage,
                          small_components=args.small_components, volume_scale=args.volume_scale,
+                         annotations=args.annotations,
                          cache_dir=args.cache_dir, use_cache=not args.no_cache, progress=not args.no_progress,
                          overwrite=args.overwrite, accept_data_change=args.accept_data_change)
     print(result.summary())

@@ -119,10 +119,13 @@ def test_main_mode_loss_matches_a_direct_evaluation(tiny_run):
     main_size = int((result.clusters.labels == result.clusters.main_cluster).sum())
     assert metrics["annotations_alike"] + len(metrics["annotations_unlike"]) == main_size
     main = result.clusters.labels == result.clusters.main_cluster
+    assert result.annotation_offsets.shape == result.label_vs_main.shape
+    assert np.isfinite(result.annotation_offsets).all()
     for entry in metrics["annotations_unlike"]:
         i = result.case_ids.index(entry["case_id"])
         k = result.class_names.index(entry["class"]) - 1
-        assert abs(result.label_vs_main[i, k] / np.nanmedian(result.label_vs_main[main, k]) - 1.0) > 0.15
+        usual = np.median(result.annotation_offsets[main, k])
+        assert abs(np.exp(result.annotation_offsets[i, k] - usual) - 1.0) > 0.15 or result.label_vs_main[i, k] == 0
 
 
 def test_the_main_modes_annotations_are_compared_with_its_unet_class_by_class():
@@ -143,12 +146,17 @@ def test_the_main_modes_annotations_are_compared_with_its_unet_class_by_class():
                                                           ("case_1", "liver")]
     text = describe_annotations(result, 0.15, shown=2)
     assert text == ("2 of its 5 members annotate every class like its usual member, within 15% (each annotation "
-                    "measured against its UNet on the same scan); the others: case_5 (spleen annotated where its UNet "
-                    "draws none), case_2 (spleen omitted) and 1 more")
+                    "measured against its UNet on the same scan, with the UNet's trend with organ size removed); the "
+                    "others: case_5 (spleen annotated where its UNet draws none), case_2 (spleen omitted) and 1 more")
     # What the UNet draws smaller on every scan cancels: members are compared with the usual ratio.
     result.label_vs_main = ratios * np.array([1.0, 0.7])
     assert annotations_alike(result, 0.15)[0] == 2
     assert describe_annotations(SimpleNamespace(label_vs_main=None), 0.15) == ""
+    # With the UNet's trend with organ size removed (annotation_offsets), a large liver that only looks
+    # 25 % larger than the UNet draws it is alike; the offsets decide, the plain ratios only mark omissions.
+    result.label_vs_main = ratios
+    result.annotation_offsets = np.zeros((6, 2))
+    assert annotations_alike(result, 0.15)[1] == [("case_5", "spleen", float("inf")), ("case_2", "spleen", 0.0)]
 
 
 @pytest.mark.slow
@@ -247,7 +255,7 @@ def test_cli_writes_report_and_prints_summary(tiny_run, tmp_path, capsys):
     code = main(["analyze", "--run", str(tiny_run["run"]), "--out", str(tmp_path / "cli"), "--manifest",
                  str(tiny_run["manifest"]), "--probe", "case_001", "--device", "cpu", "--no-progress", "--no-cache",
                  "--stability-seeds", "2", "--linkage", "average", "--small-components", "merge",
-                 "--volume-scale", "pair"])
+                 "--volume-scale", "pair", "--annotations", "members"])
     assert code == 0
     out = capsys.readouterr().out
     assert "most suspicious" in out and "main mode: " in out and str(tmp_path / "cli" / "report.html") in out
@@ -263,9 +271,12 @@ def test_cli_writes_report_and_prints_summary(tiny_run, tmp_path, capsys):
     assert metrics["main_mode"]["thresholds"]["linkage"] == "average"
     assert metrics["main_mode"]["thresholds"]["small_components"] == "merge"
     assert metrics["main_mode"]["thresholds"]["volume_scale"] == "pair"
+    assert metrics["main_mode"]["thresholds"]["annotations"] == "members"
     report = (tmp_path / "cli" / "report.html").read_text()
-    assert "(average linkage)" in report and "usual volume" not in report
-    assert "measured against that volume" in (tiny_run["out"] / "report.html").read_text()
+    assert "(average linkage)" in report and "usual volume" not in report and "annotate some class differently" in report
+    default_report = (tiny_run["out"] / "report.html").read_text()
+    assert "measured against that volume" in default_report and "annotate some class" not in default_report
+    assert tiny_run["result"].metrics["main_mode"]["thresholds"]["annotations"] == "ignore"
     # Without refits the column is there and empty.
     _, plain = _read_csv(tiny_run["out"] / "samples.csv")
     assert all(r["style_stability"] == "" for r in plain)

@@ -7,6 +7,7 @@ import dataclasses
 import numpy as np
 import pytest
 
+from HyperSORTLib.analysis.annotations import annotation_offsets, component_annotation_distance
 from HyperSORTLib.analysis.styles import (
     StyleThresholds,
     behaviour_distance,
@@ -91,6 +92,67 @@ def test_a_style_that_keeps_remnants_of_an_omitted_class_is_one_style():
                           thresholds=StyleThresholds(volume_scale="pair"))
     assert usual.n_styles == 2 and set(usual.labels[24:]) == {1} and set(usual.labels[:24]) == {0}
     assert pair.n_styles == 3 and len(set(pair.labels[24:])) == 2
+
+
+def test_annotation_offsets_remove_the_unets_size_trend_and_keep_a_style():
+    # 30 cases of one protocol whose UNet regresses to the typical liver (small ones drawn too large, large
+    # ones too small: the ratio rises with size), and 8 annotated 20 % larger, spread over the same sizes.
+    rng = np.random.default_rng(0)
+    drawn = np.exp(rng.uniform(np.log(2000), np.log(6000), (38, 1)))
+    ratios = (drawn / 3500) ** 0.3 * np.exp(rng.normal(0, 0.02, (38, 1)))
+    ratios[30:] *= 1.2
+    offsets = annotation_offsets(ratios, drawn)
+    plain = np.log(ratios)
+    # The raw ratios overlap (a large clean liver looks larger than a small dilated one); the offsets do not.
+    assert plain[:30].max() > plain[30:].min()
+    assert offsets[:30].max() < offsets[30:].min()
+    np.testing.assert_allclose(np.median(offsets[30:]) - np.median(offsets[:30]), np.log(1.2), atol=0.03)
+    # An omitted class (ratio 0), one drawn nowhere (inf) and one neither has (NaN) stay finite.
+    odd = annotation_offsets(np.array([[0.0, np.inf, np.nan]] * 2), np.array([[100.0, 0.0, 0.0]] * 2))
+    np.testing.assert_allclose(odd, [[-np.log(4), np.log(4), 0.0]] * 2)
+    with pytest.raises(ValueError, match=r"ratios and drawn must be \[cases, classes\] of one shape"):
+        annotation_offsets(np.ones((3, 2)), np.ones((3, 1)))
+
+
+def test_component_annotation_distance_needs_enough_members():
+    offsets = np.log([[1.0], [1.02], [0.99], [1.25], [1.22], [1.3], [1.5]])
+    labels = np.array([0, 0, 0, 1, 1, 1, 2])
+    distance = component_annotation_distance(offsets, labels, 3, 0.15, 3)
+    assert distance[0, 1] == pytest.approx(np.log(1.25 / 1.0) / np.log(1.15))
+    assert distance[0, 2] == distance[1, 2] == 0.0  # one case is no style's usual annotation
+    assert component_annotation_distance(offsets, labels, 3, 0.15, 4).max() == 0.0
+    with pytest.raises(ValueError, match="one row of offsets per labelled case"):
+        component_annotation_distance(offsets, labels[:3], 3, 0.15, 3)
+
+
+def test_parts_of_the_map_whose_members_annotate_differently_stay_apart():
+    # Two touching groups whose decoded UNets draw the liver only 10 % apart (alike at 15 %), but whose
+    # members' own annotations differ by 25 %: the network has not yet learnt the second group's margin.
+    rng = np.random.default_rng(1)
+    latents = np.concatenate([rng.normal([0.0, 0.0], 0.1, (20, 2)), rng.normal([0.6, 0.0], 0.1, (10, 2))])
+
+    def decode(z: np.ndarray) -> list[np.ndarray]:
+        return _maps(10) if z[0] < 0.3 else _maps(11)
+
+    drawn = rng.uniform(3000, 5000, (30, 2))
+    ratios = np.ones((30, 2)) * rng.normal(1.0, 0.02, (30, 2))
+    ratios[20:, 0] *= 1.25
+    offsets = annotation_offsets(ratios, drawn)
+    mixture = cluster_latents(latents, max_components=4, min_components=4, seed=0)
+    assert np.isin(mixture.labels[:20], mixture.labels[20:]).sum() == 0  # the partition keeps the groups apart
+    members = StyleThresholds(annotations="members")
+    apart, _ = find_styles(latents, mixture, decode, [0.001], NAMES, min_style_size=3, offsets=offsets,
+                           thresholds=members)
+    assert apart.n_styles == 2 and set(apart.labels[:20]) == {0} and set(apart.labels[20:]) == {1}
+    together, _ = find_styles(latents, mixture, decode, [0.001], NAMES, min_style_size=3, offsets=offsets)
+    assert together.n_styles == 1  # by default the decoded UNets alone decide
+    # Without offsets the decoded UNets alone decide, whatever the setting.
+    assert find_styles(latents, mixture, decode, [0.001], NAMES, min_style_size=3, thresholds=members)[0].n_styles == 1
+    with pytest.raises(ValueError, match=r"offsets must be one row per case and one column per foreground class"):
+        find_styles(latents, mixture, decode, [0.001], NAMES, min_style_size=3, offsets=offsets[:, :1],
+                    thresholds=members)
+    with pytest.raises(ValueError, match="annotations must be one of ignore, members; found 'all'"):
+        StyleThresholds(annotations="all")
 
 
 def test_merge_components_is_complete_linkage_over_touching_components():
