@@ -4,7 +4,9 @@ For every trained run given, the latent map is read the way ``hypersort analyze`
 same mixture seed, probe cases and fine partition), every mixture component's centre is decoded
 once, and the styles are then merged from those decoded centres under each rule: the default
 :class:`~HyperSORTLib.analysis.styles.StyleThresholds` with one setting changed at a time
-(``volume_scale``, ``linkage``, ``small_components``, ``annotations``). Only the merge differs between the rules,
+(``volume_scale``, ``linkage``, ``small_components``, ``annotations``), and the default thresholds on
+a fine partition of the same number of components with round (spherical) covariances instead of full
+ones. Only the merge differs between the rules,
 so the comparison isolates it from training. The members' consistency check is skipped (it does
 not change the styles).
 
@@ -57,6 +59,10 @@ RULES = {"default": DEFAULT,
          **{f"annotations={v}": dataclasses.replace(DEFAULT, annotations=v) for v in STYLE_ANNOTATIONS[1:]}}
 
 
+#: The default thresholds on a fine partition with spherical components.
+ROUND_PARTITION = "fine partition spherical"
+
+
 def find_maps(arguments: list[str]) -> list[tuple[Path, Path]]:
     """``(run directory, manifest)`` for every argument (see the module docstring)."""
     maps = []
@@ -101,10 +107,16 @@ def compare_rules(run_dir: Path, manifest: Path, device: str = "cpu") -> dict[st
     _, labelled, drawn = _segment_cases(run, case_list, fine.centers[fine.main_cluster], PreprocessCache(None), False)
     offsets = annotation_offsets(label_vs_main(labelled, drawn), drawn)
     min_style = default_min_cluster_size(len(case_ids))
+    round_fine = cluster_latents(latents, max_components=fine.n_clusters, min_components=fine.n_clusters, seed=seed,
+                                 covariance_type="spherical")
+    with torch.no_grad():
+        round_maps = [decode(round_fine.centers[c]) for c in range(round_fine.n_clusters)]
     out = {}
-    for name, thresholds in RULES.items():
-        styles, _ = find_styles(latents, fine, decode, voxel_ml, tuple(run.class_names), min_style, thresholds,
-                                seed, component_maps=maps, offsets=offsets)
+    for name, (partition, partition_maps, thresholds) in {
+            **{name: (fine, maps, thresholds) for name, thresholds in RULES.items()},
+            ROUND_PARTITION: (round_fine, round_maps, DEFAULT)}.items():
+        styles, _ = find_styles(latents, partition, decode, voxel_ml, tuple(run.class_names), min_style, thresholds,
+                                seed, component_maps=partition_maps, offsets=offsets)
         main = Counter(t for t, row in zip(truth, styles.labels) if row == styles.main_cluster)
         out[name] = (float(adjusted_rand_score(truth, style_labels(styles))),  # as hypersort analyze scores
                      " + ".join(f"{n} {g}" for g, n in main.most_common()))
@@ -118,16 +130,17 @@ def main() -> int:
     args = parser.parse_args()
     maps = find_maps(args.maps)
     print(f"{describe()}; {len(maps)} maps\n")
-    print("| map | " + " | ".join(f"{name}: ARI" for name in RULES) + " | main mode (default rule) |")
-    print("|---" * (len(RULES) + 2) + "|")
-    scores = {name: [] for name in RULES}
+    names = [*RULES, ROUND_PARTITION]
+    print("| map | " + " | ".join(f"{name}: ARI" for name in names) + " | main mode (default rule) |")
+    print("|---" * (len(names) + 2) + "|")
+    scores = {name: [] for name in names}
     for run_dir, manifest in maps:
         result = compare_rules(run_dir, manifest, args.device)
         for name, (ari, _) in result.items():
             scores[name].append(ari)
         print(f"| {run_dir} | " + " | ".join(f"{ari:.3f}" for ari, _ in result.values())
               + f" | {result['default'][1]} |", flush=True)
-    table = np.asarray([scores[name] for name in RULES])
+    table = np.asarray([scores[name] for name in names])
     best = np.isclose(table, table.max(axis=0, keepdims=True))
     print("| mean | " + " | ".join(f"{row.mean():.3f}" for row in table) + " | |")
     print("| best on | " + " | ".join(f"{int(b.sum())} of {len(maps)}" for b in best) + " | |")
