@@ -333,12 +333,14 @@ STYLE_SMALL_COMPONENTS = ("attach", "merge")
 #: (two remnants of a mostly omitted class are alike), else the two volumes; "pair", the two
 #: volumes alone (see :func:`HyperSORTLib.analysis.styles.behaviour_distance`).
 STYLE_VOLUME_SCALES = ("typical", "pair")
-#: Whether the audit also compares the members' own annotations when it merges parts of the map into
-#: styles, default first: "ignore", only the decoded UNets count; "members", two parts whose members
-#: annotate a class differently (their median annotation against one UNet of the map, the UNet's
-#: size trend removed) stay apart (see
-#: :func:`HyperSORTLib.analysis.annotations.component_annotation_distance`).
-STYLE_ANNOTATIONS = ("ignore", "members")
+#: How the audit uses the cases' own annotations (each against one UNet of the map, the UNet's size
+#: trend removed) besides the decoded UNets, default first: "split", the main mode's members that
+#: annotate one class differently the same way, enough to be a style, become a style of their own
+#: (:func:`HyperSORTLib.analysis.styles.split_by_annotations`); "members", that, and two parts of the
+#: map whose members annotate a class differently are not merged
+#: (:func:`HyperSORTLib.analysis.annotations.component_annotation_distance`); "ignore", the decoded
+#: UNets alone decide.
+STYLE_ANNOTATIONS = ("split", "members", "ignore")
 #: Latent units a latent can travel over a run under the default latent learning rate.
 LATENT_TRAVEL = 1.2
 #: The largest default latent learning rate (runs of fewer than 60 epochs).

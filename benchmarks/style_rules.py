@@ -4,7 +4,9 @@ For every trained run given, the latent map is read the way ``hypersort analyze`
 same mixture seed, probe cases and fine partition), every mixture component's centre is decoded
 once, and the styles are then merged from those decoded centres under each rule: the default
 :class:`~HyperSORTLib.analysis.styles.StyleThresholds` with one setting changed at a time
-(``volume_scale``, ``linkage``, ``small_components``, ``annotations``), and the default thresholds on
+(``volume_scale``, ``linkage``, ``small_components``, ``annotations``; each rule but
+``annotations=ignore`` then splits the main mode by its members' annotations, as ``hypersort analyze``
+does), and the default thresholds on
 a fine partition of the same number of components with round (spherical) covariances instead of full
 ones. Only the merge differs between the rules,
 so the comparison isolates it from training. The members' consistency check is skipped (it does
@@ -42,7 +44,8 @@ from HyperSORTLib.analysis.annotations import annotation_offsets, label_vs_main 
 from HyperSORTLib.analysis.audit import (ProbeCase, _probe_decoder, _segment_cases, default_probe_ids,  # noqa: E402
                                          style_labels)
 from HyperSORTLib.analysis.inputs import resolve_case_list, training_patches  # noqa: E402
-from HyperSORTLib.analysis.styles import StyleThresholds, find_styles, fine_partition  # noqa: E402
+from HyperSORTLib.analysis.styles import (StyleThresholds, find_styles, fine_partition,  # noqa: E402
+                                         split_by_annotations)
 from HyperSORTLib.config import (STYLE_ANNOTATIONS, STYLE_LINKAGES, STYLE_SMALL_COMPONENTS,  # noqa: E402
                                  STYLE_VOLUME_SCALES)
 from HyperSORTLib.data.cache import PreprocessCache  # noqa: E402
@@ -104,8 +107,18 @@ def compare_rules(run_dir: Path, manifest: Path, device: str = "cpu") -> dict[st
     with torch.no_grad():
         maps = [decode(fine.centers[c]) for c in range(fine.n_clusters)]
     voxel_ml = [p.voxel_ml for p in probes]
-    _, labelled, drawn = _segment_cases(run, case_list, fine.centers[fine.main_cluster], PreprocessCache(None), False)
-    offsets = annotation_offsets(label_vs_main(labelled, drawn), drawn)
+    passes: dict[bytes, tuple[np.ndarray, np.ndarray]] = {}
+
+    def against(centre: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Every annotation against the UNet at ``centre``: (label_vs_main, annotation offsets)."""
+        key = np.asarray(centre, dtype=np.float64).tobytes()
+        if key not in passes:
+            _, labelled, drawn = _segment_cases(run, case_list, centre, PreprocessCache(None), False)
+            ratios = label_vs_main(labelled, drawn)
+            passes[key] = ratios, annotation_offsets(ratios, drawn)
+        return passes[key]
+
+    offsets = against(fine.centers[fine.main_cluster])[1]
     min_style = default_min_cluster_size(len(case_ids))
     round_fine = cluster_latents(latents, max_components=fine.n_clusters, min_components=fine.n_clusters, seed=seed,
                                  covariance_type="spherical")
@@ -117,6 +130,8 @@ def compare_rules(run_dir: Path, manifest: Path, device: str = "cpu") -> dict[st
             ROUND_PARTITION: (round_fine, round_maps, DEFAULT)}.items():
         styles, _ = find_styles(latents, partition, decode, voxel_ml, tuple(run.class_names), min_style, thresholds,
                                 seed, component_maps=partition_maps, offsets=offsets)
+        if thresholds.annotations != "ignore":  # as hypersort analyze: against the main mode's UNet
+            styles = split_by_annotations(styles, latents, *against(styles.centers[styles.main_cluster]))[0]
         main = Counter(t for t, row in zip(truth, styles.labels) if row == styles.main_cluster)
         out[name] = (float(adjusted_rand_score(truth, style_labels(styles))),  # as hypersort analyze scores
                      " + ".join(f"{n} {g}" for g, n in main.most_common()))

@@ -22,11 +22,14 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["label_vs_main", "annotation_offsets", "component_annotation_distance", "annotations_alike",
-           "describe_annotations", "OFFSET_RANGE"]
+__all__ = ["label_vs_main", "annotation_offsets", "component_annotation_distance", "unlike_members",
+           "annotations_alike", "describe_annotations", "ratio_words", "OFFSET_RANGE", "SPREAD"]
 
 #: Ratios beyond this factor either way count as this factor (an omitted class, a class drawn nowhere).
 OFFSET_RANGE = 4.0
+#: A member's annotation of a class differs from its group's usual one only beyond this many robust
+#: standard deviations of the members' annotations of that class (besides the volume threshold).
+SPREAD = 3.0
 
 
 def label_vs_main(labelled: np.ndarray, drawn: np.ndarray) -> np.ndarray:
@@ -114,16 +117,61 @@ def component_annotation_distance(offsets: np.ndarray, labels: np.ndarray, n_com
     return distance
 
 
+def unlike_members(ratios: np.ndarray, offsets: np.ndarray | None, members: np.ndarray,
+                   volume: float) -> list[tuple[int, int, float]]:
+    """The members of a group whose annotation of some class differs from the group's usual member.
+
+    ``ratios`` is :func:`label_vs_main` against one UNet; ``offsets`` (:func:`annotation_offsets`,
+    the same with that UNet's size trend removed; the log ratios when ``None``) measure how each
+    annotation differs. A member's class differs when it lies beyond ``volume`` (relative, either
+    way) from the members' median *and* beyond :data:`SPREAD` robust standard deviations of the
+    members' offsets of that class: a small organ at a coarse spacing (a kidney whose one-voxel
+    shell is a large share of it) varies more between any two annotations than a liver does. A
+    class a member omits or annotates where the UNet draws none always differs; classes the
+    members usually omit are not compared.
+
+    Returns:
+        ``(case index, class column, ratio to the usual annotation)`` for every member that differs
+        (its most different class; ratio 0: omitted, infinite: annotated where the UNet draws
+        none), most different first.
+    """
+    members = np.asarray(members, dtype=np.int64)
+    if len(members) == 0:
+        return []
+    ratios = np.asarray(ratios, dtype=np.float64)
+    with warnings.catch_warnings():  # a class no member has: an all-NaN column
+        warnings.simplefilter("ignore", RuntimeWarning)
+        usual = np.nanmedian(ratios[members], axis=0)
+        if offsets is None:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                offsets = np.log(ratios)
+        offsets = np.where(np.isfinite(offsets), np.asarray(offsets, dtype=np.float64), np.nan)
+        deviation = offsets[members] - np.nanmedian(offsets[members], axis=0)
+        spread = 1.4826 * np.nanmedian(np.abs(deviation), axis=0)  # robust standard deviation
+    compared = np.isfinite(usual) & (usual > 0)
+    cut = np.maximum(np.log1p(volume), SPREAD * np.nan_to_num(spread))
+    unlike = []
+    for row, i in enumerate(members):
+        omitted, new = ratios[i] == 0, np.isinf(ratios[i])
+        beyond = np.where(np.isnan(deviation[row]), 0.0, np.abs(deviation[row]) / cut)
+        beyond = np.where(omitted | new, np.inf, beyond)
+        beyond = np.where(compared & ~np.isnan(ratios[i]), beyond, 0.0)
+        k = int(np.argmax(beyond))
+        if beyond[k] > 1.0:
+            relative = 0.0 if omitted[k] else (np.inf if new[k] else float(np.exp(deviation[row, k])))
+            unlike.append((int(i), k, relative))
+    unlike.sort(key=lambda item: -abs(item[2] - 1.0))
+    return unlike
+
+
 def annotations_alike(result: Any, volume: float) -> tuple[int, list[tuple[str, str, float]]]:
-    """How many of the main mode's members annotate like its usual member.
+    """How many of the main mode's members annotate like its usual member (:func:`unlike_members`).
 
     Each member's annotation is measured against the main mode's UNet on the member's own scan,
     with that UNet's trend with organ size removed (``annotation_offsets``; ``label_vs_main`` where
     an analysis has no offsets), and against the members' median: what the UNet draws larger or
-    smaller on every scan (a small organ at a coarse spacing), or on larger organs, cancels, and
-    what remains is how the annotation differs from the mode's usual one. A member is alike when
-    every class lies within ``volume`` (relative, either way). Classes the mode's members usually
-    omit are not compared.
+    smaller on every scan, or on larger organs, cancels, and what remains is how the annotation
+    differs from the mode's usual one.
 
     Returns:
         The number of members alike, and for every other member its case id, its most different
@@ -133,35 +181,20 @@ def annotations_alike(result: Any, volume: float) -> tuple[int, list[tuple[str, 
     if result.label_vs_main is None:
         return 0, []
     members = np.flatnonzero(result.clusters.labels == result.clusters.main_cluster)
-    if len(members) == 0:
-        return 0, []
-    ratios = np.asarray(result.label_vs_main, dtype=np.float64)
-    with warnings.catch_warnings():  # a class no member has: an all-NaN column
-        warnings.simplefilter("ignore", RuntimeWarning)
-        usual = np.nanmedian(ratios[members], axis=0)
-    compared = np.isfinite(usual) & (usual > 0)
-    offsets = getattr(result, "annotation_offsets", None)
-    if offsets is None:
-        with np.errstate(divide="ignore", invalid="ignore"):
-            offsets = np.log(ratios)
-    offsets = np.asarray(offsets, dtype=np.float64)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        usual_offset = np.nanmedian(np.where(np.isfinite(offsets), offsets, np.nan)[members], axis=0)
-    alike, unlike = 0, []
-    for i in members:
-        with np.errstate(invalid="ignore", over="ignore"):
-            relative = np.exp(offsets[i] - usual_offset)
-        relative = np.where(ratios[i] == 0, 0.0, np.where(np.isinf(ratios[i]), np.inf, relative))
-        relative = np.where(compared & ~np.isnan(ratios[i]), relative, 1.0)
-        change = np.abs(relative - 1.0)  # an omitted class: 1, a new one: inf
-        worst = int(np.argmax(change))
-        if change[worst] <= volume:
-            alike += 1
-        else:
-            unlike.append((result.case_ids[i], result.class_names[worst + 1], float(relative[worst])))
-    unlike.sort(key=lambda item: -abs(item[2] - 1.0))
-    return alike, unlike
+    unlike = unlike_members(result.label_vs_main, getattr(result, "annotation_offsets", None), members, volume)
+    return len(members) - len(unlike), [(result.case_ids[i], result.class_names[k + 1], value)
+                                        for i, k, value in unlike]
+
+
+def ratio_words(value: float, than: str = "") -> str:
+    """An annotation's ratio to the usual one in words: "20% larger", "omitted", ... (``than``: what it
+    is compared with, e.g. "the main mode", appended as "... than the main mode's usual member")."""
+    if not np.isfinite(value):
+        return "annotated where its UNet draws none"
+    if value == 0:
+        return "omitted"
+    return f"about {abs(value - 1):.0%} {'larger' if value > 1 else 'smaller'}" + (
+        f" than {than}'s usual member" if than else "")
 
 
 def describe_annotations(result: Any, volume: float, shown: int = 5) -> str:
@@ -170,16 +203,11 @@ def describe_annotations(result: Any, volume: float, shown: int = 5) -> str:
         return ""
     alike, unlike = annotations_alike(result, volume)
     size = alike + len(unlike)
-    text = (f"{alike} of its {size} members annotate every class like its usual member, within {volume:.0%} (each "
-            f"annotation measured against its UNet on the same scan, with the UNet's trend with organ size removed)")
+    text = (f"{alike} of its {size} members annotate every class like its usual member, within {volume:.0%} and "
+            f"{SPREAD:g} robust standard deviations of the class (each annotation measured against its UNet on the same "
+            f"scan, with the UNet's trend with organ size removed)")
     if unlike:
-        def ratio(value: float) -> str:
-            if not np.isfinite(value):
-                return "annotated where its UNet draws none"
-            if value == 0:
-                return "omitted"
-            return f"{abs(value - 1):.0%} {'larger' if value > 1 else 'smaller'}"
-        named = ", ".join(f"{case} ({name.replace('_', ' ')} {ratio(value)})" for case, name, value in unlike[:shown])
+        named = ", ".join(f"{case} ({name.replace('_', ' ')} {ratio_words(value)})" for case, name, value in unlike[:shown])
         more = f" and {len(unlike) - shown} more" if len(unlike) > shown else ""
         text += f"; the others: {named}{more}"
     return text

@@ -57,13 +57,15 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from HyperSORTLib.analysis.annotations import annotation_offsets, annotations_alike, describe_annotations, label_vs_main
+from HyperSORTLib.analysis.annotations import (annotation_offsets, annotations_alike, describe_annotations,
+                                               label_vs_main, ratio_words)
 from HyperSORTLib.analysis.behaviour import ClusterBehaviour, compare_to_reference
 from HyperSORTLib.analysis.styles import (
     StyleResult,
     StyleThresholds,
     describe_main_mode,
     find_styles,
+    split_by_annotations,
     fine_partition,
     row_name,
     style_stability,
@@ -132,6 +134,9 @@ class AnalysisResult:
             the volume the main mode's UNet draws on its scan (:func:`~HyperSORTLib.analysis.annotations.label_vs_main`).
         annotation_offsets: ``[N, C - 1]``, the same in log volume with that UNet's trend with organ
             size removed (:func:`~HyperSORTLib.analysis.annotations.annotation_offsets`).
+        by_annotation: the styles found in the main mode by their members' annotations: row ->
+            (class column, the members' median ratio to the mode's usual annotation)
+            (:func:`~HyperSORTLib.analysis.styles.split_by_annotations`).
     """
 
     out_dir: Path
@@ -151,6 +156,7 @@ class AnalysisResult:
     density_mixture: ClusterResult | None = None
     label_vs_main: np.ndarray | None = None
     annotation_offsets: np.ndarray | None = None
+    by_annotation: dict[int, tuple[int, float]] = field(default_factory=dict)
 
     @property
     def mixture(self) -> ClusterResult:
@@ -239,10 +245,13 @@ def analyze_run(run_dir: str | Path, out_dir: str | Path | None = None, manifest
         volume_scale: ``"typical"``: a class that two decoded UNets both draw at under half its
             usual volume across the map is compared against that volume; ``"pair"``: against the
             two volumes alone (:class:`~HyperSORTLib.analysis.styles.StyleThresholds`).
-        annotations: ``"ignore"``: the decoded UNets alone decide which parts of the map are one
-            style; ``"members"``: parts whose members annotate a class differently (each annotation
-            against the UNet of the fine partition's heaviest component, that UNet's size trend
-            removed) are not merged (:class:`~HyperSORTLib.analysis.styles.StyleThresholds`).
+        annotations: ``"split"``: the main mode's members whose annotations differ from its usual
+            member's the same way (one class, one direction), at least a style's size of them, become a
+            style of their own (:func:`~HyperSORTLib.analysis.styles.split_by_annotations`);
+            ``"members"``: that, and parts of the map whose members annotate a class differently
+            (each annotation against the UNet of the fine partition's heaviest component, that
+            UNet's size trend removed) are not merged; ``"ignore"``: the decoded UNets alone decide
+            (:class:`~HyperSORTLib.analysis.styles.StyleThresholds`).
         min_cluster_size: smallest cluster counted as a mode; default ``max(3, ceil(2% of N))``.
         cache_dir: preprocessing cache that training filled (read only); default the user cache
             folder (``$HYPERSORT_CACHE_DIR``).
@@ -323,6 +332,11 @@ def analyze_run(run_dir: str | Path, out_dir: str | Path | None = None, manifest
     main_pass = (reference_pass if reference is not None and np.array_equal(clusters.centers[main], reference)
                  else _segment_cases(run, case_list, clusters.centers[main], cache, progress))
     main_loss, annotated = main_pass[0], label_vs_main(*main_pass[1:])
+    offsets_main = annotation_offsets(annotated, main_pass[2])
+    by_annotation: dict[int, tuple[int, float]] = {}
+    if annotations != "ignore":
+        clusters, by_annotation = _split_by_annotations(run, clusters, latents, annotated, offsets_main, probes)
+        main = clusters.main_cluster
     latent_signals, kde_bandwidth = _latent_signals(latents, mixture, large)
     measured = {**latent_signals, "own_loss": own_loss, "main_mode_loss": main_loss}
     signals = {name: np.asarray(measured[name], dtype=np.float64) for name in SIGNALS}
@@ -333,9 +347,14 @@ def analyze_run(run_dir: str | Path, out_dir: str | Path | None = None, manifest
     behaviours = {c: compare_to_reference([p.label_maps[main] for p in probes], [p.label_maps[c] for p in probes],
                                           [p.voxel_ml for p in probes], class_names)
                   for c in range(clusters.n_clusters)}
+    for row, (k, relative) in by_annotation.items():
+        behaviours[row] = dataclasses.replace(behaviours[row], description=(
+            f"annotated with the {class_names[k + 1].replace('_', ' ')} {ratio_words(relative, 'the main mode')} "
+            f"(found by its members' own annotations: the map holds these cases inside the main mode); its UNet: "
+            f"{behaviours[row].description}"))
     result = AnalysisResult(out, tuple(case_ids), latents, clusters, large, signals, suspicion, rank, behaviours,
-                            probes, truth, {}, class_names, stability, mixture, annotated,
-                            annotation_offsets(annotated, main_pass[2]))
+                            probes, truth, {}, class_names, stability, mixture, annotated, offsets_main,
+                            by_annotation)
     result.metrics = _metrics(result, run_dir, data_path, kde_bandwidth,
                               min_cluster_size or default_min_cluster_size(len(case_ids)))
     result.metrics["seeds"] = {"training": int(config.train.seed), "mixture": int(mixture_seed),
@@ -488,6 +507,25 @@ def _probe_decoder(run: Any, probes: list[ProbeCase], bar: Any = None) -> Any:
         return maps
 
     return decode
+
+
+@torch.no_grad()
+def _split_by_annotations(run: Any, styles: StyleResult, latents: np.ndarray, ratios: np.ndarray,
+                          offsets: np.ndarray, probes: list[ProbeCase]) -> tuple[StyleResult, dict[int, tuple[int, float]]]:
+    """:func:`~HyperSORTLib.analysis.styles.split_by_annotations`, with the probes' label maps moved to
+    the new rows and the new styles' centres decoded on them."""
+    split, found, before = split_by_annotations(styles, latents, ratios, offsets)
+    if not found:
+        return styles, {}
+    decode = _probe_decoder(run, probes)
+    for probe in probes:
+        old = dict(probe.label_maps)
+        probe.label_maps.clear()
+        probe.label_maps.update({row: old[was] for row, was in enumerate(before) if was >= 0})
+    for row in found:
+        for probe, label_map in zip(probes, decode(split.centers[row])):
+            probe.label_maps[row] = label_map
+    return split, found
 
 
 @torch.no_grad()

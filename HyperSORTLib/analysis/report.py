@@ -78,14 +78,23 @@ def _scale_words(thresholds: dict[str, Any]) -> str:
 
 
 def _annotation_words(thresholds: dict[str, Any]) -> str:
-    """Whether the members' own annotations kept parts of the map apart, in words (analyses written
-    before this was recorded compared the decoded UNets alone)."""
-    if thresholds.get("annotations", "ignore") == "members":
-        return (f" Two components holding at least {thresholds.get('annotation_min_members', 3)} cases each are also "
-                f"kept apart when their members annotate some class differently by more than {thresholds['volume']:.0%}: "
-                "every annotation is measured against the UNet of the map's heaviest component on the same scan, "
-                "with that UNet's own trend with organ size removed, and the members' medians are compared.")
-    return ""
+    """How the cases' own annotations shaped the styles, in words (analyses written before this was
+    recorded used the decoded UNets alone)."""
+    how = thresholds.get("annotations", "ignore")
+    if how == "ignore":
+        return ""
+    words = ""
+    if how == "members":
+        words += (f" Two components holding at least {thresholds.get('annotation_min_members', 3)} cases each are "
+                  f"also kept apart when their members annotate some class differently by more than "
+                  f"{thresholds['volume']:.0%}: every annotation is measured against the UNet of the map's heaviest "
+                  "component on the same scan, with that UNet's own trend with organ size removed, and the members' "
+                  "medians are compared.")
+    return words + (" The main mode's members whose own annotations differ from its usual member's the same way (one "
+                    f"class, one direction, by more than {thresholds['volume']:.0%} and three robust standard deviations "
+                    "of that class among the members; each annotation measured against the main mode's UNet, with that "
+                    "UNet's trend with organ size removed), at least a style's size of them, form a style of their "
+                    "own: a style the map has not yet moved out of the main mode.")
 
 
 def _num(value: Any, digits: int = 3) -> str:

@@ -41,6 +41,7 @@ as the looser pairs or better on every run.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
@@ -54,7 +55,7 @@ from HyperSORTLib.config import STYLE_SMALL_COMPONENTS as SMALL_COMPONENTS, STYL
 from HyperSORTLib.latentmap.clusters import ClusterResult, cluster_latents
 from HyperSORTLib.rundir import style_name
 
-__all__ = ["StyleThresholds", "StyleResult", "REMNANT", "ANNOTATION_MIN_MEMBERS", "behaviour_distance", "class_volumes", "typical_volumes",
+__all__ = ["StyleThresholds", "StyleResult", "REMNANT", "ANNOTATION_MIN_MEMBERS", "split_by_annotations", "behaviour_distance", "class_volumes", "typical_volumes",
            "component_adjacency", "merge_components",
            "find_styles", "fine_components", "fine_partition", "style_summary", "row_name", "describe_main_mode",
            "style_stability", "company_agreement"]
@@ -85,15 +86,18 @@ class StyleThresholds:
             is compared against that usual volume, so two remnants a few percent of the organ
             apart are alike; ``"pair"``: against the two volumes alone (see
             :func:`behaviour_distance`).
-        annotations: ``"ignore"``: the decoded UNets alone decide; ``"members"``: two components,
-            each holding at least :data:`ANNOTATION_MIN_MEMBERS` cases, whose members annotate some
-            class differently by more than ``volume`` (their median annotation against one UNet of
-            the map, that UNet's size trend removed;
-            :func:`~HyperSORTLib.analysis.annotations.component_annotation_distance`) are not
-            alike, however alike their decoded UNets segment. It keeps a style apart that the
-            generator has not yet learnt to reproduce in full, but a dataset of few patients can
-            also be split by patient, where the UNet errs differently on each anatomy
-            (``benchmarks/RESULTS.md``, "The members' own annotations as a merge rule").
+        annotations: how the cases' own annotations count (the audit applies it; see
+            :func:`split_by_annotations`): ``"split"``, the main mode's members that annotate one
+            class differently the same way become a style of their own after the merge;
+            ``"members"``, that, and two components, each holding at least
+            :data:`ANNOTATION_MIN_MEMBERS` cases, whose members annotate some class differently by
+            more than ``volume`` (their median annotation against one UNet of the map, that UNet's
+            size trend removed; :func:`~HyperSORTLib.analysis.annotations.component_annotation_distance`)
+            are not alike, however alike their decoded UNets segment: it keeps apart a style the
+            generator has not yet learnt to reproduce in full, but it can also split a dataset of
+            few patients by patient, where the UNet errs differently on each anatomy
+            (``benchmarks/RESULTS.md``, "The cases' own annotations in the styles"); ``"ignore"``,
+            the decoded UNets alone decide.
     """
 
     volume: float = 0.15
@@ -483,14 +487,7 @@ def find_styles(latents: np.ndarray, mixture: ClusterResult, decode: Callable[[n
     is_style = np.asarray([r < len(styles) for r in range(len(rows))], dtype=bool)
 
     main = 0
-    style_sizes = row_sizes[is_style]
-    if len(style_sizes) == 0:
-        consensus = False
-    else:
-        share = style_sizes[0] / row_sizes.sum()
-        runner_up = style_sizes[1] if len(style_sizes) > 1 else 0
-        consensus = bool(share >= thresholds.consensus_share
-                         or (share >= 1 / 3 and style_sizes[0] >= thresholds.consensus_ratio * runner_up))
+    consensus = _consensus(row_sizes[is_style], int(row_sizes.sum()), thresholds)
 
     rng = np.random.default_rng(seed)
     consistency = np.full(len(rows), np.nan)
@@ -514,6 +511,78 @@ def find_styles(latents: np.ndarray, mixture: ClusterResult, decode: Callable[[n
                          distance=distance, adjacency=adjacency, mixture=mixture, thresholds=thresholds,
                          min_style_size=int(min_style_size))
     return result, [maps[c] for c in heaviest]
+
+
+def _consensus(style_sizes: np.ndarray, n_cases: int, thresholds: StyleThresholds) -> bool:
+    """Whether the largest style (``style_sizes``, largest first) holds a clear majority of ``n_cases``."""
+    if len(style_sizes) == 0:
+        return False
+    share = style_sizes[0] / max(n_cases, 1)
+    runner_up = style_sizes[1] if len(style_sizes) > 1 else 0
+    return bool(share >= thresholds.consensus_share
+                or (share >= 1 / 3 and style_sizes[0] >= thresholds.consensus_ratio * runner_up))
+
+
+def split_by_annotations(styles: StyleResult, latents: np.ndarray, ratios: np.ndarray, offsets: np.ndarray | None
+                         ) -> tuple[StyleResult, dict[int, tuple[int, float]], list[int]]:
+    """The main mode's members that annotate one class differently the same way, as a style of their own.
+
+    A style the generator has not yet learnt to reproduce can stay inside the main mode: its cases'
+    latents have not moved away, so no merge rule can see it. Their annotations still differ: the
+    members :func:`~HyperSORTLib.analysis.annotations.unlike_members` names (their annotation against
+    the main mode's UNet, beyond the volume threshold and three robust standard deviations of the
+    class) are grouped by class and direction (larger or smaller), and a group of at least
+    ``min_style_size`` members leaves the main mode as a style, its centre the mean of its
+    members' latents. Smaller groups stay, named by the annotation check. The rows are ordered
+    again (styles largest first) and the main mode and consensus found again; the main mode's
+    consistency, measured before, is kept.
+
+    Returns:
+        The styles; for every row found this way, its class column and its members' median ratio
+        to the main mode's usual annotation; and for every row the row it was before (-1 for the
+        rows found this way).
+    """
+    from HyperSORTLib.analysis.annotations import unlike_members
+
+    members = np.flatnonzero(styles.labels == styles.main_cluster)
+    groups: dict[tuple[int, bool], list[tuple[int, float]]] = {}
+    for i, k, relative in unlike_members(ratios, offsets, members, styles.thresholds.volume):
+        groups.setdefault((k, relative > 1.0), []).append((i, relative))
+    found = [(k, sorted(i for i, _ in group), float(np.median([r for _, r in group])))
+             for (k, _), group in sorted(groups.items()) if len(group) >= styles.min_style_size]
+    if not found:
+        return styles, {}, list(range(styles.n_clusters))
+    labels = styles.labels.copy()
+    centres = list(styles.centers)
+    components = list(styles.components)
+    consistency, checked = list(styles.consistency), list(styles.n_checked)
+    is_style = list(styles.is_style)
+    how: dict[int, tuple[int, float]] = {}
+    for k, cases, relative in found:
+        row = len(centres)
+        labels[cases] = row
+        centres.append(np.asarray(latents, dtype=np.float64)[cases].mean(axis=0))
+        components.append(())
+        consistency.append(np.nan)
+        checked.append(0)
+        is_style.append(True)
+        how[row] = (k, relative)
+    sizes = np.bincount(labels, minlength=len(centres))
+    flags = np.asarray(is_style, dtype=bool)
+    order = sorted(range(len(centres)), key=lambda r: (not flags[r], -sizes[r], r))
+    new_row = np.empty(len(order), dtype=np.int64)
+    new_row[order] = np.arange(len(order))
+    n_styles = int(flags.sum())
+    result = dataclasses.replace(
+        styles, labels=new_row[labels], n_clusters=len(order), n_styles=n_styles,
+        centers=np.asarray([centres[r] for r in order]), sizes=sizes[order].astype(np.int64),
+        weights=sizes[order] / max(int(sizes.sum()), 1), components=tuple(components[r] for r in order),
+        is_style=flags[order], main_cluster=0,
+        consensus=_consensus(sizes[order][:n_styles], int(sizes.sum()), styles.thresholds),
+        consistency=np.asarray([consistency[r] for r in order], dtype=np.float64),
+        n_checked=np.asarray([checked[r] for r in order], dtype=np.int64))
+    before = [r if r < styles.n_clusters else -1 for r in order]
+    return result, {int(new_row[r]): value for r, value in how.items()}, before
 
 
 def _size(mixture: ClusterResult, group: Sequence[int]) -> int:

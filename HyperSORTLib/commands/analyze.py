@@ -53,10 +53,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                              "omit are alike); pair: against their two volumes alone (default "
                              f"{STYLE_VOLUME_SCALES[0]})")
     parser.add_argument("--annotations", choices=STYLE_ANNOTATIONS, default=STYLE_ANNOTATIONS[0],
-                        help="ignore: the decoded UNets alone decide which parts of the map are one style; "
-                             "members: parts whose members annotate a class differently (each annotation against "
-                             "one UNet of the map, its trend with organ size removed) are not merged, which can also "
-                             f"split a dataset of few patients by patient (default {STYLE_ANNOTATIONS[0]})")
+                        help="split: the main mode's members whose own annotations differ the same way (one class, "
+                             "one direction; each against the main mode's UNet, its trend with organ size removed), "
+                             "enough of them to be a style, become a style of their own; members: that, and parts of "
+                             "the map whose members annotate a class differently are not merged (this can also split "
+                             "a dataset of few patients by patient); ignore: the decoded UNets alone decide (default "
+                             f"{STYLE_ANNOTATIONS[0]})")
     parser.add_argument("--cache-dir", type=Path, default=None,
                         help="preprocessing cache written by training, read to skip preprocessing "
                              "(default $HYPERSORT_CACHE_DIR or the user cache folder)")

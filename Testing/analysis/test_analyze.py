@@ -145,9 +145,10 @@ def test_the_main_modes_annotations_are_compared_with_its_unet_class_by_class():
     assert [(case, name) for case, name, _ in unlike] == [("case_5", "spleen"), ("case_2", "spleen"),
                                                           ("case_1", "liver")]
     text = describe_annotations(result, 0.15, shown=2)
-    assert text == ("2 of its 5 members annotate every class like its usual member, within 15% (each annotation "
-                    "measured against its UNet on the same scan, with the UNet's trend with organ size removed); the "
-                    "others: case_5 (spleen annotated where its UNet draws none), case_2 (spleen omitted) and 1 more")
+    assert text == ("2 of its 5 members annotate every class like its usual member, within 15% and 3 robust standard "
+                    "deviations of the class (each annotation measured against its UNet on the same scan, with the "
+                    "UNet's trend with organ size removed); the others: case_5 (spleen annotated where its UNet draws "
+                    "none), case_2 (spleen omitted) and 1 more")
     # What the UNet draws smaller on every scan cancels: members are compared with the usual ratio.
     result.label_vs_main = ratios * np.array([1.0, 0.7])
     assert annotations_alike(result, 0.15)[0] == 2
@@ -157,6 +158,16 @@ def test_the_main_modes_annotations_are_compared_with_its_unet_class_by_class():
     result.label_vs_main = ratios
     result.annotation_offsets = np.zeros((6, 2))
     assert annotations_alike(result, 0.15)[1] == [("case_5", "spleen", float("inf")), ("case_2", "spleen", 0.0)]
+    # A class whose annotations vary widely between members (a small organ) names a member only beyond three
+    # robust standard deviations: 20 % is within the noise of a class whose members spread by 10 %.
+    from HyperSORTLib.analysis.annotations import unlike_members
+
+    rng = np.random.default_rng(0)
+    offsets = np.stack([rng.normal(0, 0.02, 40), rng.normal(0, 0.1, 40)], axis=1)
+    offsets[0] = [np.log(1.2), 0.0]
+    offsets[1] = [0.0, np.log(1.2)]
+    named = unlike_members(np.exp(offsets), offsets, np.arange(40), 0.15)
+    assert [(i, k) for i, k, _ in named] == [(0, 0)] and named[0][2] == pytest.approx(1.2, abs=0.02)
 
 
 @pytest.mark.slow
@@ -275,8 +286,9 @@ def test_cli_writes_report_and_prints_summary(tiny_run, tmp_path, capsys):
     report = (tmp_path / "cli" / "report.html").read_text()
     assert "(average linkage)" in report and "usual volume" not in report and "annotate some class differently" in report
     default_report = (tiny_run["out"] / "report.html").read_text()
-    assert "measured against that volume" in default_report and "annotate some class" not in default_report
-    assert tiny_run["result"].metrics["main_mode"]["thresholds"]["annotations"] == "ignore"
+    assert "measured against that volume" in default_report and "annotate some class differently" not in default_report
+    assert "form a style of their own" in default_report
+    assert tiny_run["result"].metrics["main_mode"]["thresholds"]["annotations"] == "split"
     # Without refits the column is there and empty.
     _, plain = _read_csv(tiny_run["out"] / "samples.csv")
     assert all(r["style_stability"] == "" for r in plain)

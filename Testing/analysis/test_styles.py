@@ -151,7 +151,7 @@ def test_parts_of_the_map_whose_members_annotate_differently_stay_apart():
     with pytest.raises(ValueError, match=r"offsets must be one row per case and one column per foreground class"):
         find_styles(latents, mixture, decode, [0.001], NAMES, min_style_size=3, offsets=offsets[:, :1],
                     thresholds=members)
-    with pytest.raises(ValueError, match="annotations must be one of ignore, members; found 'all'"):
+    with pytest.raises(ValueError, match="annotations must be one of split, members, ignore; found 'all'"):
         StyleThresholds(annotations="all")
 
 
@@ -364,3 +364,36 @@ def test_style_stability_is_one_when_refits_agree_and_drops_for_the_cases_that_m
     shaken = style_stability(latents, base, lambda seed: moved, [1])
     assert np.all(shaken[:5] < 0.7) and np.all(shaken[5:] > 0.8)
     assert np.isnan(style_stability(latents, base, refit, [])).all()
+
+
+def test_a_style_the_map_keeps_inside_the_main_mode_is_split_off_by_its_annotations():
+    from HyperSORTLib.analysis.styles import split_by_annotations
+
+    # 30 cases in one blob (the map has not moved 6 of them away), 6 spleen-omitting cases elsewhere.
+    rng = np.random.default_rng(2)
+    latents = np.concatenate([rng.normal([0.0, 0.0], 0.1, (30, 2)), rng.normal([2.0, 0.0], 0.1, (6, 2))])
+
+    def decode(z: np.ndarray) -> list[np.ndarray]:
+        return _maps(6) if z[0] < 1.0 else _maps(6, spleen=False)
+
+    styles, _ = find_styles(latents, cluster_latents(latents, max_components=4, min_components=4, seed=0), decode,
+                            [0.001], NAMES, min_style_size=3)
+    assert styles.n_styles == 2 and styles.sizes[0] == 30
+    # Against the main mode's UNet: 6 of its members annotate the liver 25 % larger, 2 the spleen 40 % larger.
+    ratios = np.exp(rng.normal(0.0, 0.02, (36, 2)))
+    ratios[30:, 1] = 0.0
+    ratios[[3, 7, 11, 15, 19, 23], 0] *= 1.25
+    ratios[[1, 2], 1] *= 1.4
+    split, found, before = split_by_annotations(styles, latents, ratios, np.log(np.maximum(ratios, 1e-9)))
+    assert split.n_styles == 3 and split.main_cluster == 0 and split.sizes.tolist() == [24, 6, 6]
+    row = next(iter(found))
+    assert np.flatnonzero(split.labels == row).tolist() == [3, 7, 11, 15, 19, 23]
+    assert found[row][0] == 0 and found[row][1] == pytest.approx(1.25, abs=0.03)
+    assert split.components[row] == () and np.isnan(split.consistency[row])
+    np.testing.assert_allclose(split.centers[row], latents[[3, 7, 11, 15, 19, 23]].mean(axis=0))
+    assert before[row] == -1 and sorted(b for b in before if b >= 0) == list(range(styles.n_clusters))
+    assert set(split.labels[[1, 2]]) == {0}  # two members are no style: they stay, named by the annotation check
+    assert split.consensus == (24 / 36 >= 0.5)
+    # Nothing to split: the styles come back as they were.
+    same, none, rows = split_by_annotations(styles, latents, np.ones((36, 2)), None)
+    assert same is styles and none == {} and rows == list(range(styles.n_clusters))
