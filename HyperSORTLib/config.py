@@ -322,7 +322,7 @@ LATENT_SCALES = ("row", "table")
 FORWARD_STRATEGIES = ("auto", "batched", "loop")
 #: How the audit merges mixture components into styles, default first (see
 #: :class:`HyperSORTLib.analysis.styles.StyleThresholds`).
-STYLE_LINKAGES = ("complete", "average")
+STYLE_LINKAGES = ("average", "complete")
 #: How the audit treats mixture components too small to be a style, default first: "attach" merges
 #: the style-sized components first, then each smaller one joins the style of its nearest alike
 #: neighbour; "merge" merges every component on the same terms (see

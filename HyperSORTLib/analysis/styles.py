@@ -306,7 +306,7 @@ def component_adjacency(mixture: ClusterResult, n_points: int = 21) -> np.ndarra
 
 
 def merge_components(distance: np.ndarray, adjacency: np.ndarray,
-                     closeness: np.ndarray | None = None, linkage: str = LINKAGES[0],
+                     closeness: np.ndarray | None = None, linkage: str = "complete",
                      weights: np.ndarray | None = None, first_weight: float = 0.0) -> list[list[int]]:
     """Merging of components that are alike and touch, complete- or average-linkage.
 

@@ -230,7 +230,7 @@ def test_report_is_self_contained_with_plots_and_tables(tiny_run):
                     "Detection against the manifest", "Samples, most suspicious first"):
         assert f"<h2>{heading}" in text
     assert text.count("<table>") >= 4
-    assert "(complete linkage; components of a style's size merge first" in text  # the default merge, in words
+    assert "(average linkage; components of a style's size merge first" in text  # the default merge, in words
     assert "<code>hypersort compare --runs RUN OTHER_RUN</code>" in text  # how to check the styles
     for i in range(N_CASES):
         assert f"case_{i:03d}" in text
@@ -265,7 +265,7 @@ def test_default_output_manifest_from_dataset_and_given_probes(tiny_run, tmp_pat
 def test_cli_writes_report_and_prints_summary(tiny_run, tmp_path, capsys):
     code = main(["analyze", "--run", str(tiny_run["run"]), "--out", str(tmp_path / "cli"), "--manifest",
                  str(tiny_run["manifest"]), "--probe", "case_001", "--device", "cpu", "--no-progress", "--no-cache",
-                 "--stability-seeds", "2", "--linkage", "average", "--small-components", "merge",
+                 "--stability-seeds", "2", "--linkage", "complete", "--small-components", "merge",
                  "--volume-scale", "pair", "--annotations", "members"])
     assert code == 0
     out = capsys.readouterr().out
@@ -279,12 +279,12 @@ def test_cli_writes_report_and_prints_summary(tiny_run, tmp_path, capsys):
     metrics = json.loads((tmp_path / "cli" / "metrics.json").read_text())
     assert metrics["style_stability"]["mean"] == pytest.approx(stability.mean(), abs=1e-5)
     assert metrics["seeds"] == {"training": 0, "mixture": 0, "stability_refits": 2}
-    assert metrics["main_mode"]["thresholds"]["linkage"] == "average"
+    assert metrics["main_mode"]["thresholds"]["linkage"] == "complete"
     assert metrics["main_mode"]["thresholds"]["small_components"] == "merge"
     assert metrics["main_mode"]["thresholds"]["volume_scale"] == "pair"
     assert metrics["main_mode"]["thresholds"]["annotations"] == "members"
     report = (tmp_path / "cli" / "report.html").read_text()
-    assert "(average linkage)" in report and "usual volume" not in report and "annotate some class differently" in report
+    assert "(complete linkage)" in report and "usual volume" not in report and "annotate some class differently" in report
     default_report = (tiny_run["out"] / "report.html").read_text()
     assert "measured against that volume" in default_report and "annotate some class differently" not in default_report
     assert "form a style of their own" in default_report
