@@ -5,10 +5,11 @@ several components and can place a small group next to a large one. HyperSORT ca
 a region *does*: the UNet decoded from a component's centre segments the probe cases, and two
 components belong to one style when their UNets segment those cases alike.
 
-:func:`find_styles` merges neighbouring mixture components, complete-linkage, while every pair
-of components in the merged group segments alike (:class:`StyleThresholds`: each class's
-volume within ``volume`` of the other's, Dice between them at least ``dice``, no class missing,
-appearing, swapped or relabelled). A class that both UNets draw at under half its usual volume
+:func:`find_styles` merges neighbouring mixture components while the merged group segments alike
+(:class:`StyleThresholds`: each class's volume within ``volume`` of the other's, Dice between them
+at least ``dice``, no class missing, appearing, swapped or relabelled), by default on average over
+the pairs of components weighted by the cases they hold, with no pair differing in kind
+(``StyleThresholds.linkage``; ``"complete"`` asks it of every pair). A class that both UNets draw at under half its usual volume
 across the map is compared against that usual volume (``StyleThresholds.volume_scale``): a style
 that omits a class can decode to UNets that keep remnants of it of different sizes (demo seed 2:
 a spleen 69 % and 77 % smaller than the main mode's), and two remnants differ by a few percent of
@@ -25,7 +26,10 @@ if it segments like that neighbour (``StyleThresholds.small_components``). Merge
 of the map they could take a style-sized component first and keep it from the rest of its style
 (demo seed 1: the clean cases split 12 + 10 through a 2-case component). Groups
 holding fewer than ``min_style_size`` cases are not styles: they are reported as isolated
-cases, candidate errors. The largest style is the main mode (the consensus), with the evidence
+cases, candidate errors. Average linkage can let a style drift into the main mode through an
+intermediate component (clean cases with large livers between the clean majority and a dilated
+style); :func:`split_by_annotations`, which the audit applies after the merge, takes it out again by
+its members' own annotations. The largest style is the main mode (the consensus), with the evidence
 for it: its share of the cases, and how many of its members, decoded from their own latents,
 segment like its centre. When no style holds a clear majority, :attr:`StyleResult.consensus`
 is false and the report says so.
