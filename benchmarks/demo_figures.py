@@ -115,9 +115,9 @@ def table(rows: list[dict]) -> str:
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         m = r["metrics"]
-        isolated = sum(c["size"] for c in m.get("clusters", []) if c.get("kind") == "isolated") if "clusters" in m \
-            else None
         n_styles = m.get("n_styles", m.get("n_clusters"))
+        # Rows are the styles, largest first, then the isolated groups.
+        isolated = sum(m["cluster_sizes"][n_styles:]) if "cluster_sizes" in m and n_styles is not None else None
         consensus = m.get("main_mode", {}).get("consensus")
         dice = m.get("main_mode_dice")
         lines.append(f"| {r['seed']} | {n_styles} ({isolated if isolated is not None else '?'}) | {m['ari']:.3f} | "

@@ -65,9 +65,9 @@ from HyperSORTLib.analysis.styles import (
     StyleThresholds,
     describe_main_mode,
     find_styles,
-    split_by_annotations,
     fine_partition,
     row_name,
+    split_by_annotations,
     style_stability,
     style_summary,
 )
