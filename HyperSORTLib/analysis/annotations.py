@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["label_vs_main", "annotation_offsets", "component_annotation_distance", "unlike_members",
+__all__ = ["label_vs_main", "annotation_offsets", "component_annotation_distance", "unlike_members", "annotate_like",
            "annotations_alike", "describe_annotations", "ratio_words", "OFFSET_RANGE", "SPREAD"]
 
 #: Ratios beyond this factor either way count as this factor (an omitted class, a class drawn nowhere).
@@ -139,17 +139,7 @@ def unlike_members(ratios: np.ndarray, offsets: np.ndarray | None, members: np.n
     if len(members) == 0:
         return []
     ratios = np.asarray(ratios, dtype=np.float64)
-    with warnings.catch_warnings():  # a class no member has: an all-NaN column
-        warnings.simplefilter("ignore", RuntimeWarning)
-        usual = np.nanmedian(ratios[members], axis=0)
-        if offsets is None:
-            with np.errstate(divide="ignore", invalid="ignore"):
-                offsets = np.log(ratios)
-        offsets = np.where(np.isfinite(offsets), np.asarray(offsets, dtype=np.float64), np.nan)
-        deviation = offsets[members] - np.nanmedian(offsets[members], axis=0)
-        spread = 1.4826 * np.nanmedian(np.abs(deviation), axis=0)  # robust standard deviation
-    compared = np.isfinite(usual) & (usual > 0)
-    cut = np.maximum(np.log1p(volume), SPREAD * np.nan_to_num(spread))
+    compared, deviation, cut = _usual(ratios, offsets, members, members, volume)
     unlike = []
     for row, i in enumerate(members):
         omitted, new = ratios[i] == 0, np.isinf(ratios[i])
@@ -162,6 +152,38 @@ def unlike_members(ratios: np.ndarray, offsets: np.ndarray | None, members: np.n
             unlike.append((int(i), k, relative))
     unlike.sort(key=lambda item: -abs(item[2] - 1.0))
     return unlike
+
+
+def annotate_like(ratios: np.ndarray, offsets: np.ndarray | None, members: np.ndarray,
+                  cases: np.ndarray, volume: float) -> np.ndarray:
+    """Which of ``cases`` annotate every class like the usual member of the group ``members``: within
+    ``volume`` or :data:`SPREAD` robust standard deviations of the class, whichever is wider (as
+    :func:`unlike_members` measures it), and omitting exactly the classes the group usually omits."""
+    ratios = np.asarray(ratios, dtype=np.float64)
+    cases = np.asarray(cases, dtype=np.int64)
+    if len(members) == 0 or len(cases) == 0:
+        return np.zeros(len(cases), dtype=bool)
+    compared, deviation, cut = _usual(ratios, offsets, np.asarray(members, dtype=np.int64), cases, volume)
+    has = (ratios[cases] > 0) & np.isfinite(ratios[cases])
+    within = np.where(np.isnan(deviation), np.inf, np.abs(deviation)) <= cut
+    return np.all(np.where(compared, has & within, ~has), axis=1)
+
+
+def _usual(ratios: np.ndarray, offsets: np.ndarray | None, members: np.ndarray, cases: np.ndarray,
+           volume: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For a group: which classes its members usually have, each case's offset from the members' median
+    (``[len(cases), C]``) and the cut per class (``volume`` or :data:`SPREAD` robust SDs, the wider)."""
+    with warnings.catch_warnings():  # a class no member has: an all-NaN column
+        warnings.simplefilter("ignore", RuntimeWarning)
+        usual = np.nanmedian(ratios[members], axis=0)
+        if offsets is None:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                offsets = np.log(ratios)
+        offsets = np.where(np.isfinite(offsets), np.asarray(offsets, dtype=np.float64), np.nan)
+        centre = np.nanmedian(offsets[members], axis=0)
+        spread = 1.4826 * np.nanmedian(np.abs(offsets[members] - centre), axis=0)  # robust standard deviation
+    compared = np.isfinite(usual) & (usual > 0)
+    return compared, offsets[cases] - centre, np.maximum(np.log1p(volume), SPREAD * np.nan_to_num(spread))
 
 
 def annotations_alike(result: Any, volume: float) -> tuple[int, list[tuple[str, str, float]]]:

@@ -529,7 +529,8 @@ def _consensus(style_sizes: np.ndarray, n_cases: int, thresholds: StyleThreshold
 
 def split_by_annotations(styles: StyleResult, latents: np.ndarray, ratios: np.ndarray, offsets: np.ndarray | None
                          ) -> tuple[StyleResult, dict[int, tuple[int, float]], list[int]]:
-    """The main mode's members that annotate one class differently the same way, as a style of their own.
+    """The main mode's members that annotate one class differently the same way, as a style of their
+    own; and the other styles' members that annotate like the main mode, back in it.
 
     A style the generator has not yet learnt to reproduce can stay inside the main mode: its cases'
     latents have not moved away, so no merge rule can see it. Their annotations still differ: the
@@ -537,26 +538,39 @@ def split_by_annotations(styles: StyleResult, latents: np.ndarray, ratios: np.nd
     the main mode's UNet, beyond the volume threshold and three robust standard deviations of the
     class) are grouped by class and direction (larger or smaller), and a group of at least
     ``min_style_size`` members leaves the main mode as a style, its centre the mean of its
-    members' latents. Smaller groups stay, named by the annotation check. The rows are ordered
-    again (styles largest first) and the main mode and consensus found again; the main mode's
-    consistency, measured before, is kept.
+    members' latents. Smaller groups stay, named by the annotation check. The other way round, a
+    member of another style whose annotation differs from that style's usual member but is like
+    the main mode's usual member (:func:`~HyperSORTLib.analysis.annotations.annotate_like`; a clean
+    case with a large liver whose latent drifted towards a dilated style) joins the main mode. A
+    style left with fewer than ``min_style_size`` cases becomes an isolated group. The rows are
+    ordered again (styles largest first) and the main mode and consensus found again; the
+    consistency of every row, measured before, is kept.
 
     Returns:
         The styles; for every row found this way, its class column and its members' median ratio
         to the main mode's usual annotation; and for every row the row it was before (-1 for the
         rows found this way).
     """
-    from HyperSORTLib.analysis.annotations import unlike_members
+    from HyperSORTLib.analysis.annotations import annotate_like, unlike_members
 
-    members = np.flatnonzero(styles.labels == styles.main_cluster)
+    volume = styles.thresholds.volume
+    main = styles.main_cluster
+    members = np.flatnonzero(styles.labels == main)
     groups: dict[tuple[int, bool], list[tuple[int, float]]] = {}
-    for i, k, relative in unlike_members(ratios, offsets, members, styles.thresholds.volume):
+    for i, k, relative in unlike_members(ratios, offsets, members, volume):
         groups.setdefault((k, relative > 1.0), []).append((i, relative))
     found = [(k, sorted(i for i, _ in group), float(np.median([r for _, r in group])))
              for (k, _), group in sorted(groups.items()) if len(group) >= styles.min_style_size]
-    if not found:
+    staying = np.setdiff1d(members, [i for _, cases, _ in found for i in cases])
+    back = []
+    for row in range(styles.n_clusters):
+        if row != main and styles.is_style[row]:
+            unlike = [i for i, _, _ in unlike_members(ratios, offsets, np.flatnonzero(styles.labels == row), volume)]
+            back += [i for i, like in zip(unlike, annotate_like(ratios, offsets, staying, unlike, volume)) if like]
+    if not found and not back:
         return styles, {}, list(range(styles.n_clusters))
     labels = styles.labels.copy()
+    labels[back] = main
     centres = list(styles.centers)
     components = list(styles.components)
     consistency, checked = list(styles.consistency), list(styles.n_checked)
@@ -572,11 +586,12 @@ def split_by_annotations(styles: StyleResult, latents: np.ndarray, ratios: np.nd
         is_style.append(True)
         how[row] = (k, relative)
     sizes = np.bincount(labels, minlength=len(centres))
-    flags = np.asarray(is_style, dtype=bool)
-    order = sorted(range(len(centres)), key=lambda r: (not flags[r], -sizes[r], r))
-    new_row = np.empty(len(order), dtype=np.int64)
+    flags = np.asarray(is_style, dtype=bool) & (sizes >= styles.min_style_size)
+    flags[main] = styles.is_style[main]
+    order = sorted((r for r in range(len(centres)) if sizes[r] > 0), key=lambda r: (not flags[r], -sizes[r], r))
+    new_row = np.full(len(centres), -1, dtype=np.int64)  # a row left empty is dropped
     new_row[order] = np.arange(len(order))
-    n_styles = int(flags.sum())
+    n_styles = int(flags[order].sum())
     result = dataclasses.replace(
         styles, labels=new_row[labels], n_clusters=len(order), n_styles=n_styles,
         centers=np.asarray([centres[r] for r in order]), sizes=sizes[order].astype(np.int64),

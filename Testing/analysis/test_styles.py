@@ -409,3 +409,33 @@ def test_a_style_the_map_keeps_inside_the_main_mode_is_split_off_by_its_annotati
     # Nothing to split: the styles come back as they were.
     same, none, rows = split_by_annotations(styles, latents, np.ones((36, 2)), None)
     assert same is styles and none == {} and rows == list(range(styles.n_clusters))
+
+
+def test_a_member_of_another_style_that_annotates_like_the_main_mode_returns_to_it():
+    from HyperSORTLib.analysis.styles import split_by_annotations
+
+    # 24 clean cases; a style of 6 whose UNets draw the liver 17 % larger, one of whose cases (index 24) is
+    # annotated like the clean cases: its latent drifted there, its annotation did not.
+    rng = np.random.default_rng(4)
+    latents = np.concatenate([rng.normal([0.0, 0.0], 0.1, (24, 2)), rng.normal([0.0, 2.0], 0.1, (6, 2))])
+
+    def decode(z: np.ndarray) -> list[np.ndarray]:
+        return _maps(6) if z[1] < 1.0 else _maps(7)
+
+    styles, _ = find_styles(latents, cluster_latents(latents, max_components=4, min_components=4, seed=0), decode,
+                            [0.001], NAMES, min_style_size=3)
+    assert styles.n_styles == 2 and set(styles.labels[24:]) == {1}
+    ratios = np.exp(rng.normal(0.0, 0.02, (30, 2)))
+    ratios[25:, 0] *= 1.3
+    moved, found, before = split_by_annotations(styles, latents, ratios, np.log(ratios))
+    assert found == {} and moved.sizes.tolist() == [25, 5] and moved.labels[24] == moved.main_cluster
+    assert set(moved.labels[25:]) == {1} and before == [0, 1]
+    # A style left with fewer cases than a style's size becomes an isolated group (here 4: 3 of 5 stay).
+    few = np.concatenate([latents[:24], latents[25:]])
+    styles, _ = find_styles(few, cluster_latents(few, max_components=4, min_components=4, seed=0), decode,
+                            [0.001], NAMES, min_style_size=4)
+    assert styles.n_styles == 2 and styles.sizes.tolist() == [24, 5]
+    ratios = np.exp(rng.normal(0.0, 0.02, (29, 2)))
+    ratios[26:, 0] *= 1.3
+    shrunk, _, _ = split_by_annotations(styles, few, ratios, np.log(ratios))
+    assert shrunk.n_styles == 1 and shrunk.sizes.tolist() == [26, 3] and not shrunk.is_style[1]
