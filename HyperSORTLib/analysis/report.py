@@ -94,7 +94,9 @@ def _annotation_words(thresholds: dict[str, Any]) -> str:
                     f"class, one direction, by more than {thresholds['volume']:.0%} and three robust standard deviations "
                     "of that class among the members; each annotation measured against the main mode's UNet, with that "
                     "UNet's trend with organ size removed), at least a style's size of them, form a style of their "
-                    "own: a style the map has not yet moved out of the main mode.")
+                    "own: a style the map has not yet moved out of the main mode. A member of another style whose "
+                    "annotation differs from that style's usual member but is like the main mode's returns to the "
+                    "main mode.")
 
 
 def _num(value: Any, digits: int = 3) -> str:
