@@ -439,3 +439,23 @@ def test_a_member_of_another_style_that_annotates_like_the_main_mode_returns_to_
     ratios[26:, 0] *= 1.3
     shrunk, _, _ = split_by_annotations(styles, few, ratios, np.log(ratios))
     assert shrunk.n_styles == 1 and shrunk.sizes.tolist() == [26, 3] and not shrunk.is_style[1]
+
+
+def test_the_audit_keeps_a_return_even_when_nothing_is_split_off():
+    from HyperSORTLib.analysis.audit import ProbeCase, _split_by_annotations
+
+    rng = np.random.default_rng(4)
+    latents = np.concatenate([rng.normal([0.0, 0.0], 0.1, (24, 2)), rng.normal([0.0, 2.0], 0.1, (6, 2))])
+
+    def decode(z: np.ndarray) -> list[np.ndarray]:
+        return _maps(6) if z[1] < 1.0 else _maps(7)
+
+    styles, row_maps = find_styles(latents, cluster_latents(latents, max_components=4, min_components=4, seed=0),
+                                   decode, [0.001], NAMES, min_style_size=3)
+    probe = ProbeCase("case_000", np.zeros(SHAPE, np.float32), 0.001, (1.0, 1.0, 1.0))
+    probe.label_maps.update({row: maps[0] for row, maps in enumerate(row_maps)})
+    ratios = np.exp(rng.normal(0.0, 0.02, (30, 2)))
+    ratios[25:, 0] *= 1.3
+    moved, found = _split_by_annotations(None, styles, latents, ratios, np.log(ratios), [probe])  # no decoding needed
+    assert found == {} and moved.labels[24] == moved.main_cluster and moved.sizes.tolist() == [25, 5]
+    assert all(np.array_equal(probe.label_maps[row], row_maps[row][0]) for row in range(moved.n_clusters))
