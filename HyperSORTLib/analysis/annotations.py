@@ -8,11 +8,15 @@ voxel counts of that segmentation and of the case's annotation into one ratio pe
 a network regresses towards the typical organ, drawing small organs a little too large and large
 ones a little too small, so a clean case with a large liver looks "annotated larger than the
 UNet" by a few percent. What remains is how each annotation differs from the usual one.
-:func:`component_annotation_distance` compares the members of two parts of the map by it (the
-styles are never merged across a difference in the members' own annotations), and
-:func:`annotations_alike` compares the main mode's members with each other. ``result`` is an :class:`~HyperSORTLib.analysis.audit.AnalysisResult` (any object
-with ``label_vs_main``, ``clusters.labels``, ``clusters.main_cluster``, ``case_ids`` and
-``class_names``).
+:func:`unlike_members` names the members of a group whose annotation of some class differs from
+the group's usual member (beyond the volume threshold and :data:`SPREAD` robust standard deviations
+of the class); the audit uses it to name the main mode's unusual members (:func:`annotations_alike`)
+and to split off a style the map holds inside the main mode, and :func:`annotate_like` to return a
+case that annotates like the main mode from another style
+(:func:`~HyperSORTLib.analysis.styles.split_by_annotations`). :func:`component_annotation_distance`
+compares the members of two parts of the map (the optional merge veto, ``--annotations members``).
+``result`` is an :class:`~HyperSORTLib.analysis.audit.AnalysisResult` (any object with
+``label_vs_main``, ``clusters.labels``, ``clusters.main_cluster``, ``case_ids`` and ``class_names``).
 """
 
 from __future__ import annotations
