@@ -44,22 +44,27 @@ def add_train_command_options(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from HyperSORTLib.training import DistributedContext, Trainer
-    from HyperSORTLib.training.distributed import broadcast_from_main, init_process_group, quiet_unless_main
+    from HyperSORTLib.training.distributed import (broadcast_from_main, close_process_group, init_process_group,
+                                                   quiet_unless_main)
 
     context = DistributedContext.from_environment()  # one process unless torchrun started this one
     init_process_group(context)
-    with quiet_unless_main(context):
-        prepared = prepare_training(args, "hypersort train") if context.is_main else None
-        # The other processes wait until rank 0 has checked and cached the data, then read the cache.
-        if broadcast_from_main(context, prepared is not None) and not context.is_main:
-            prepared = prepare_training(args, "hypersort train", main_process=False)
-        if prepared is None:
-            return 1
-        config, dataset = prepared
-        cases = dataset.case_list
-        trainer = Trainer(config, dataset, cases.case_ids, args.out, progress=not args.no_progress,
-                          data_source=cases.source, accept_data_change=args.accept_data_change, distributed=context)
-        result = trainer.fit()
+    try:
+        with quiet_unless_main(context):
+            prepared = prepare_training(args, "hypersort train") if context.is_main else None
+            # The other processes wait until rank 0 has checked and cached the data, then read the cache.
+            if broadcast_from_main(context, prepared is not None) and not context.is_main:
+                prepared = prepare_training(args, "hypersort train", main_process=False)
+            if prepared is None:
+                return 1
+            config, dataset = prepared
+            cases = dataset.case_list
+            trainer = Trainer(config, dataset, cases.case_ids, args.out, progress=not args.no_progress,
+                              data_source=cases.source, accept_data_change=args.accept_data_change,
+                              distributed=context)
+            result = trainer.fit()
+    finally:
+        close_process_group(context)
     if not context.is_main:
         return 0
     last = result.history[-1] if result.history else {}

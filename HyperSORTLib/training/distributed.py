@@ -119,6 +119,16 @@ def init_process_group(context: DistributedContext) -> None:
                             world_size=context.world_size)
 
 
+def close_process_group(context: DistributedContext) -> None:
+    """Leave the process group of ``context`` (nothing for one process, or when it was never joined).
+
+    A process that exits with the group still open can abort while its Gloo threads are torn down
+    ("terminate called without an active exception"), failing a run that had finished.
+    """
+    if context.is_distributed and dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def shard_bounds(batch_size: int, rank: int, world_size: int) -> tuple[int, int]:
     """``[start, stop)`` of rank ``rank``'s contiguous share of a global batch of ``batch_size``.
 
