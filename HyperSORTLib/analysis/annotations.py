@@ -213,7 +213,7 @@ def annotations_alike(result: Any, volume: float) -> tuple[int, list[tuple[str, 
 
 
 def ratio_words(value: float, than: str = "") -> str:
-    """An annotation's ratio to the usual one in words: "20% larger", "omitted", ... (``than``: what it
+    """An annotation's ratio to the usual one in words: "about 20% larger", "omitted", ... (``than``: what it
     is compared with, e.g. "the main mode", appended as "... than the main mode's usual member")."""
     if not np.isfinite(value):
         return "annotated where its UNet draws none"
@@ -233,7 +233,8 @@ def describe_annotations(result: Any, volume: float, shown: int = 5) -> str:
             f"{SPREAD:g} robust standard deviations of the class (each annotation measured against its UNet on the same "
             f"scan, with the UNet's trend with organ size removed)")
     if unlike:
-        named = ", ".join(f"{case} ({name.replace('_', ' ')} {ratio_words(value)})" for case, name, value in unlike[:shown])
+        named = ", ".join(f"{case} ({name.replace('_', ' ')} {ratio_words(value)})"
+                          for case, name, value in unlike[:shown])
         more = f" and {len(unlike) - shown} more" if len(unlike) > shown else ""
         text += f"; the others: {named}{more}"
     return text

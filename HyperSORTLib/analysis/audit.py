@@ -510,8 +510,8 @@ def _probe_decoder(run: Any, probes: list[ProbeCase], bar: Any = None) -> Any:
 
 
 @torch.no_grad()
-def _split_by_annotations(run: Any, styles: StyleResult, latents: np.ndarray, ratios: np.ndarray,
-                          offsets: np.ndarray, probes: list[ProbeCase]) -> tuple[StyleResult, dict[int, tuple[int, float]]]:
+def _split_by_annotations(run: Any, styles: StyleResult, latents: np.ndarray, ratios: np.ndarray, offsets: np.ndarray,
+                          probes: list[ProbeCase]) -> tuple[StyleResult, dict[int, tuple[int, float]]]:
     """:func:`~HyperSORTLib.analysis.styles.split_by_annotations`, with the probes' label maps moved to
     the rows' new places and the new styles' centres decoded on them."""
     split, found, before = split_by_annotations(styles, latents, ratios, offsets)

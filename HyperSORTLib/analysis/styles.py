@@ -9,8 +9,8 @@ components belong to one style when their UNets segment those cases alike.
 (:class:`StyleThresholds`: each class's volume within ``volume`` of the other's, Dice between them
 at least ``dice``, no class missing, appearing, swapped or relabelled), by default on average over
 the pairs of components weighted by the cases they hold, with no pair differing in kind
-(``StyleThresholds.linkage``; ``"complete"`` asks it of every pair). A class that both UNets draw at under half its usual volume
-across the map is compared against that usual volume (``StyleThresholds.volume_scale``): a style
+(``StyleThresholds.linkage``; ``"complete"`` asks it of every pair). A class that both UNets draw
+at under half its usual volume across the map is compared against that usual volume (``StyleThresholds.volume_scale``): a style
 that omits a class can decode to UNets that keep remnants of it of different sizes (demo seed 2:
 a spleen 69 % and 77 % smaller than the main mode's), and two remnants differ by a few percent of
 a spleen, not by a third of the smaller remnant. It never merges across a behavioural difference. Behaviour
@@ -52,15 +52,15 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from HyperSORTLib.analysis.annotations import component_annotation_distance
+from HyperSORTLib.analysis.annotations import annotate_like, component_annotation_distance, unlike_members
 from HyperSORTLib.analysis.behaviour import BehaviourThresholds, compare_to_reference
 from HyperSORTLib.config import STYLE_ANNOTATIONS as ANNOTATIONS, STYLE_LINKAGES as LINKAGES
 from HyperSORTLib.config import STYLE_SMALL_COMPONENTS as SMALL_COMPONENTS, STYLE_VOLUME_SCALES as VOLUME_SCALES
 from HyperSORTLib.latentmap.clusters import ClusterResult, cluster_latents
 from HyperSORTLib.rundir import style_name
 
-__all__ = ["StyleThresholds", "StyleResult", "REMNANT", "ANNOTATION_MIN_MEMBERS", "split_by_annotations", "behaviour_distance", "class_volumes", "typical_volumes",
-           "component_adjacency", "merge_components",
+__all__ = ["StyleThresholds", "StyleResult", "REMNANT", "ANNOTATION_MIN_MEMBERS", "split_by_annotations",
+           "behaviour_distance", "class_volumes", "typical_volumes", "component_adjacency", "merge_components",
            "find_styles", "fine_components", "fine_partition", "style_summary", "row_name", "describe_main_mode",
            "style_stability", "company_agreement"]
 
@@ -551,8 +551,6 @@ def split_by_annotations(styles: StyleResult, latents: np.ndarray, ratios: np.nd
         to the main mode's usual annotation; and for every row the row it was before (-1 for the
         rows found this way).
     """
-    from HyperSORTLib.analysis.annotations import annotate_like, unlike_members
-
     volume = styles.thresholds.volume
     main = styles.main_cluster
     members = np.flatnonzero(styles.labels == main)
